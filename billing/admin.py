@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from billing.errors import CreditError
+from billing.forms import CreditAdjustmentForm
+from billing.ledger import credits_adjust
+from billing.models import CreditAccount, LedgerEntry
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Money rows change only through billing.ledger, never by editing."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class LedgerEntryInline(admin.TabularInline):
+    model = LedgerEntry
+    fk_name = "account"
+    fields = ["created_at", "kind", "amount", "balance_after", "reference", "actor", "memo"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    show_change_link = True
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(CreditAccount)
+class CreditAccountAdmin(ReadOnlyAdmin):
+    list_display = ["user", "balance", "debt", "updated_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__email"]
+    readonly_fields = ["user", "balance", "debt", "created_at", "updated_at"]
+    inlines = [LedgerEntryInline]
+    actions = ["adjust_credits"]
+
+    def has_adjust_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.adjust_credits")
+
+    @admin.action(description="Grant or deduct credits…", permissions=["adjust"])
+    def adjust_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]):
+        form = CreditAdjustmentForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            self._apply_adjustment(request, queryset, form.cleaned_data)
+            return None  # back to the list, with messages
+        return TemplateResponse(
+            request,
+            "admin/billing/creditaccount/adjust_credits.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Grant or deduct credits",
+                "opts": self.model._meta,
+                "accounts": queryset.select_related("user"),
+                "form": form,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def _apply_adjustment(self, request: HttpRequest, queryset, data: dict) -> None:
+        done = 0
+        for account in queryset.select_related("user"):
+            if account.user is None:
+                self.message_user(request, f"Account {account.pk} has no user; skipped.", messages.WARNING)
+                continue
+            try:
+                credits_adjust(
+                    user=account.user,
+                    amount=data["amount"],
+                    ref=f"adjust:{data['token']}:{account.pk}",
+                    actor=request.user,
+                    memo=data["memo"],
+                )
+            except CreditError as exc:
+                self.message_user(request, f"{account.user}: {exc}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"Adjusted {done} account(s) by {data['amount']:+d} credits.", messages.SUCCESS)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "account", "kind", "amount", "balance_after", "reference", "actor", "memo"]
+    list_filter = ["kind", "created_at"]
+    list_select_related = ["account__user", "actor"]
+    search_fields = ["reference", "account__user__email", "memo"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in LedgerEntry._meta.fields]

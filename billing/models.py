@@ -1,0 +1,117 @@
+"""Credit balances and the append-only ledger.
+
+Invariants (enforced by billing.ledger, backed by the database):
+- A balance is never negative (CHECK constraint).
+- Every balance change is exactly one LedgerEntry; entries are never edited
+  or deleted. The sum of an account's entry amounts equals its balance.
+- Each entry has a unique business reference, so a retried operation applies
+  once.
+- A hold is resolved (captured or released) at most once (unique
+  `resolves`).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class CreditAccount(models.Model):
+    """One balance row per user; the row that spending locks."""
+
+    # SET_NULL: deleting a person keeps the money trail (their account row and
+    # ledger) for audits, detached from the deleted user.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="credit_account",
+    )
+    balance = models.IntegerField(default=0)
+    # Credits clawed back (refund, lost dispute) that the balance could not
+    # cover. While it is above zero the account cannot spend.
+    debt = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        permissions = [("adjust_credits", "Can grant or deduct credits (staff adjustment)")]
+        constraints = [
+            models.CheckConstraint(condition=Q(balance__gte=0), name="credit_balance_non_negative"),
+            models.CheckConstraint(condition=Q(debt__gte=0), name="credit_debt_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or 'deleted user'}: {self.balance} credits"
+
+
+class LedgerEntry(models.Model):
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Grant"
+        PURCHASE = "purchase", "Purchase"
+        HOLD = "hold", "Hold"
+        CAPTURE = "capture", "Capture"
+        RELEASE = "release", "Release"
+        REFUND = "refund", "Refund"
+        REVERSAL = "reversal", "Reversal"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Signed change to the balance: negative for a hold or a deduction.
+    amount = models.IntegerField()
+    balance_after = models.IntegerField()
+    # Business reference, e.g. "hold:job:42", "stripe:cs_123", "free:user:7".
+    reference = models.CharField(max_length=200, unique=True)
+    # A capture or release points at the hold it resolves; unique, so a hold
+    # resolves at most once even if two workers race.
+    resolves = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="resolution",
+    )
+    # A reversal points at the credit it takes back (grant, purchase...).
+    reverses = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reversals",
+    )
+    # Reversals only: the part the balance could not cover, added to the
+    # account's debt instead (the balance never goes negative).
+    shortfall = models.IntegerField(default=0)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who caused the change: a staff member for adjustments, else empty (system).",
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["account", "-id"], name="ledger_account_recent")]
+        constraints = [
+            models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_non_negative"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["capture", "release"], resolves__isnull=False)
+                | (~Q(kind__in=["capture", "release"]) & Q(resolves__isnull=True)),
+                name="ledger_resolution_iff_capture_or_release",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="hold") | Q(amount__lt=0),
+                name="ledger_hold_debits",
+            ),
+            models.CheckConstraint(condition=Q(shortfall__gte=0), name="ledger_shortfall_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount:+d}"

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from billing.ledger import balance_of
+
+
+def site(request: HttpRequest) -> dict:
+    """What every page's shell needs: the site name and the visitor's balance."""
+    user = getattr(request, "user", None)
+    credits = balance_of(user=user) if user is not None and user.is_authenticated else None
+    return {
+        "SITE_NAME": settings.SITE_NAME,
+        "FREE_CREDITS": settings.FREE_CREDITS,
+        "header_credits": credits,
+    }

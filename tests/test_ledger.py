@@ -1,0 +1,261 @@
+"""The credit ledger: every rule of billing.ledger, against the real database."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import Sum
+
+from billing.errors import (
+    HoldAlreadyResolved,
+    InsufficientCredits,
+    InvalidAmount,
+    ReferenceConflict,
+    SpendingBlocked,
+    UnknownHold,
+)
+from billing.ledger import (
+    balance_of,
+    charged_amount,
+    credits_adjust,
+    credits_capture,
+    credits_grant,
+    credits_hold,
+    credits_release,
+    credits_reverse,
+)
+from billing.models import CreditAccount, LedgerEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def ledger_sum(user) -> int:
+    return LedgerEntry.objects.filter(account__user=user).aggregate(s=Sum("amount"))["s"] or 0
+
+
+def test_it_grants_and_records_balance_after(alice):
+    entry = credits_grant(user=alice, amount=10, ref="free:user:1", memo="welcome")
+    assert (entry.kind, entry.amount, entry.balance_after, entry.memo) == ("grant", 10, 10, "welcome")
+    assert balance_of(user=alice) == 10
+
+
+def test_a_retried_grant_returns_the_first_entry_and_changes_nothing(alice):
+    first = credits_grant(user=alice, amount=10, ref="grant:x")
+    again = credits_grant(user=alice, amount=10, ref="grant:x")
+    assert again.pk == first.pk
+    assert balance_of(user=alice) == 10
+    assert LedgerEntry.objects.filter(reference="grant:x").count() == 1
+
+
+def test_a_reference_reused_for_another_operation_is_a_conflict(alice, bob):
+    credits_grant(user=alice, amount=10, ref="grant:y")
+    with pytest.raises(ReferenceConflict):
+        credits_grant(user=alice, amount=5, ref="grant:y")
+    with pytest.raises(ReferenceConflict):
+        credits_grant(user=bob, amount=10, ref="grant:y")
+    with pytest.raises(ReferenceConflict):
+        credits_hold(user=alice, amount=1, ref="grant:y")
+    assert balance_of(user=alice) == 10
+    assert balance_of(user=bob) == 0
+
+
+@pytest.mark.parametrize("amount", [0, -1, 1.5, "3", True, None])
+def test_it_rejects_amounts_that_are_not_positive_integers(alice, amount):
+    with pytest.raises(InvalidAmount):
+        credits_grant(user=alice, amount=amount, ref="bad")
+    with pytest.raises(InvalidAmount):
+        credits_hold(user=alice, amount=amount, ref="bad")
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_hold_debits_and_refuses_to_overdraw(alice):
+    credits_grant(user=alice, amount=5, ref="g")
+    hold = credits_hold(user=alice, amount=3, ref="hold:job:1")
+    assert (hold.amount, hold.balance_after) == (-3, 2)
+    with pytest.raises(InsufficientCredits) as info:
+        credits_hold(user=alice, amount=3, ref="hold:job:2")
+    assert (info.value.needed, info.value.available) == (3, 2)
+    assert balance_of(user=alice) == 2
+    assert not LedgerEntry.objects.filter(reference="hold:job:2").exists()
+
+
+def test_a_capture_charges_what_ran_and_returns_the_rest(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    hold = credits_hold(user=alice, amount=8, ref="hold:job:1")
+    capture = credits_capture(hold_ref="hold:job:1", ref="capture:job:1", amount=5)
+    assert (capture.kind, capture.amount, capture.balance_after) == ("capture", 3, 5)
+    assert capture.resolves_id == hold.pk
+    assert charged_amount(hold=hold) == 5
+    assert balance_of(user=alice) == 5
+
+
+def test_a_capture_cannot_charge_more_than_was_held(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    credits_hold(user=alice, amount=2, ref="h")
+    with pytest.raises(InvalidAmount):
+        credits_capture(hold_ref="h", ref="c", amount=3)
+    assert balance_of(user=alice) == 8
+
+
+def test_a_release_returns_everything(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    hold = credits_hold(user=alice, amount=4, ref="h")
+    release = credits_release(hold_ref="h", ref="release:h")
+    assert (release.amount, release.balance_after) == (4, 10)
+    assert charged_amount(hold=hold) == 0
+
+
+def test_a_hold_resolves_at_most_once(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    credits_hold(user=alice, amount=4, ref="h")
+    first = credits_capture(hold_ref="h", ref="capture:h")
+    assert credits_capture(hold_ref="h", ref="capture:h").pk == first.pk  # a retry
+    with pytest.raises(HoldAlreadyResolved):
+        credits_release(hold_ref="h", ref="release:h")
+    with pytest.raises(HoldAlreadyResolved):
+        credits_capture(hold_ref="h", ref="capture:h:again")
+    assert balance_of(user=alice) == 6
+    assert LedgerEntry.objects.filter(resolves__reference="h").count() == 1
+
+
+def test_an_unknown_hold_cannot_be_resolved(alice):
+    credits_grant(user=alice, amount=1, ref="g")
+    with pytest.raises(UnknownHold):
+        credits_release(hold_ref="hold:nothing", ref="r")
+    with pytest.raises(UnknownHold):
+        credits_capture(hold_ref="g", ref="c")  # a grant is not a hold
+
+
+def test_staff_adjustments_need_a_memo_and_never_go_below_zero(alice, charlie):
+    with pytest.raises(InvalidAmount):
+        credits_adjust(user=alice, amount=5, ref="adj:1", actor=charlie, memo="  ")
+    entry = credits_adjust(user=alice, amount=5, ref="adj:1", actor=charlie, memo="goodwill")
+    assert (entry.kind, entry.actor, entry.amount) == ("adjustment", charlie, 5)
+    with pytest.raises(InsufficientCredits):
+        credits_adjust(user=alice, amount=-6, ref="adj:2", actor=charlie, memo="too much")
+    entry = credits_adjust(user=alice, amount=-5, ref="adj:3", actor=charlie, memo="mistake")
+    assert (entry.amount, entry.balance_after) == (-5, 0)
+
+
+def test_a_reversal_takes_back_at_most_the_original_credit(alice):
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE)
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_1", amount=4)
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_1", amount=4)  # redelivered
+    assert balance_of(user=alice) == 6
+    with pytest.raises(InvalidAmount):
+        credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_2", amount=7)
+    rest = credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_2")
+    assert rest.amount == -6
+    assert balance_of(user=alice) == 0
+
+
+def test_a_reversal_of_spent_credits_records_debt_and_blocks_spending(alice):
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE)
+    credits_hold(user=alice, amount=7, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    reversal = credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_1")
+    assert (reversal.amount, reversal.shortfall, reversal.balance_after) == (-3, 7, 0)
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (0, 7)
+    credits_grant(user=alice, amount=5, ref="g2")
+    with pytest.raises(SpendingBlocked):
+        credits_hold(user=alice, amount=1, ref="h2")
+    with pytest.raises(InvalidAmount):  # nothing of that purchase is left to take
+        credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_2", amount=1)
+
+
+def test_a_raw_update_to_a_negative_balance_is_refused_by_the_database(alice):
+    credits_grant(user=alice, amount=1, ref="g")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CreditAccount.objects.filter(user=alice).update(balance=-1)
+    assert balance_of(user=alice) == 1
+
+
+def test_a_second_resolution_row_is_refused_by_the_database(alice):
+    credits_grant(user=alice, amount=5, ref="g")
+    hold = credits_hold(user=alice, amount=2, ref="h")
+    credits_release(hold_ref="h", ref="r")
+    account = CreditAccount.objects.get(user=alice)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LedgerEntry.objects.create(
+            account=account, kind="capture", amount=0, balance_after=5, reference="sneaky", resolves=hold
+        )
+
+
+def test_deleting_a_user_keeps_the_money_trail(alice):
+    credits_grant(user=alice, amount=3, ref="g")
+    account_id = CreditAccount.objects.get(user=alice).pk
+    alice.delete()
+    account = CreditAccount.objects.get(pk=account_id)
+    assert account.user is None
+    assert account.entries.count() == 1
+
+
+# --- Concurrency: real transactions on PostgreSQL ---------------------------
+
+
+def run_in_threads(count: int, work) -> list:
+    """Run work(i) in `count` threads released at once; collect results or
+    exceptions. Each thread has its own database connection."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as exc:
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    close_old_connections()
+    return results
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_holds_on_ten_credits_exactly_ten_succeed(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    results = run_in_threads(20, lambda i: credits_hold(user=alice, amount=1, ref=f"hold:job:{i}"))
+    succeeded = [r for r in results if isinstance(r, LedgerEntry)]
+    refused = [r for r in results if isinstance(r, InsufficientCredits)]
+    assert (len(succeeded), len(refused)) == (10, 10), results
+    assert balance_of(user=alice) == 0
+    assert sorted(e.balance_after for e in succeeded) == list(range(10))
+    assert ledger_sum(alice) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_reference_applied_concurrently_gives_one_row(alice):
+    results = run_in_threads(10, lambda i: credits_grant(user=alice, amount=10, ref="stripe:cs_same"))
+    assert all(isinstance(r, LedgerEntry) for r in results), results
+    assert len({r.pk for r in results}) == 1
+    assert balance_of(user=alice) == 10
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_capture_and_release_resolve_a_hold_once(alice):
+    credits_grant(user=alice, amount=10, ref="g")
+    credits_hold(user=alice, amount=6, ref="h")
+
+    def resolve(i: int):
+        if i % 2:
+            return credits_capture(hold_ref="h", ref=f"capture:{i}")
+        return credits_release(hold_ref="h", ref=f"release:{i}")
+
+    results = run_in_threads(8, resolve)
+    resolved = [r for r in results if isinstance(r, LedgerEntry)]
+    assert len(resolved) == 1, results
+    assert all(isinstance(r, HoldAlreadyResolved) for r in results if r is not resolved[0])
+    assert balance_of(user=alice) == (4 if resolved[0].kind == "capture" else 10)
+    assert ledger_sum(alice) == balance_of(user=alice)
