@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.contrib import admin
-
 from django.contrib.auth.admin import UserAdmin
 
 from accounts.models import FreeCreditClaim, User

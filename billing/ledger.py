@@ -37,9 +37,7 @@ CREDIT_KINDS = (Kind.GRANT, Kind.PURCHASE, Kind.REFUND, Kind.ADJUSTMENT)
 
 def balance_of(*, user) -> int:
     """The spendable balance; 0 for a user who never had credits."""
-    return (
-        CreditAccount.objects.filter(user=user).values_list("balance", flat=True).first() or 0
-    )
+    return CreditAccount.objects.filter(user=user).values_list("balance", flat=True).first() or 0
 
 
 def account_of(*, user) -> CreditAccount:
@@ -162,9 +160,7 @@ def credits_reverse(
             if existing.reverses_id != original.id:
                 raise ReferenceConflict(ref)
             return existing
-        already = original.reversals.aggregate(
-            taken=Sum("amount", default=0), owed=Sum("shortfall", default=0)
-        )
+        already = original.reversals.aggregate(taken=Sum("amount", default=0), owed=Sum("shortfall", default=0))
         remaining = original.amount + already["taken"] - already["owed"]
         wanted = remaining if amount is None else amount
         if not 0 < wanted <= remaining:

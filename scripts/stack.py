@@ -162,6 +162,7 @@ def run() -> int:
         say(f"sign-up emails are written as files to {os.environ.get('EMAIL_FILE_PATH', VAR / 'mail')}")
         say("Ctrl-C stops the web server, the worker and the private Redis")
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -65,3 +70,68 @@ def _postgres_only(request):
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+def pytest_configure(config) -> None:
+    # whitenoise warns at every request when STATIC_ROOT does not exist yet.
+    settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+
+class WorkerProcess:
+    """A real `celery worker` in a child process, consuming its own queue, on
+    the test database and the test Redis."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        db = connection.settings_dict
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+        if db["ENGINE"].endswith("postgresql"):
+            user, password, host, port = (db[k] or "" for k in ("USER", "PASSWORD", "HOST", "PORT"))
+            env["DATABASE_URL"] = f"postgres://{user}:{password}@{host}:{port}/{db['NAME']}"
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                self.queue,
+                "-n",
+                f"{self.queue}@%h",
+                "--concurrency",
+                "1",
+                "-O",
+                "fair",
+                "-l",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            start_new_session=True,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}").start()
+    yield worker
+    worker.stop()

@@ -142,9 +142,7 @@ class LedgerPropertyTests(TestCase):
             self.assertEqual((balance, debt), (model.balance[i], model.debt[i]))
             last = LedgerEntry.objects.filter(account__user=user).order_by("-id").first()
             self.assertEqual(last.balance_after if last else 0, balance)
-        over_resolved = (
-            LedgerEntry.objects.filter(kind="hold").annotate(n=Count("resolution")).filter(n__gt=1).count()
-        )
+        over_resolved = LedgerEntry.objects.filter(kind="hold").annotate(n=Count("resolution")).filter(n__gt=1).count()
         self.assertEqual(over_resolved, 0)
         open_holds = LedgerEntry.objects.filter(kind="hold", resolution__isnull=True).count()
         self.assertEqual(open_holds, sum(1 for h in model.holds if not h["resolved"]))

@@ -1,0 +1,130 @@
+"""Sign-up, email verification, the free credits, the account page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.urls import reverse
+
+from accounts.services import email_fingerprint, free_credits_grant
+from billing.ledger import balance_of, credits_grant
+from billing.models import LedgerEntry
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "a-long-unusual-passphrase-77"
+
+
+def sign_up(client, email: str):
+    return client.post(
+        reverse("account_signup"),
+        {"email": email, "password1": PASSWORD, "password2": PASSWORD},
+    )
+
+
+def confirm_from_mail(client) -> None:
+    body = mail.outbox[-1].body
+    url = re.search(r"https?://[^/\s]+(/accounts/confirm-email/[^\s]+/)", body).group(1)
+    assert client.get(url).status_code == 200
+    assert client.post(url).status_code == 302
+
+
+def header_credits(html: str) -> int:
+    match = re.search(r'data-testid="header-credits"[^>]*>\s*<span class="credits-count">(\d+)</span>', html)
+    assert match, "no credit balance in the header"
+    return int(match.group(1))
+
+
+def test_sign_up_grants_ten_credits_once_on_verification_and_the_header_shows_them(client):
+    response = sign_up(client, "dana@example.com")
+    assert response.status_code == 302
+    user = get_user_model().objects.get(email="dana@example.com")
+    assert balance_of(user=user) == 0, "no credits before the address is verified"
+    assert len(mail.outbox) == 1
+
+    confirm_from_mail(client)
+    assert balance_of(user=user) == 10
+    home = client.get(reverse("home"))
+    assert header_credits(home.content.decode()) == 10
+
+    # Confirming again (an old link, a second click) grants nothing more.
+    address = EmailAddress.objects.get(email="dana@example.com")
+    assert free_credits_grant(user=user, email=address.email) is None
+    assert LedgerEntry.objects.filter(account__user=user, kind="grant").count() == 1
+    assert balance_of(user=user) == 10
+
+
+def test_an_unverified_account_cannot_sign_in_and_has_no_credits(client):
+    sign_up(client, "erin@example.com")
+    client.logout()
+    response = client.post(reverse("account_login"), {"login": "erin@example.com", "password": PASSWORD})
+    assert response.status_code == 302
+    assert "confirm-email" in response["Location"]
+    assert balance_of(user=get_user_model().objects.get(email="erin@example.com")) == 0
+
+
+def test_deleting_the_account_and_signing_up_again_does_not_grant_again(client):
+    sign_up(client, "frank@example.com")
+    confirm_from_mail(client)
+    get_user_model().objects.get(email="frank@example.com").delete()
+    client.logout()
+
+    sign_up(client, "Frank+again@Example.com")  # same mailbox, other spelling
+    confirm_from_mail(client)
+    again = get_user_model().objects.get(email__iexact="frank+again@example.com")
+    assert balance_of(user=again) == 0
+    assert not LedgerEntry.objects.filter(account__user=again).exists()
+
+
+def test_a_second_verified_address_on_the_same_user_does_not_grant_again(alice):
+    assert free_credits_grant(user=alice, email="alice@example.com").amount == 10
+    assert free_credits_grant(user=alice, email="alice.other@example.com") is None
+    assert balance_of(user=alice) == 10
+
+
+def test_with_verification_off_credits_arrive_at_sign_up(client, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "none"
+    sign_up(client, "gina@example.com")
+    assert balance_of(user=get_user_model().objects.get(email="gina@example.com")) == 10
+
+
+def test_free_credits_follow_the_setting(alice, settings):
+    settings.FREE_CREDITS = 25
+    free_credits_grant(user=alice, email=alice.email)
+    assert balance_of(user=alice) == 25
+    settings.FREE_CREDITS = 0
+    assert free_credits_grant(user=alice, email="new@example.com") is None
+
+
+def test_email_fingerprint_ignores_case_and_plus_tags():
+    assert email_fingerprint("Bob+promo@Example.COM ") == email_fingerprint("bob@example.com")
+    assert email_fingerprint("bob@example.com") != email_fingerprint("bob@example.org")
+
+
+def test_the_account_page_needs_a_login(client):
+    response = client.get(reverse("account"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_the_account_page_shows_the_ledger_newest_first_paginated(client, alice):
+    for i in range(30):
+        credits_grant(user=alice, amount=1, ref=f"g:{i}", memo=f"gift number {i}")
+    client.force_login(alice)
+    first = client.get(reverse("account")).content.decode()
+    assert "30 credits" in first
+    assert first.index("gift number 29") < first.index("gift number 28")
+    assert "gift number 4" not in first  # 25 a page: 29..5 here
+    second = client.get(reverse("account"), {"page": 2}).content.decode()
+    assert "gift number 4" in second and "gift number 29" not in second
+
+
+def test_the_account_page_shows_only_your_own_ledger(client, alice, bob):
+    credits_grant(user=bob, amount=7, ref="g:bob", memo="bob's secret gift")
+    client.force_login(alice)
+    html = client.get(reverse("account")).content.decode()
+    assert "bob&#x27;s secret gift" not in html and "bob's secret gift" not in html
+    assert "0 credits" in html

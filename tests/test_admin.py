@@ -1,0 +1,92 @@
+"""Staff tools: the read-only ledger and the grant/deduct action."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from billing.ledger import account_of, balance_of, credits_grant
+from billing.models import LedgerEntry
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = reverse("admin:billing_creditaccount_changelist")
+
+
+def adjust(client, accounts, *, amount, memo, token=None, apply=True):
+    data = {
+        "action": "adjust_credits",
+        "_selected_action": [a.pk for a in accounts],
+        "amount": amount,
+        "memo": memo,
+        "token": token or str(uuid.uuid4()),
+    }
+    if apply:
+        data["apply"] = "Apply"
+    return client.post(CHANGELIST, data)
+
+
+def test_the_ledger_is_read_only_in_the_admin(client, charlie, alice):
+    entry = credits_grant(user=alice, amount=3, ref="g")
+    client.force_login(charlie)
+    assert client.get(reverse("admin:billing_ledgerentry_changelist")).status_code == 200
+    assert client.get(reverse("admin:billing_ledgerentry_add")).status_code == 403
+    detail = client.get(reverse("admin:billing_ledgerentry_change", args=[entry.pk]))
+    assert detail.status_code == 200 and b'name="amount"' not in detail.content
+    response = client.post(reverse("admin:billing_ledgerentry_change", args=[entry.pk]), {"amount": 999})
+    assert response.status_code == 403
+    assert client.post(reverse("admin:billing_ledgerentry_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
+    entry.refresh_from_db()
+    assert entry.amount == 3
+
+
+def test_staff_grant_credits_with_a_memo_recorded_with_them_as_actor(client, charlie, alice, bob):
+    accounts = [account_of(user=alice), account_of(user=bob)]
+    client.force_login(charlie)
+    form = adjust(client, accounts, amount=5, memo="", apply=False)
+    assert form.status_code == 200 and b"Grant or deduct credits" in form.content
+
+    response = adjust(client, accounts, amount=5, memo="Sorry for the outage")
+    assert response.status_code == 302
+    for user in (alice, bob):
+        entry = LedgerEntry.objects.get(account__user=user)
+        assert (entry.kind, entry.amount, entry.actor, entry.memo) == ("adjustment", 5, charlie, "Sorry for the outage")
+
+
+def test_a_memo_is_required(client, charlie, alice):
+    client.force_login(charlie)
+    response = adjust(client, [account_of(user=alice)], amount=5, memo="   ")
+    assert response.status_code == 200
+    assert b"required" in response.content
+    assert balance_of(user=alice) == 0
+
+
+def test_a_double_submitted_form_applies_once(client, charlie, alice):
+    client.force_login(charlie)
+    token = str(uuid.uuid4())
+    adjust(client, [account_of(user=alice)], amount=4, memo="goodwill", token=token)
+    adjust(client, [account_of(user=alice)], amount=4, memo="goodwill", token=token)
+    assert balance_of(user=alice) == 4
+
+
+def test_a_deduction_never_goes_below_zero(client, charlie, alice):
+    credits_grant(user=alice, amount=2, ref="g")
+    client.force_login(charlie)
+    response = adjust(client, [account_of(user=alice)], amount=-3, memo="abuse", apply=True)
+    assert response.status_code == 302
+    assert balance_of(user=alice) == 2
+    adjust(client, [account_of(user=alice)], amount=-2, memo="abuse")
+    assert balance_of(user=alice) == 0
+
+
+def test_staff_without_the_permission_cannot_adjust(client, alice):
+    viewer = make_user("viewer@example.com", staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_creditaccount"))
+    client.force_login(viewer)
+    page = client.get(CHANGELIST)
+    assert page.status_code == 200 and b"adjust_credits" not in page.content
+    adjust(client, [account_of(user=alice)], amount=100, memo="self-service")
+    assert balance_of(user=alice) == 0
