@@ -253,6 +253,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# Workers: which checkpoints a worker serves ("all" it can load, or a comma
+# list of slugs), how long its heartbeat lives, and its pipeline memory budget.
+WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
+WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 30, minimum=2)
+PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
+
 # --- Security ---------------------------------------------------------------
 
 SECURE_SSL_REDIRECT = HTTPS_ONLY

@@ -146,9 +146,11 @@ def run() -> int:
         say("migrating the database")
         manage("migrate", "--noinput")
         manage("ensure_staff")
+        manage("seed_catalog")
+        manage("build_test_checkpoints")
         children = [
             subprocess.Popen(
-                [PY, "-m", "celery", "-A", "portal", "worker", "-l", "info", "-O", "fair", "--concurrency", "1"],
+                [PY, "-m", "celery", "-A", "portal", "worker", "-Q", "celery", "-l", "info", "-O", "fair", "-c", "1"],
                 cwd=ROOT,
                 start_new_session=True,
             ),

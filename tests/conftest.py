@@ -81,13 +81,14 @@ class WorkerProcess:
     """A real `celery worker` in a child process, consuming its own queue, on
     the test database and the test Redis."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, **env: str) -> None:
         self.queue = queue
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
         db = connection.settings_dict
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "WORKER_CHECKPOINTS": "", **self.env}
         if db["ENGINE"].endswith("postgresql"):
             user, password, host, port = (db[k] or "" for k in ("USER", "PASSWORD", "HOST", "PORT"))
             env["DATABASE_URL"] = f"postgres://{user}:{password}@{host}:{port}/{db['NAME']}"
@@ -120,6 +121,11 @@ class WorkerProcess:
         )
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool: a crash, no clean-up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -135,3 +141,41 @@ def celery_worker(django_db_setup, django_db_blocker):
     worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def start_worker(django_db_setup):
+    """Start real workers inside a test (after its catalog rows are
+    committed); all are stopped at the end."""
+    workers: list[WorkerProcess] = []
+
+    def start(checkpoints: str, **env: str) -> WorkerProcess:
+        env = {"WORKER_CHECKPOINTS": checkpoints, "WORKER_HEARTBEAT_TTL": "3", **env}
+        worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}", **env).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def test_checkpoints():
+    """The random-weight checkpoints, built once under MODELS_DIR."""
+    from workers.testweights import build_all
+
+    return {c.slug: c for c in build_all(Path(settings.MODELS_DIR))}
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.2, message: str = "condition"):
+    """Poll until predicate() is truthy; fail with `message` after timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")

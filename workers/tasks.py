@@ -1,7 +1,7 @@
 """Celery tasks. Thin: each takes ids, calls a service, returns plain data.
 
-The diffusers runtime arrives with the model-catalog issue; torch is never
-imported at module level, so the web tier can import this file without it.
+torch is never imported at module level here, so the web tier can import
+this module to send tasks without it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,17 @@ import socket
 
 from celery import shared_task
 
+from workers import boot  # noqa: F401  (connects the worker start-up signals)
+
 
 @shared_task(name="workers.ping")
 def ping() -> dict:
     """A round trip through the broker: which worker answered."""
     return {"pong": True, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+@shared_task(name="workers.test_load", acks_late=True)
+def test_load(run_id: int) -> str:
+    from workers.services import checkpoint_test_run
+
+    return checkpoint_test_run(run_id=run_id)

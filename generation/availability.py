@@ -1,0 +1,13 @@
+"""Which checkpoints a live worker can serve right now, from heartbeats."""
+
+from __future__ import annotations
+
+from workers.heartbeat import live_workers
+
+
+def available_slugs() -> set[str]:
+    return {slug for worker in live_workers() for slug in worker.get("serves", [])}
+
+
+def is_available(slug: str) -> bool:
+    return slug in available_slugs()

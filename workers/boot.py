@@ -1,0 +1,46 @@
+"""Celery worker start-up: consume one queue per served checkpoint, and keep
+a heartbeat from each pool process (which holds the pipeline cache).
+
+Run workers with the prefork pool (the default): the heartbeat starts in each
+pool process, where the loaded pipelines live.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+_served: list[str] = []
+_heartbeat = None
+
+
+@celeryd_after_setup.connect
+def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
+    from generation.models import queue_for
+    from workers.services import servable_slugs
+
+    _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
+    for slug in _served:
+        instance.app.amqp.queues.select_add(queue_for(slug))
+    log.warning("worker %s serves: %s", sender, ", ".join(_served) or "nothing (no local weights)")
+
+
+@worker_process_init.connect
+def start_heartbeat(**kwargs) -> None:
+    global _heartbeat
+    from workers.heartbeat import Heartbeat
+    from workers.services import pipeline_cache, worker_id
+
+    cache = pipeline_cache()
+    _heartbeat = Heartbeat(worker_id=worker_id(), serves=list(_served), loaded=cache.loaded, device=cache.device)
+    _heartbeat.beat()  # available at once, not after the first interval
+    _heartbeat.start()
+
+
+@worker_process_shutdown.connect
+def stop_heartbeat(**kwargs) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

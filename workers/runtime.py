@@ -1,0 +1,207 @@
+"""The diffusers runtime: device and dtype, loading a checkpoint's img2img
+pipeline through diffusers' own classes, and running it.
+
+Only workers/ imports torch and diffusers, and only inside functions that a
+worker calls, so importing this module's callers stays cheap for the web tier.
+Loading never reaches the network: hub repos resolve to a local copy
+(MODELS_DIR/<org>/<name> or the Hugging Face cache) or fail as missing weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from workers.errors import BadInput, Canceled, MissingWeights, classify
+from workers.families import FAMILIES
+from workers.spec import CheckpointSpec, Img2ImgParams
+
+log = logging.getLogger(__name__)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# model_index.json entries that hold weights worth sharing between pipelines.
+_MODEL_COMPONENTS = {"unet", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer"}
+
+
+def pick_device() -> str:
+    import torch
+
+    wanted = os.environ.get("WORKER_DEVICE", "auto")
+    if wanted != "auto":
+        return wanted
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(spec: CheckpointSpec, device: str):
+    """fp16 (bf16 for SD3/FLUX) on accelerators, fp32 on the CPU, where
+    half precision is slow or unsupported."""
+    import torch
+
+    if device == "cpu":
+        return torch.float32
+    if spec.dtype != "auto":
+        return getattr(torch, spec.dtype)
+    return torch.bfloat16 if spec.family in ("sd3", "flux") else torch.float16
+
+
+def module_bytes(module) -> int:
+    """Memory a torch module's parameters and buffers take."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def pipeline_class(spec: CheckpointSpec):
+    import diffusers
+
+    family = FAMILIES.get(spec.family)
+    if family is None:
+        raise BadInput(f"unknown pipeline family {spec.family!r}")
+    return getattr(diffusers, family.img2img_class)
+
+
+# --- Loading -----------------------------------------------------------------------
+
+_fingerprints: dict[tuple, str] = {}
+
+
+def component_fingerprint(folder: Path) -> str:
+    """Identity of a component's weights: equal files, equal fingerprint.
+
+    Hub-cache files are links to blobs named by their sha256, which is used
+    as is; other files are hashed once per process (keyed by size and mtime).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        real = path.resolve()
+        stat = real.stat()
+        key = (str(real), stat.st_size, stat.st_mtime_ns)
+        if key not in _fingerprints:
+            if len(real.name) == 64 and all(c in "0123456789abcdef" for c in real.name):
+                _fingerprints[key] = real.name
+            else:
+                file_hash = hashlib.sha256()
+                with open(real, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        file_hash.update(chunk)
+                _fingerprints[key] = file_hash.hexdigest()
+        digest.update(f"{path.name}:{_fingerprints[key]}\n".encode())
+    return digest.hexdigest()
+
+
+def load_pipeline(
+    spec: CheckpointSpec, *, device: str, shared: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, str]]:
+    """Load `spec`'s img2img pipeline on `device`.
+
+    `shared` maps component keys to modules already in memory; a component of
+    this checkpoint with the same key is reused instead of loaded again.
+    Returns the pipeline and {component name: key} for the cache.
+    """
+    try:
+        return _load(spec, device=device, shared=shared or {})
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+def _load(spec: CheckpointSpec, *, device: str, shared: dict[str, Any]):
+    cls = pipeline_class(spec)
+    dtype = pick_dtype(spec, device)
+    path = spec.local_path()
+    if path is None:
+        raise MissingWeights(f"no local weights for {spec.source_kind} {spec.source!r}")
+    options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    if spec.family in ("sd1", "sd2", "sd-turbo"):
+        options.update(safety_checker=None, requires_safety_checker=False)
+
+    if spec.source_kind == "single_file":
+        # from_single_file needs the architecture's config; offline it must be
+        # a local diffusers folder (MODELS_DIR/configs/<family>).
+        config = Path(settings.MODELS_DIR) / "configs" / spec.family
+        if config.is_dir():
+            options["config"] = str(config)
+        pipe = cls.from_single_file(str(path), **options)
+        keys = {}
+    else:
+        if spec.variant:
+            options["variant"] = spec.variant
+        keys = _component_keys(path, dtype=str(dtype), device=device)
+        reused = {name: shared[key] for name, key in keys.items() if key in shared}
+        pipe = cls.from_pretrained(str(path), **options, **reused)
+        if reused:
+            log.info("%s: reused %s from loaded checkpoints", spec.slug, ", ".join(sorted(reused)))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device), keys
+
+
+def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
+    index = json.loads((path / "model_index.json").read_text())
+    keys = {}
+    for name, value in index.items():
+        if name in _MODEL_COMPONENTS and isinstance(value, list) and value[0] and (path / name).is_dir():
+            keys[name] = f"{value[1]}:{component_fingerprint(path / name)}:{dtype}:{device}"
+    return keys
+
+
+# --- Running -----------------------------------------------------------------------
+
+ProgressCallback = Callable[[int, int], bool]
+
+
+def run_img2img(pipe, spec: CheckpointSpec, image, params: Img2ImgParams, on_step: ProgressCallback | None = None):
+    """Run img2img and return PIL images.
+
+    Seeded per image (seed, seed+1, ...) with CPU generators, so the same
+    seed, parameters, checkpoint and device give the same pixels. `on_step`
+    gets (step, total) after each denoising step; returning False stops the
+    run, which then raises Canceled.
+    """
+    import torch
+    from PIL import Image
+
+    total = params.denoising_steps
+    if total < 1:
+        raise BadInput(f"steps x strength must be at least 1 (got {params.steps} x {params.strength})")
+    if params.width % 8 or params.height % 8:
+        raise BadInput("width and height must be multiples of 8")
+    family = FAMILIES[spec.family]
+    source = image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+    generators = [torch.Generator(device="cpu").manual_seed(params.seed + i) for i in range(params.num_images)]
+    state = {"canceled": False}
+
+    def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
+        if on_step is not None and on_step(step + 1, total) is False:
+            state["canceled"] = True
+            pipeline._interrupt = True
+        return kwargs
+
+    try:
+        with torch.inference_mode():
+            result = pipe(
+                prompt=params.prompt,
+                negative_prompt=(params.negative_prompt or None) if not family.turbo else None,
+                image=source,
+                strength=params.strength,
+                num_inference_steps=params.steps,
+                guidance_scale=0.0 if family.turbo else params.guidance_scale,
+                num_images_per_prompt=params.num_images,
+                generator=generators,
+                callback_on_step_end=callback,
+                output_type="pil",
+            )
+    except Exception as exc:
+        raise classify(exc) from exc
+    if state["canceled"]:
+        raise Canceled()
+    return result.images

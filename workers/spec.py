@@ -1,0 +1,73 @@
+"""What the runtime needs to know of a checkpoint, as plain data (no ORM,
+no torch), so the runtime can be driven and tested without a database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    slug: str
+    family: str
+    source_kind: str  # hub | folder | single_file
+    source: str
+    revision: str = ""
+    variant: str = ""
+    dtype: str = "auto"
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> CheckpointSpec:
+        return cls(
+            slug=checkpoint.slug,
+            family=checkpoint.family,
+            source_kind=checkpoint.source_kind,
+            source=checkpoint.source,
+            revision=checkpoint.revision,
+            variant=checkpoint.variant,
+            dtype=checkpoint.dtype,
+        )
+
+    def local_path(self) -> Path | None:
+        """Where the weights are on this machine, or None. Never downloads."""
+        if self.source_kind in ("folder", "single_file"):
+            path = Path(self.source).expanduser()
+            path = path if path.is_absolute() else Path(settings.MODELS_DIR) / path
+            return path if path.exists() else None
+        # A hub repo: a copy under MODELS_DIR/<org>/<name>, else the HF cache.
+        mirrored = Path(settings.MODELS_DIR) / self.source
+        if (mirrored / "model_index.json").exists():
+            return mirrored
+        return _hub_cache_path(self.source, self.revision or None)
+
+
+def _hub_cache_path(repo_id: str, revision: str | None) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Img2ImgParams:
+    prompt: str
+    strength: float
+    steps: int
+    guidance_scale: float
+    seed: int
+    width: int
+    height: int
+    num_images: int = 1
+    negative_prompt: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def denoising_steps(self) -> int:
+        """Steps img2img actually runs (diffusers' get_timesteps)."""
+        return min(int(self.steps * self.strength), self.steps)

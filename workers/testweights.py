@@ -1,0 +1,226 @@
+"""Small random-weight checkpoints of the real architectures.
+
+Weights cannot be downloaded here, so tests and the offline demo run on these:
+the real diffusers classes in standard diffusers layout (model_index.json,
+one folder per component, safetensors), loaded by the same code as real
+weights. The VAE has four levels, so it downsamples by 8 like the real one
+and a 512 px job has production shapes. Their output is noise.
+
+Sizes follow diffusers' own fast tests (../shared/FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+TEST_DIR = "test"
+
+
+@dataclass(frozen=True)
+class RandomCheckpoint:
+    slug: str
+    name: str
+    family: str
+    folder: str  # under MODELS_DIR
+    description: str
+    turbo: bool = False
+
+
+RANDOM_CHECKPOINTS = [
+    RandomCheckpoint("test-sd1", "Test SD 1.x (random weights)", "sd1", f"{TEST_DIR}/sd1", "Tiny SD 1.x architecture."),
+    RandomCheckpoint(
+        "test-sd1-alt",
+        "Test SD 1.x fine-tune (random weights)",
+        "sd1",
+        f"{TEST_DIR}/sd1-alt",
+        "Another UNet on the same VAE and text encoder as Test SD 1.x: the worker shares them.",
+    ),
+    RandomCheckpoint("test-sd2", "Test SD 2.x (random weights)", "sd2", f"{TEST_DIR}/sd2", "Tiny SD 2.x architecture."),
+    RandomCheckpoint("test-sdxl", "Test SDXL (random weights)", "sdxl", f"{TEST_DIR}/sdxl", "Tiny SDXL architecture."),
+    RandomCheckpoint(
+        "test-sdxl-turbo",
+        "Test SDXL-Turbo (random weights)",
+        "sdxl-turbo",
+        f"{TEST_DIR}/sdxl-turbo",
+        "Same weights as Test SDXL with turbo settings (1-4 steps, no guidance).",
+        turbo=True,
+    ),
+]
+
+
+def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint]:
+    """Build every test checkpoint under models_dir (skips ones already built)."""
+    root = Path(models_dir)
+    builders = {
+        "test-sd1": lambda d: _build_sd(d, seed=1, sd2=False),
+        "test-sd1-alt": lambda d: _build_sd_alt(d, base=root / f"{TEST_DIR}/sd1"),
+        "test-sd2": lambda d: _build_sd(d, seed=2, sd2=True),
+        "test-sdxl": lambda d: _build_sdxl(d, seed=3),
+        "test-sdxl-turbo": lambda d: _copy(root / f"{TEST_DIR}/sdxl", d),
+    }
+    for checkpoint in RANDOM_CHECKPOINTS:
+        target = root / checkpoint.folder
+        if force and target.exists():
+            shutil.rmtree(target)
+        if not (target / "model_index.json").exists():
+            tmp = target.with_name(target.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            builders[checkpoint.slug](tmp)
+            tmp.rename(target)  # a half-built folder is never taken for a checkpoint
+    return RANDOM_CHECKPOINTS
+
+
+def _tokenizer(folder: Path):
+    """A CLIP tokenizer from a hand-written vocabulary: every character we
+    feed it, as itself and as a word end."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        model_max_length=77,
+        pad_token="<|endoftext|>",  # noqa: S106 (a token, not a password)
+    )
+
+
+def _text_config(*, sd2: bool = False):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=1000,
+        projection_dim=32,
+        hidden_act="gelu" if sd2 else "quick_gelu",
+    )
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=256,
+    )
+
+
+def _sd_unet(*, sd2: bool):
+    from diffusers import UNet2DConditionModel
+
+    extra = {"attention_head_dim": (2, 4), "use_linear_projection": True} if sd2 else {}
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        **extra,
+    )
+
+
+def _build_sd(folder: Path, *, seed: int, sd2: bool) -> None:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        prediction_type="v_prediction" if sd2 else "epsilon",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config(sd2=sd2)),
+        tokenizer=_tokenizer(folder / "_tok"),
+        unet=_sd_unet(sd2=sd2),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(folder / "_tok")
+
+
+def _build_sd_alt(folder: Path, *, base: Path) -> None:
+    """A fine-tune: new UNet, and byte-identical VAE, text encoder, tokenizer."""
+    import torch
+
+    _copy(base, folder)
+    torch.manual_seed(11)
+    shutil.rmtree(folder / "unet")
+    _sd_unet(sd2=False).save_pretrained(folder / "unet", safe_serialization=True)
+
+
+def _build_sdxl(folder: Path, *, seed: int) -> None:
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + 32
+        cross_attention_dim=64,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+    )
+    tokenizer = _tokenizer(folder / "_tok")
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(folder / "_tok")
+
+
+def _copy(source: Path, folder: Path) -> None:
+    shutil.copytree(source, folder)
