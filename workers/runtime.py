@@ -121,7 +121,7 @@ def _load(spec: CheckpointSpec, *, device: str, shared: dict[str, Any]):
     path = spec.local_path()
     if path is None:
         raise MissingWeights(f"no local weights for {spec.source_kind} {spec.source!r}")
-    options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    options: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if spec.family in ("sd1", "sd2", "sd-turbo"):
         options.update(safety_checker=None, requires_safety_checker=False)
 

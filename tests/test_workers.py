@@ -1,0 +1,96 @@
+"""Real Celery worker processes on the random-weight checkpoints: routing by
+checkpoint queue, heartbeats, availability, and the admin's test load."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from generation.availability import available_slugs
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import Checkpoint, CheckpointTestRun
+from generation.services import checkpoint_test_load
+from tests.conftest import wait_for
+from workers.heartbeat import live_workers
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def catalog(test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    return {c.slug: c for c in Checkpoint.objects.filter(is_test=True)}
+
+
+def serving(slug: str) -> list[dict]:
+    return [w for w in live_workers() if slug in w["serves"]]
+
+
+def finished(run: CheckpointTestRun):
+    run.refresh_from_db()
+    return run if run.status in ("succeeded", "failed") else None
+
+
+def test_each_job_goes_to_a_worker_that_serves_its_checkpoint(catalog, start_worker, charlie):
+    start_worker("test-sd1,test-sd1-alt")
+    start_worker("test-sdxl")
+    wait_for(
+        lambda: {"test-sd1", "test-sd1-alt", "test-sdxl"} <= available_slugs(),
+        timeout=90,
+        message="both workers' heartbeats",
+    )
+    assert "test-sd2" not in available_slugs()
+
+    runs = {
+        slug: checkpoint_test_load(checkpoint=catalog[slug], requested_by=charlie)
+        for slug in ("test-sd1", "test-sdxl", "test-sd1-alt")
+    }
+    for slug, run in runs.items():
+        done = wait_for(lambda run=run: finished(run), timeout=120, message=f"test load of {slug}")
+        assert done.status == "succeeded", done.error
+        assert done.worker in {w["worker"] for w in serving(slug)}, (slug, done.worker)
+    assert runs["test-sd1"].worker == runs["test-sd1-alt"].worker != runs["test-sdxl"].worker
+
+    worker = serving("test-sd1")[0]
+    assert worker["device"] == "cpu"
+    wait_for(
+        lambda: {"test-sd1", "test-sd1-alt"} <= set(serving("test-sd1")[0]["loaded"]),
+        timeout=10,
+        message="the heartbeat to list loaded pipelines",
+    )
+
+
+def test_a_stopped_worker_turns_its_checkpoints_unavailable_after_the_ttl(catalog, start_worker):
+    doomed = start_worker("test-sd2")
+    start_worker("test-sdxl-turbo")
+    wait_for(lambda: {"test-sd2", "test-sdxl-turbo"} <= available_slugs(), timeout=90, message="heartbeats")
+    doomed.kill()  # SIGKILL: no clean-up, the heartbeat key just stops being refreshed
+    wait_for(lambda: "test-sd2" not in available_slugs(), timeout=10, message="the heartbeat to expire")
+    assert "test-sdxl-turbo" in available_slugs()
+
+
+def test_a_checkpoint_no_worker_serves_fails_its_test_load_at_once(catalog, charlie):
+    run = checkpoint_test_load(checkpoint=catalog["test-sd2"], requested_by=charlie)
+    assert run.status == "failed"
+    assert "No live worker" in run.error
+
+
+def test_the_admin_test_load_action_runs_on_a_real_worker(catalog, start_worker, client, charlie):
+    start_worker("test-sd1")
+    wait_for(lambda: "test-sd1" in available_slugs(), timeout=90, message="the worker's heartbeat")
+    client.force_login(charlie)
+    checkpoint = catalog["test-sd1"]
+    response = client.post(
+        reverse("admin:generation_checkpoint_changelist"),
+        {"action": "test_load", "_selected_action": [checkpoint.pk]},
+        follow=True,
+    )
+    assert b"test load queued" in response.content
+    run = CheckpointTestRun.objects.get(checkpoint=checkpoint)
+    done = wait_for(lambda: finished(run), timeout=120, message="the test load")
+    assert done.status == "succeeded", done.error
+    assert done.load_seconds is not None and done.run_seconds is not None
+    assert bytes(done.result_png).startswith(b"\x89PNG")
+    page = client.get(reverse("admin:generation_checkpoint_change", args=[checkpoint.pk])).content.decode()
+    assert "data:image/png;base64," in page
+    assert "succeeded" in page
