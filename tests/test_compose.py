@@ -21,4 +21,5 @@ def test_the_stack_has_its_services_wired_to_postgres_and_redis():
         assert "SECRET_KEY" in env
     assert services["worker"]["build"]["args"]["REQUIREMENTS"] == "worker"
     assert "celery" in services["worker"]["command"]
+    assert services["worker"]["environment"]["WORKER_CHECKPOINTS"].startswith("${WORKER_CHECKPOINTS")
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

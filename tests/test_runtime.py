@@ -179,3 +179,11 @@ def test_the_device_is_the_cpu_here_with_full_precision(monkeypatch):
     assert pick_dtype(CheckpointSpec("f", "flux", "hub", "a/b"), "cuda") == torch.bfloat16
     monkeypatch.setenv("WORKER_DEVICE", "mps")
     assert pick_device() == "mps"
+
+
+def test_attention_runs_through_pytorch_sdpa(pipes):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe, _ = pipes("test-sdxl")
+    processors = pipe.unet.attn_processors.values()
+    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
