@@ -142,7 +142,7 @@ def _load(spec: CheckpointSpec, *, device: str, shared: dict[str, Any]):
         if reused:
             log.info("%s: reused %s from loaded checkpoints", spec.slug, ", ".join(sorted(reused)))
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device), keys
+    return (pipe if device == "cpu" else pipe.to(device)), keys
 
 
 def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
