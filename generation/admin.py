@@ -103,13 +103,16 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected checkpoints", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:
-        count = checkpoints_set_enabled(checkpoints=queryset, enabled=True)
-        self.message_user(request, f"Enabled {count} checkpoint(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, enabled=True)
 
     @admin.action(description="Disable selected checkpoints", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:
-        count = checkpoints_set_enabled(checkpoints=queryset, enabled=False)
-        self.message_user(request, f"Disabled {count} checkpoint(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, enabled=False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Checkpoint], *, enabled: bool) -> None:
+        count = checkpoints_set_enabled(checkpoints=queryset, enabled=enabled)
+        verb = "Enabled" if enabled else "Disabled"
+        self.message_user(request, f"{verb} {count} checkpoint(s).", messages.SUCCESS)
 
     @admin.action(description="Test load on a live worker", permissions=["change"])
     def test_load(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:

@@ -306,27 +306,25 @@ def catalog_seed() -> list[Checkpoint]:
     """Create the seeded checkpoints that do not exist yet; return those created."""
     created = []
     for order, seed in enumerate(SEEDS):
-        checkpoint, was_created = Checkpoint.objects.get_or_create(
-            slug=seed.slug,
-            defaults=dict(
-                name=seed.name,
-                family=seed.family,
-                source_kind="hub",
-                source=seed.source,
-                variant=seed.variant,
-                description=seed.description,
-                default_strength=seed.strength,
-                default_steps=seed.steps,
-                default_guidance=seed.guidance,
-                max_side=seed.max_side,
-                max_steps=seed.max_steps,
-                allowed_sizes=seed.sizes,
-                price_per_image=seed.price,
-                sort_order=100 + order,
-            ),
+        checkpoint = _create_once(
+            seed.slug,
+            seed.tags,
+            name=seed.name,
+            family=seed.family,
+            source_kind="hub",
+            source=seed.source,
+            variant=seed.variant,
+            description=seed.description,
+            default_strength=seed.strength,
+            default_steps=seed.steps,
+            default_guidance=seed.guidance,
+            max_side=seed.max_side,
+            max_steps=seed.max_steps,
+            allowed_sizes=seed.sizes,
+            price_per_image=seed.price,
+            sort_order=100 + order,
         )
-        if was_created:
-            checkpoint.tags.set(_tags(seed.tags))
+        if checkpoint:
             created.append(checkpoint)
     return created
 
@@ -336,28 +334,36 @@ def catalog_register_test_checkpoints(built) -> list[Checkpoint]:
     """Add (once) catalog entries for the random-weight test checkpoints."""
     created = []
     for order, item in enumerate(built):
-        checkpoint, was_created = Checkpoint.objects.get_or_create(
-            slug=item.slug,
-            defaults=dict(
-                name=item.name,
-                family=item.family,
-                source_kind="folder",
-                source=item.folder,
-                is_test=True,
-                description=item.description + " Random weights: the output is noise.",
-                default_strength=0.5 if item.turbo else 0.6,
-                default_steps=2 if item.turbo else 20,
-                default_guidance=0.0 if item.turbo else 7.0,
-                max_side=1024,
-                max_steps=4 if item.turbo else 50,
-                price_per_image=1,
-                sort_order=order,
-            ),
+        checkpoint = _create_once(
+            item.slug,
+            ("test",),
+            name=item.name,
+            family=item.family,
+            source_kind="folder",
+            source=item.folder,
+            is_test=True,
+            description=item.description + " Random weights: the output is noise.",
+            default_strength=0.5 if item.turbo else 0.6,
+            default_steps=2 if item.turbo else 20,
+            default_guidance=0.0 if item.turbo else 7.0,
+            max_side=1024,
+            max_steps=4 if item.turbo else 50,
+            price_per_image=1,
+            sort_order=order,
         )
-        if was_created:
-            checkpoint.tags.set(_tags(("test",)))
+        if checkpoint:
             created.append(checkpoint)
     return created
+
+
+def _create_once(slug: str, tags, **fields) -> Checkpoint | None:
+    """Create the checkpoint with its tags unless the slug exists; staff
+    edits to an existing row are kept."""
+    checkpoint, created = Checkpoint.objects.get_or_create(slug=slug, defaults=fields)
+    if not created:
+        return None
+    checkpoint.tags.set(_tags(tags))
+    return checkpoint
 
 
 def _tags(slugs) -> list[Tag]:

@@ -19,10 +19,13 @@ _heartbeat = None
 
 @celeryd_after_setup.connect
 def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
+    from django.db import connections
+
     from generation.models import queue_for
     from workers.services import servable_slugs
 
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
+    connections.close_all()  # never hand an open connection to the forked pool
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "nothing (no local weights)")

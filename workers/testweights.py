@@ -128,10 +128,10 @@ def _vae():
     )
 
 
-def _sd_unet(*, sd2: bool):
+def _unet(**architecture):
+    """diffusers' tiny two-level UNet; the family adds its own settings."""
     from diffusers import UNet2DConditionModel
 
-    extra = {"attention_head_dim": (2, 4), "use_linear_projection": True} if sd2 else {}
     return UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
@@ -140,9 +140,13 @@ def _sd_unet(*, sd2: bool):
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        **extra,
+        **architecture,
     )
+
+
+def _sd_unet(*, sd2: bool):
+    extra = {"attention_head_dim": (2, 4), "use_linear_projection": True} if sd2 else {}
+    return _unet(cross_attention_dim=32, **extra)
 
 
 def _build_sd(folder: Path, *, seed: int, sd2: bool) -> None:
@@ -185,18 +189,11 @@ def _build_sd_alt(folder: Path, *, base: Path) -> None:
 
 def _build_sdxl(folder: Path, *, seed: int) -> None:
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
