@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from accounts.models import FreeCreditClaim
+from accounts.models import ApiKey, FreeCreditClaim
 from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 
@@ -44,3 +46,35 @@ def free_credits_grant(*, user, email: str) -> LedgerEntry | None:
             log.info("free credits already claimed for this address; user %s gets none", user.pk)
             return None
         return credits_grant(user=user, amount=amount, ref=ref, memo="Free starting credits")
+
+
+API_KEY_PREFIX = "i2i_"
+
+
+def api_key_create(*, user, name: str) -> tuple[ApiKey, str]:
+    """Create a key; return it with the secret, which is never shown again."""
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        user=user, name=name.strip()[:60] or "API key", prefix=secret[:12], key_hash=_hash_key(secret)
+    )
+    return key, secret
+
+
+def api_key_revoke(*, user, key_id: int) -> bool:
+    return bool(ApiKey.objects.filter(id=key_id, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now()))
+
+
+def api_key_user(*, secret: str):
+    """The active user a key belongs to, or None."""
+    if not secret.startswith(API_KEY_PREFIX):
+        return None
+    key = ApiKey.objects.select_related("user").filter(key_hash=_hash_key(secret), revoked_at__isnull=True).first()
+    if key is None or not key.user.is_active:
+        return None
+    ApiKey.objects.filter(id=key.id).update(last_used_at=timezone.now())
+    return key.user
+
+
+def _hash_key(secret: str) -> str:
+    # A fast hash is right here: keys are 256 random bits, not guessable passwords.
+    return hashlib.sha256(secret.encode()).hexdigest()

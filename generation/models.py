@@ -7,12 +7,22 @@ it comes from live worker heartbeats (generation.availability).
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.storage import FileSystemStorage
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from workers.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
+
+
+def private_storage() -> FileSystemStorage:
+    """Uploads and results: on disk under MEDIA_ROOT with no public URL; a
+    view that checks the owner serves each file."""
+    return FileSystemStorage(location=settings.MEDIA_ROOT, base_url=None)
 
 
 class Tag(models.Model):
@@ -62,7 +72,8 @@ class Checkpoint(models.Model):
         help_text="Output sizes offered, as [[width, height], ...]; empty: any multiple of 8 up to max side.",
     )
     price_per_image = models.PositiveIntegerField(
-        help_text="Credits for one image at the default steps and up to 512x512 (see generation pricing)."
+        help_text="Credits for one image of up to one megapixel at the default steps and strength "
+        "(generation/pricing.py scales it by size, steps run and count)."
     )
 
     enabled = models.BooleanField(default=True)
@@ -153,3 +164,100 @@ class CheckpointTestRun(models.Model):
 
     def __str__(self) -> str:
         return f"test load of {self.checkpoint} ({self.status})"
+
+
+def _input_path(job: Job, filename: str) -> str:
+    return f"inputs/{job.user_id}/{job.id}.png"
+
+
+def _result_path(image: JobImage, filename: str) -> str:
+    return f"results/{image.job.user_id}/{image.job_id}/{image.id}.png"
+
+
+class Job(models.Model):
+    """One img2img request: its parameters, its lifecycle, its credits.
+
+    Status moves queued -> running -> succeeded | failed | canceled, only
+    through generation.services (conditional updates, so a duplicate
+    delivery or a late worker changes nothing). Files live in private
+    storage and are served only through views that check the owner.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="jobs")
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="jobs")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    strength = models.FloatField()
+    steps = models.PositiveSmallIntegerField()
+    guidance_scale = models.FloatField()
+    seed = models.BigIntegerField()
+    num_images = models.PositiveSmallIntegerField()
+    width = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+    input_image = models.FileField(upload_to=_input_path, storage=private_storage, max_length=300)
+
+    credits_held = models.PositiveIntegerField()
+    credits_charged = models.PositiveIntegerField(null=True, blank=True)
+    progress_step = models.PositiveSmallIntegerField(default=0)
+    progress_total = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="job_user_recent"),
+            models.Index(fields=["checkpoint", "status", "created_at"], name="job_queue_order"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(num_images__gte=1) & Q(num_images__lte=4), name="job_num_images_1_4"),
+            models.CheckConstraint(condition=Q(strength__gt=0) & Q(strength__lte=1), name="job_strength_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.id} ({self.status})"
+
+    @property
+    def hold_ref(self) -> str:
+        return f"hold:job:{self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class JobImage(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField()
+    file = models.FileField(upload_to=_result_path, storage=private_storage, max_length=300)
+    width = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="job_image_index_unique")]
+
+    def __str__(self) -> str:
+        return f"image {self.index} of {self.job_id}"

@@ -1,12 +1,272 @@
-"""Generation rules. Views, the admin and tasks call these; none re-implements them."""
+"""Generation rules. Views, the API, the admin and tasks call these; none
+re-implements them.
+
+A job's life: job_submit (hold + create, task sent after commit) ->
+job_claim (queued -> running, conditional) -> job_progress ... ->
+job_succeed (capture) | job_fail (release, or requeue while attempts last) |
+job_cancel (release). jobs_reap fails or requeues what a dead worker left.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.availability import available_slugs
-from generation.models import Checkpoint, CheckpointTestRun
+from generation.errors import (
+    InvalidParams,
+    JobFinished,
+    JobNotFound,
+    ModelUnavailable,
+    RateLimited,
+    TooManyJobs,
+    UnknownModel,
+)
+from generation.images import CleanImage, image_clean
+from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
+from generation.params import Img2ImgIn, JobParams, job_params
+from generation.pricing import quote
+from portal.ratelimit import allow
+
+log = logging.getLogger(__name__)
+Status = Job.Status
+
+
+# --- Reads --------------------------------------------------------------------
+
+
+def job_for_user(*, user, job_id) -> Job:
+    """The job if `user` owns it (or is staff); JobNotFound otherwise, the
+    same answer as for a job that does not exist."""
+    jobs = Job.objects.select_related("checkpoint", "parent")
+    if not user.is_staff:
+        jobs = jobs.filter(user=user)
+    job = jobs.filter(id=job_id).first()
+    if job is None:
+        raise JobNotFound("No such job.")
+    return job
+
+
+def image_for_user(*, user, image_id) -> JobImage:
+    images = JobImage.objects.select_related("job")
+    if not user.is_staff:
+        images = images.filter(job__user=user)
+    image = images.filter(id=image_id).first()
+    if image is None:
+        raise JobNotFound("No such image.")
+    return image
+
+
+def queue_position(job: Job) -> int | None:
+    """1 for the next job its checkpoint's workers will take; None unless queued."""
+    if job.status != Status.QUEUED:
+        return None
+    ahead = Job.objects.filter(checkpoint_id=job.checkpoint_id, status=Status.QUEUED, created_at__lt=job.created_at)
+    return ahead.count() + 1
+
+
+def checkpoint_for_submit(slug: str) -> Checkpoint:
+    checkpoint = Checkpoint.objects.filter(slug=slug, enabled=True).first()
+    if checkpoint is None:
+        raise UnknownModel(f"There is no model {slug!r}.", fields={"model": "unknown or disabled model"})
+    return checkpoint
+
+
+def job_quote(*, data: Img2ImgIn, upload=None) -> int:
+    """The credits a submit with these fields would hold (no prompt needed)."""
+    checkpoint = checkpoint_for_submit(data.model)
+    size = _image_size(upload) if upload is not None else None
+    params = job_params(checkpoint=checkpoint, data=data, image_size=size, require_prompt=False)
+    return _price(checkpoint, params)
+
+
+# --- Submit and cancel ------------------------------------------------------------
+
+
+def job_submit(*, user, data: Img2ImgIn, upload=None) -> Job:
+    """Validate everything, hold the quoted credits and create the job in one
+    transaction; the task is sent after commit. Any error leaves no job and
+    no hold."""
+    if not allow(f"submit:{user.pk}", settings.SUBMIT_RATE_LIMIT):
+        raise RateLimited("Too many submissions; wait a minute and try again.")
+    checkpoint = checkpoint_for_submit(data.model)
+    parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
+    source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
+    params = job_params(checkpoint=checkpoint, data=data, image_size=(source.width, source.height))
+    if checkpoint.slug not in available_slugs():
+        raise ModelUnavailable(f"No worker can run {checkpoint.name} right now.", fields={"model": "unavailable"})
+    if Job.objects.filter(user=user, status__in=Job.ACTIVE).count() >= settings.MAX_ACTIVE_JOBS:
+        raise TooManyJobs(f"You have {settings.MAX_ACTIVE_JOBS} jobs waiting or running; wait for one to finish.")
+
+    job = Job(id=uuid.uuid4(), user=user, checkpoint=checkpoint, parent=parent, **_fields(params))
+    job.credits_held = _price(checkpoint, params)
+    job.input_image.save("input.png", ContentFile(source.png), save=False)
+    try:
+        with transaction.atomic():
+            credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
+            job.save(force_insert=True)
+            transaction.on_commit(lambda: _send(job))
+    except Exception:
+        job.input_image.delete(save=False)
+        raise
+    return job
+
+
+def job_again(*, user, job_id) -> Job:
+    """The same job with a new random seed: a sibling with the same input."""
+    job = job_for_user(user=user, job_id=job_id)
+    data = Img2ImgIn(
+        model=job.checkpoint.slug,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        strength=job.strength,
+        steps=job.steps,
+        guidance_scale=job.guidance_scale,
+        num_images=job.num_images,
+        width=job.width,
+        height=job.height,
+        parent_job=job.parent_id,
+    )
+    with job.input_image.open("rb") as handle:
+        return job_submit(user=user, data=data, upload=ContentFile(handle.read(), name="input.png"))
+
+
+def job_cancel(*, user, job_id) -> Job:
+    """Cancel a queued or running job and release its hold. Canceling a
+    canceled job returns it; a finished one is a conflict."""
+    job = job_for_user(user=user, job_id=job_id)
+    with transaction.atomic():
+        canceled = Job.objects.filter(id=job.id, status__in=Job.ACTIVE).update(
+            status=Status.CANCELED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            error_code="canceled",
+            error="Canceled. The held credits were returned.",
+        )
+        if canceled:
+            credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="canceled")
+    job.refresh_from_db()
+    if not canceled and job.status != Status.CANCELED:
+        raise JobFinished(f"The job already {job.status}.")
+    return job
+
+
+# --- Worker side --------------------------------------------------------------------
+
+
+def job_claim(*, job_id, worker: str) -> Job | None:
+    """queued -> running for one worker; None if someone else has it or it
+    ended (a duplicate delivery does nothing)."""
+    now = timezone.now()
+    claimed = Job.objects.filter(id=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        attempts=F("attempts") + 1,
+        worker=worker,
+        started_at=now,
+        progress_step=0,
+        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+    )
+    return Job.objects.select_related("checkpoint").get(id=job_id) if claimed else None
+
+
+def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
+    """Record progress and extend the lease. False when this attempt no
+    longer owns the job (canceled, or reaped): the worker should stop."""
+    fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)}
+    if step is not None:
+        fields.update(progress_step=step, progress_total=total)
+    return bool(_owned(job).update(**fields))
+
+
+def job_succeed(*, job: Job, images: list) -> bool:
+    """Store the images, mark succeeded and capture the hold, atomically. A
+    late or duplicate attempt stores nothing and charges nothing."""
+    stored = []
+    for index, image in enumerate(images):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        row = JobImage(id=uuid.uuid4(), job=job, index=index, width=image.width, height=image.height)
+        row.file.save(f"{index}.png", ContentFile(buffer.getvalue()), save=False)
+        stored.append(row)
+    with transaction.atomic():
+        done = _owned(job).update(
+            status=Status.SUCCEEDED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            progress_step=F("progress_total"),
+            credits_charged=job.credits_held,
+            error_code="",
+            error="",
+        )
+        if done:
+            JobImage.objects.bulk_create(stored)
+            credits_capture(hold_ref=job.hold_ref, ref=f"capture:job:{job.id}", amount=job.credits_held)
+    if not done:
+        for row in stored:
+            row.file.delete(save=False)
+    return bool(done)
+
+
+def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
+    """Requeue the job while attempts remain and the error is worth it;
+    otherwise fail it and release the hold. Returns what happened."""
+    with transaction.atomic():
+        if retry and job.attempts < settings.JOB_MAX_ATTEMPTS:
+            requeued = _owned(job).update(
+                status=Status.QUEUED,
+                worker="",
+                lease_expires_at=None,
+                progress_step=0,
+                error_code=code,
+                error=message,
+            )
+            if requeued:
+                transaction.on_commit(lambda: _send(job, countdown=2))
+                return "requeued"
+        failed = _owned(job).update(
+            status=Status.FAILED, finished_at=timezone.now(), lease_expires_at=None, error_code=code, error=message
+        )
+        if failed:
+            credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo=code)
+            return "failed"
+    return "not owned"
+
+
+def jobs_reap() -> dict[str, int]:
+    """Periodic: a running job whose lease expired lost its worker (killed,
+    out of memory, machine gone): retry it or fail it and release. A job
+    queued too long with no worker to take it fails and is released too."""
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0}
+    for job in Job.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now).select_related("checkpoint"):
+        outcome = job_fail(
+            job=job, code="worker_lost", message="The worker stopped while making your picture.", retry=True
+        )
+        counts[outcome] = counts.get(outcome, 0) + 1
+    stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
+    for job in Job.objects.filter(status=Status.QUEUED, created_at__lt=stale):
+        with transaction.atomic():
+            if Job.objects.filter(id=job.id, status=Status.QUEUED).update(
+                status=Status.FAILED,
+                finished_at=now,
+                error_code="queue_timeout",
+                error="No worker could take this job in time. The held credits were returned.",
+            ):
+                credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="queue timeout")
+                counts["failed"] += 1
+    return counts
+
+
+# --- Test loads (admin) -------------------------------------------------------------
 
 
 def checkpoint_test_load(*, checkpoint: Checkpoint, requested_by) -> CheckpointTestRun:
@@ -30,3 +290,45 @@ def checkpoint_test_load(*, checkpoint: Checkpoint, requested_by) -> CheckpointT
 
 def checkpoints_set_enabled(*, checkpoints, enabled: bool) -> int:
     return checkpoints.update(enabled=enabled, updated_at=timezone.now())
+
+
+# --- Internals ----------------------------------------------------------------------
+
+
+def _owned(job: Job):
+    """The job's row while this attempt still owns it."""
+    return Job.objects.filter(Q(id=job.id) & Q(status=Status.RUNNING) & Q(attempts=job.attempts))
+
+
+def _send(job: Job, countdown: int = 0) -> None:
+    from workers.tasks import run_job
+
+    run_job.apply_async(args=[str(job.id)], queue=job.checkpoint.queue, countdown=countdown)
+
+
+def _price(checkpoint: Checkpoint, params: JobParams) -> int:
+    return quote(
+        checkpoint=checkpoint,
+        num_images=params.num_images,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        strength=params.strength,
+    )
+
+
+def _fields(params: JobParams) -> dict:
+    return {name: getattr(params, name) for name in JobParams.__dataclass_fields__}
+
+
+def _image_size(upload) -> tuple[int, int]:
+    clean = image_clean(upload)
+    return clean.width, clean.height
+
+
+def _first_result(parent: Job) -> CleanImage:
+    image = parent.images.first()
+    if image is None:
+        raise InvalidParams({"parent_job": "That job has no result to use as input yet; upload an image."})
+    with image.file.open("rb") as handle:
+        return CleanImage(png=handle.read(), width=image.width, height=image.height)

@@ -235,6 +235,17 @@ STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 
+# Generation limits: uploads, per-person rate and queue, retries and leases.
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 4096 * 4096, minimum=64 * 64)
+PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 1000, minimum=1)
+SUBMIT_RATE_LIMIT = env.str("SUBMIT_RATE_LIMIT", default="20/m")
+MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
+JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
+REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
+
 # --- Celery -----------------------------------------------------------------
 
 CELERY_BROKER_URL = REDIS_URL
@@ -252,6 +263,10 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Jobs whose worker died (lease expired) are retried or failed and refunded.
+CELERY_BEAT_SCHEDULE = {
+    "reap-expired-jobs": {"task": "workers.reap_jobs", "schedule": float(REAPER_INTERVAL)},
+}
 
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma
 # list of slugs), how long its heartbeat lives, and its pipeline memory budget.
@@ -273,8 +288,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
-DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # non-file form data
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger files spool to a temporary file
 
 # --- Locale and logging -----------------------------------------------------
 

@@ -4,6 +4,7 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
+from generation.api import api
 from portal import views
 
 # The admin login goes through allauth's login, so its rate limits (and any
@@ -16,6 +17,7 @@ admin.site.site_title = "img2img portal staff"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("api/v1/", api.urls),
     path("", include("generation.urls")),
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),

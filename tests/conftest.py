@@ -81,8 +81,9 @@ class WorkerProcess:
     """A real `celery worker` in a child process, consuming its own queue, on
     the test database and the test Redis."""
 
-    def __init__(self, queue: str, **env: str) -> None:
+    def __init__(self, queue: str, *, beat: bool = False, **env: str) -> None:
         self.queue = queue
+        self.beat = beat
         self.env = env
         self.proc: subprocess.Popen | None = None
 
@@ -149,15 +150,31 @@ def start_worker(django_db_setup):
     committed); all are stopped at the end."""
     workers: list[WorkerProcess] = []
 
-    def start(checkpoints: str, **env: str) -> WorkerProcess:
+    def start(checkpoints: str, *, beat: bool = False, **env: str) -> WorkerProcess:
         env = {"WORKER_CHECKPOINTS": checkpoints, "WORKER_HEARTBEAT_TTL": "3", **env}
-        worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}", **env).start()
+        worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}", beat=beat, **env).start()
         workers.append(worker)
         return worker
 
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def gpu_worker(django_db_setup, test_checkpoints):
+    """One real worker for the whole session serving two test checkpoints,
+    the way a GPU worker serves real ones."""
+    worker = WorkerProcess(
+        queue=f"test-{uuid.uuid4().hex[:8]}",
+        WORKER_CHECKPOINTS="test-sd1,test-sdxl-turbo",
+        WORKER_HEARTBEAT_TTL="3",
+    ).start()
+    from generation.availability import available_slugs
+
+    wait_for(lambda: {"test-sd1", "test-sdxl-turbo"} <= available_slugs(), timeout=90, message="the worker")
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture(scope="session")

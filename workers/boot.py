@@ -35,10 +35,16 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat
     from workers.heartbeat import Heartbeat
-    from workers.services import pipeline_cache, worker_id
+    from workers.services import pipeline_cache, renew_current_lease, worker_id
 
     cache = pipeline_cache()
-    _heartbeat = Heartbeat(worker_id=worker_id(), serves=list(_served), loaded=cache.loaded, device=cache.device)
+    _heartbeat = Heartbeat(
+        worker_id=worker_id(),
+        serves=list(_served),
+        loaded=cache.loaded,
+        device=cache.device,
+        on_beat=renew_current_lease,
+    )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()
 

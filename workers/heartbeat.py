@@ -50,21 +50,32 @@ class Heartbeat(threading.Thread):
     """Publishes every TTL/3 seconds until stopped; a failed publish is
     logged and retried on the next beat (the key may expire meanwhile)."""
 
-    def __init__(self, *, worker_id: str, serves: list[str], loaded: Callable[[], list[str]], device: str) -> None:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        serves: list[str],
+        loaded: Callable[[], list[str]],
+        device: str,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.worker_id, self.serves, self.loaded, self.device = worker_id, serves, loaded, device
+        self.on_beat = on_beat
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
         publish(worker_id=self.worker_id, serves=self.serves, loaded=self.loaded(), device=self.device)
+        if self.on_beat is not None:
+            self.on_beat()
 
     def run(self) -> None:
         interval = max(0.5, settings.WORKER_HEARTBEAT_TTL / 3)
         while not self._stop_event.is_set():
             try:
                 self.beat()
-            except redis.RedisError:
-                log.exception("heartbeat publish failed")
+            except Exception:
+                log.exception("heartbeat failed; retrying at the next beat")
             self._stop_event.wait(interval)
 
     def stop(self) -> None:

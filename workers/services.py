@@ -10,13 +10,17 @@ import socket
 import time
 from functools import cache
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
-from generation.models import Checkpoint, CheckpointTestRun
-from workers.errors import classify
+from generation.models import Checkpoint, CheckpointTestRun, Job
+from generation.services import job_claim, job_fail, job_progress, job_succeed
+from workers.errors import ErrorKind, classify
 from workers.families import FAMILIES
+from workers.runtime import run_img2img
 from workers.spec import CheckpointSpec, Img2ImgParams
 
 log = logging.getLogger(__name__)
@@ -52,23 +56,79 @@ def _auto_budget(device: str) -> int:
 
 
 def servable_slugs(requested: str) -> list[str]:
-    """The checkpoints this worker will serve: the requested slugs ("all": the
-    whole catalog; "" or "none": nothing) whose family the runtime knows and
-    whose weights are here."""
-    if requested.strip() in ("", "none"):
+    """The checkpoints this worker serves. "all": every catalog entry whose
+    family the runtime knows and whose weights are on this machine. A comma
+    list of slugs is taken as given (an entry without local weights fails
+    its jobs as missing weights, refunded); "" or "none": nothing."""
+    requested = requested.strip()
+    if requested in ("", "none"):
         return []
-    checkpoints = Checkpoint.objects.all()
-    if requested.strip() != "all":
-        wanted = [slug.strip() for slug in requested.split(",") if slug.strip()]
-        checkpoints = checkpoints.filter(slug__in=wanted)
+    if requested != "all":
+        slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
+        for checkpoint in Checkpoint.objects.filter(slug__in=slugs):
+            if CheckpointSpec.from_checkpoint(checkpoint).local_path() is None:
+                log.warning("%s is served as asked, but its weights are not here", checkpoint.slug)
+        return slugs
     served = []
-    for checkpoint in checkpoints:
+    for checkpoint in Checkpoint.objects.all():
         spec = CheckpointSpec.from_checkpoint(checkpoint)
         if spec.family in FAMILIES and spec.local_path() is not None:
             served.append(checkpoint.slug)
         else:
-            log.warning("not serving %s: no local weights for %s", checkpoint.slug, checkpoint.source)
+            log.info("not serving %s: no local weights for %s", checkpoint.slug, checkpoint.source)
     return served
+
+
+_current_job: dict[str, Job] = {}
+
+
+def renew_current_lease() -> None:
+    """Called by the heartbeat thread: keep the running job's lease alive
+    while the pipeline loads or runs (steps alone may be minutes apart)."""
+    job = _current_job.get("job")
+    if job is not None:
+        job_progress(job=job)
+
+
+def job_run(*, job_id: str) -> str:
+    """Claim the job, run it, and record the outcome. A duplicate delivery,
+    a canceled job or a lost lease ends quietly; errors are classified and
+    either retried (bounded) or failed with the hold released."""
+    job = job_claim(job_id=job_id, worker=worker_id())
+    if job is None:
+        return "not claimed"
+    _current_job["job"] = job
+    try:
+        spec = CheckpointSpec.from_checkpoint(job.checkpoint)
+        pipe, _ = pipeline_cache().get(spec)
+        with job.input_image.open("rb") as handle:
+            source = Image.open(io.BytesIO(handle.read()))
+            source.load()
+        params = Img2ImgParams(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            strength=job.strength,
+            steps=job.steps,
+            guidance_scale=job.guidance_scale,
+            seed=job.seed,
+            num_images=job.num_images,
+            width=job.width,
+            height=job.height,
+        )
+        images = run_img2img(
+            pipe, spec, source, params, on_step=lambda step, total: job_progress(job=job, step=step, total=total)
+        )
+        return "succeeded" if job_succeed(job=job, images=images) else "not owned"
+    except SoftTimeLimitExceeded:
+        return job_fail(job=job, code="time_limit", message="The job took too long and was stopped.", retry=False)
+    except Exception as exc:
+        error = classify(exc)
+        if error.kind == ErrorKind.CANCELED:
+            return "canceled"
+        log.warning("job %s failed (%s): %s", job.id, error.kind, error.detail)
+        return job_fail(job=job, code=str(error.kind), message=error.public_message, retry=error.retryable)
+    finally:
+        _current_job.pop("job", None)
 
 
 def checkpoint_test_run(*, run_id: int) -> str:
@@ -83,10 +143,6 @@ def checkpoint_test_run(*, run_id: int) -> str:
     spec = CheckpointSpec.from_checkpoint(checkpoint)
     cache_ = pipeline_cache()
     try:
-        from PIL import Image
-
-        from workers.runtime import run_img2img
-
         started = time.perf_counter()
         pipe, _ = cache_.get(spec)
         run.load_seconds = time.perf_counter() - started

@@ -25,3 +25,17 @@ def test_load(run_id: int) -> str:
     from workers.services import checkpoint_test_run
 
     return checkpoint_test_run(run_id=run_id)
+
+
+@shared_task(name="workers.run_job", acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> str:
+    from workers.services import job_run
+
+    return job_run(job_id=job_id)
+
+
+@shared_task(name="workers.reap_jobs")
+def reap_jobs() -> dict:
+    from generation.services import jobs_reap
+
+    return jobs_reap()

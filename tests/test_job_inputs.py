@@ -1,0 +1,192 @@
+"""Bad input always gets a clear error, creates no job and costs nothing."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image
+
+from accounts.services import api_key_create
+from billing.ledger import balance_of, credits_adjust, credits_grant
+from generation.catalog import catalog_register_test_checkpoints
+from generation.images import image_clean
+from generation.models import Job
+from tests.helpers import jpeg_bytes, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge canvas (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+
+BAD_INPUTS = [
+    ("text-named-png", {"image": ("photo.png", b"just some text, not a picture")}, 400, "invalid_image"),
+    ("truncated-png", {"image": ("cut.png", png_bytes(size=(200, 200))[:120])}, 400, "invalid_image"),
+    ("bomb-header", {"image": ("bomb.png", png_declaring(100000, 100000))}, 400, "invalid_image"),
+    ("svg-with-script", {"image": ("x.svg", SVG)}, 400, "invalid_image"),
+    ("gif", {"image": ("x.gif", b"GIF89a" + b"\x00" * 40)}, 400, "invalid_image"),
+    ("30-mb-file", {"image": ("big.png", b"\x89PNG" + b"\x00" * (30 * 1024 * 1024))}, 413, "upload_too_large"),
+    ("no-image", {"image": None}, 400, "invalid_image"),
+    ("strength-1.5", {"strength": 1.5}, 400, "invalid_params"),
+    ("strength-negative", {"strength": -1}, 400, "invalid_params"),
+    ("strength-text", {"strength": "lots"}, 400, "invalid_params"),
+    ("steps-0", {"steps": 0}, 400, "invalid_params"),
+    ("steps-10000", {"steps": 10000}, 400, "invalid_params"),
+    ("steps-x-strength-below-1", {"steps": 1, "strength": 0.5}, 400, "invalid_params"),
+    ("five-images", {"num_images": 5}, 400, "invalid_params"),
+    ("size-not-multiple-of-8", {"width": 100, "height": 100}, 400, "invalid_params"),
+    ("size-above-max", {"width": 2048, "height": 2048}, 400, "invalid_params"),
+    ("negative-seed", {"seed": -5}, 400, "invalid_params"),
+    ("unknown-model", {"model": "no-such-model"}, 400, "unknown_model"),
+    ("empty-prompt", {"prompt": "   "}, 400, "invalid_params"),
+    ("100k-prompt", {"prompt": "x" * 100_000}, 400, "invalid_params"),
+    ("someone-elses-parent", {"parent_job": "00000000-0000-0000-0000-000000000000"}, 404, "not_found"),
+]
+
+
+@pytest.fixture
+def api(alice, test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    credits_grant(user=alice, amount=20, ref="g:alice")
+    _, secret = api_key_create(user=alice, name="tests")
+    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"), [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS]
+)
+def test_bad_input_is_refused_with_no_job_and_no_charge(api, alice, changes, status, code):
+    data = {"model": "test-sd1", "prompt": "a boat", "steps": 4, "strength": 0.5}
+    image = changes.pop("image", ("in.png", png_bytes()))
+    data.update(changes)
+    if image is not None:
+        data["image"] = SimpleUploadedFile(image[0], image[1], content_type="image/png")
+    response = api.post("/api/v1/img2img", data)
+    assert response.status_code == status, response.content
+    body = response.json()["error"]
+    assert body["code"] == code and body["message"]
+    assert balance_of(user=alice) == 20
+    assert not Job.objects.exists()
+
+
+def test_field_errors_name_the_fields(api):
+    response = api.post(
+        "/api/v1/img2img",
+        {
+            "model": "test-sd1",
+            "prompt": "",
+            "steps": 10000,
+            "strength": 2,
+            "image": SimpleUploadedFile("a.png", png_bytes()),
+        },
+    )
+    assert set(response.json()["error"]["fields"]) >= {"prompt", "steps", "strength"}
+
+
+def test_not_enough_credits_is_402_and_costs_nothing(api, alice, gpu_worker):
+    quote = api.post(
+        "/api/v1/quote",
+        {"model": "test-sd1", "num_images": 4, "steps": 50, "strength": 1.0, "width": 1024, "height": 1024},
+    ).json()["credits"]
+    credits_adjust(user=alice, amount=-(21 - quote) if quote <= 20 else -1, ref="adj", actor=None, memo="test")
+    assert quote > balance_of(user=alice)
+    before = balance_of(user=alice)
+    response = api.post(
+        "/api/v1/img2img",
+        {
+            "model": "test-sd1",
+            "prompt": "a boat",
+            "num_images": 4,
+            "steps": 50,
+            "strength": 1.0,
+            "width": 1024,
+            "height": 1024,
+            "image": SimpleUploadedFile("a.png", png_bytes()),
+        },
+    )
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "insufficient_credits"
+    assert balance_of(user=alice) == before and not Job.objects.exists()
+
+
+def test_submissions_are_rate_limited_per_person(api, alice, settings, gpu_worker):
+    settings.SUBMIT_RATE_LIMIT = "2/m"
+    settings.MAX_ACTIVE_JOBS = 50
+    codes = [
+        api.post(
+            "/api/v1/img2img", {"model": "test-sd2", "prompt": "x", "image": SimpleUploadedFile("a.png", png_bytes())}
+        ).status_code
+        for _ in range(3)
+    ]
+    assert codes[-1] == 429 and 429 not in codes[:2]
+
+
+def test_jobs_waiting_at_once_are_capped_per_person(api, alice, settings, gpu_worker):
+    settings.MAX_ACTIVE_JOBS = 2
+    for _ in range(2):
+        assert (
+            api.post(
+                "/api/v1/img2img",
+                {
+                    "model": "test-sd1",
+                    "prompt": "x",
+                    "steps": 4,
+                    "strength": 0.5,
+                    "image": SimpleUploadedFile("a.png", png_bytes()),
+                },
+            ).status_code
+            == 202
+        )
+    third = api.post(
+        "/api/v1/img2img",
+        {
+            "model": "test-sd1",
+            "prompt": "x",
+            "steps": 4,
+            "strength": 0.5,
+            "image": SimpleUploadedFile("a.png", png_bytes()),
+        },
+    )
+    assert third.status_code == 429 and third.json()["error"]["code"] == "too_many_jobs"
+    assert Job.objects.count() == 2
+
+
+def upload(data: bytes, name: str = "x.png"):
+    return SimpleUploadedFile(name, data)
+
+
+def test_exif_orientation_is_applied_and_metadata_stripped():
+    clean = image_clean(upload(jpeg_bytes(size=(120, 40), exif_orientation=6), "x.jpg"))
+    assert (clean.width, clean.height) == (40, 120)  # rotated upright
+    reopened = Image.open(io.BytesIO(clean.png))
+    assert reopened.format == "PNG" and not reopened.getexif()
+
+
+def test_transparency_is_flattened_on_white():
+    clean = image_clean(upload(png_bytes(mode="RGBA", color=(0, 0, 0, 0))))
+    assert Image.open(io.BytesIO(clean.png)).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_webp_is_accepted():
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="WEBP")
+    assert image_clean(upload(buffer.getvalue(), "x.webp")).width == 64
