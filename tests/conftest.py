@@ -95,6 +95,11 @@ class WorkerProcess:
             env["DATABASE_URL"] = f"postgres://{user}:{password}@{host}:{port}/{db['NAME']}"
         else:
             env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        # With beat, the worker also runs the periodic tasks (the reaper), which
+        # go to the default queue.
+        beat = ["-B", "-s", f"/tmp/celerybeat-{self.queue}"] if self.beat else []
+        queues = f"{self.queue},celery" if self.beat else self.queue
+        level = os.environ.get("TEST_WORKER_LOGLEVEL", "warning")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -103,8 +108,9 @@ class WorkerProcess:
                 "-A",
                 "portal",
                 "worker",
+                *beat,
                 "-Q",
-                self.queue,
+                queues,
                 "-n",
                 f"{self.queue}@%h",
                 "--concurrency",
@@ -112,7 +118,7 @@ class WorkerProcess:
                 "-O",
                 "fair",
                 "-l",
-                "warning",
+                level,
                 "--without-gossip",
                 "--without-mingle",
             ],

@@ -1,0 +1,124 @@
+"""A worker that dies mid-job (SIGKILL: no clean-up, no ack) never leaves a
+job stuck or charges twice: its lease expires, the periodic reaper (Celery
+beat) requeues it, and another worker finishes it."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from accounts.services import api_key_create
+from billing.ledger import balance_of, credits_grant
+from billing.models import LedgerEntry
+from generation.availability import available_slugs
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import Job
+from generation.services import jobs_reap
+from tests.conftest import wait_for
+from tests.helpers import png_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INTERVAL": "1"}
+
+
+@pytest.fixture
+def api(alice, test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    credits_grant(user=alice, amount=100, ref="g:alice")
+    _, secret = api_key_create(user=alice, name="tests")
+    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+def long_job(api, model: str = "test-sd1-alt") -> str:
+    response = api.post(
+        "/api/v1/img2img",
+        {
+            "model": model,
+            "prompt": "a harbour",
+            "steps": 40,
+            "strength": 1.0,
+            "width": 512,
+            "height": 512,
+            "image": SimpleUploadedFile("in.png", png_bytes()),
+        },
+    )
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def resolutions(job: Job) -> list[str]:
+    hold = LedgerEntry.objects.get(reference=job.hold_ref)
+    return list(LedgerEntry.objects.filter(resolves=hold).values_list("kind", flat=True))
+
+
+def test_a_killed_worker_s_job_is_finished_by_another_and_charged_once(api, alice, start_worker):
+    doomed = start_worker("test-sd1-alt", **FAST_LEASE)
+    wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
+    job_id = long_job(api)
+    wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
+    doomed.kill()
+
+    start_worker("test-sd1-alt", beat=True, **FAST_LEASE)
+    job = wait_for(
+        lambda: (j := Job.objects.get(id=job_id)).is_finished and j,
+        timeout=180,
+        message="the job to end after the crash",
+    )
+    assert job.status == "succeeded", (job.status, job.error)
+    assert job.attempts == 2
+    assert resolutions(job) == ["capture"]
+    assert balance_of(user=alice) == 100 - job.credits_charged
+    assert job.images.count() == 1
+
+
+# The reaper's rules on rows: no transaction commits here, so no task is sent
+# and the session's worker only makes test-sd1 available.
+@pytest.mark.django_db
+def test_the_reaper_fails_and_releases_after_the_last_attempt(api, alice, settings, gpu_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.JOB_MAX_ATTEMPTS = 2
+    job_id = long_job(api, "test-sd1")
+    Job.objects.filter(id=job_id).update(
+        status="running", attempts=2, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert jobs_reap() == {"requeued": 0, "failed": 1}
+    job = Job.objects.get(id=job_id)
+    assert (job.status, job.error_code) == ("failed", "worker_lost")
+    assert resolutions(job) == ["release"]
+    assert balance_of(user=alice) == 100
+    assert jobs_reap() == {"requeued": 0, "failed": 0}  # nothing left: a second run changes nothing
+
+
+@pytest.mark.django_db
+def test_the_reaper_leaves_live_jobs_alone_and_fails_jobs_nobody_took(api, alice, settings, gpu_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    live, forgotten = long_job(api, "test-sd1"), long_job(api, "test-sd1")
+    Job.objects.filter(id=live).update(
+        status="running", attempts=1, lease_expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    Job.objects.filter(id=forgotten).update(
+        created_at=timezone.now() - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT + 5)
+    )
+    counts = jobs_reap()
+    assert counts["failed"] == 1
+    assert Job.objects.get(id=live).status == "running"
+    assert Job.objects.get(id=forgotten).error_code == "queue_timeout"
+    assert balance_of(user=alice) == 100 - Job.objects.get(id=live).credits_held
+
+
+@pytest.mark.django_db
+def test_a_duplicate_delivery_does_nothing(api, alice, gpu_worker):
+    from generation.services import job_claim
+
+    job_id = long_job(api, "test-sd1")
+    first = job_claim(job_id=job_id, worker="w1")
+    assert first is not None and first.attempts == 1
+    assert job_claim(job_id=job_id, worker="w2") is None
+    assert Job.objects.get(id=job_id).worker == "w1"
