@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -97,7 +98,8 @@ class WorkerProcess:
             env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
         # With beat, the worker also runs the periodic tasks (the reaper), which
         # go to the default queue.
-        beat = ["-B", "-s", f"/tmp/celerybeat-{self.queue}"] if self.beat else []
+        schedule = Path(tempfile.gettempdir()) / f"celerybeat-{self.queue}"
+        beat = ["-B", "-s", str(schedule)] if self.beat else []
         queues = f"{self.queue},celery" if self.beat else self.queue
         level = os.environ.get("TEST_WORKER_LOGLEVEL", "warning")
         self.proc = subprocess.Popen(
