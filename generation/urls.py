@@ -6,4 +6,9 @@ from generation import views
 
 urlpatterns = [
     path("models/", views.models_page, name="models"),
+    path("create/", views.create, name="create"),
+    path("jobs/", views.history, name="history"),
+    path("jobs/<uuid:job_id>/", views.job_page, name="job"),
+    path("jobs/<uuid:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("jobs/<uuid:job_id>/again/", views.job_again_view, name="job_again"),
 ]

@@ -148,11 +148,17 @@ def run() -> int:
         manage("ensure_staff")
         manage("seed_catalog")
         manage("build_test_checkpoints")
+        schedule = VAR / "celerybeat-schedule"
+        worker = [PY, "-m", "celery", "-A", "portal", "worker", "-l", "info", "-O", "fair", "-c", "1"]
         children = [
+            # The GPU worker: every checkpoint it has weights for, one job at a time.
+            subprocess.Popen([*worker, "-Q", "celery", "-n", "gpu@%h"], cwd=ROOT, start_new_session=True),
+            # Housekeeping: Celery beat and the periodic reaper, never behind a long job.
             subprocess.Popen(
-                [PY, "-m", "celery", "-A", "portal", "worker", "-Q", "celery", "-l", "info", "-O", "fair", "-c", "1"],
+                [*worker, "-Q", "celery", "-n", "housekeeping@%h", "-B", "-s", str(schedule)],
                 cwd=ROOT,
                 start_new_session=True,
+                env={**os.environ, "WORKER_CHECKPOINTS": "none"},
             ),
             subprocess.Popen(
                 [PY, "-m", "gunicorn", "portal.wsgi", "-b", f"{host}:{port}", "-w", "2", "--access-logfile", "-"],

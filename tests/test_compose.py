@@ -13,8 +13,9 @@ COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 def test_the_stack_has_its_services_wired_to_postgres_and_redis():
     stack = yaml.safe_load(COMPOSE.read_text())
     services = stack["services"]
-    assert {"db", "redis", "web", "worker", "migrate"} <= set(services)
-    for name in ("web", "worker", "migrate"):
+    assert {"db", "redis", "web", "worker", "migrate", "housekeeping"} <= set(services)
+    assert "-B" in services["housekeeping"]["command"]  # Celery beat runs the job reaper
+    for name in ("web", "worker", "migrate", "housekeeping"):
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://")
         assert env["REDIS_URL"].startswith("redis://redis:")

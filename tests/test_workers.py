@@ -32,29 +32,29 @@ def finished(run: CheckpointTestRun):
 
 
 def test_each_job_goes_to_a_worker_that_serves_its_checkpoint(catalog, start_worker, charlie):
-    start_worker("test-sd1,test-sd1-alt")
+    # Checkpoints the session's shared worker does not serve, so only these two can take them.
+    start_worker("test-sd1-alt,test-sd2")
     start_worker("test-sdxl")
     wait_for(
-        lambda: {"test-sd1", "test-sd1-alt", "test-sdxl"} <= available_slugs(),
+        lambda: {"test-sd1-alt", "test-sd2", "test-sdxl"} <= available_slugs(),
         timeout=90,
         message="both workers' heartbeats",
     )
-    assert "test-sd2" not in available_slugs()
 
     runs = {
         slug: checkpoint_test_load(checkpoint=catalog[slug], requested_by=charlie)
-        for slug in ("test-sd1", "test-sdxl", "test-sd1-alt")
+        for slug in ("test-sd1-alt", "test-sdxl", "test-sd2")
     }
     for slug, run in runs.items():
         done = wait_for(lambda run=run: finished(run), timeout=120, message=f"test load of {slug}")
         assert done.status == "succeeded", done.error
         assert done.worker in {w["worker"] for w in serving(slug)}, (slug, done.worker)
-    assert runs["test-sd1"].worker == runs["test-sd1-alt"].worker != runs["test-sdxl"].worker
+    assert runs["test-sd1-alt"].worker == runs["test-sd2"].worker != runs["test-sdxl"].worker
 
-    worker = serving("test-sd1")[0]
+    worker = serving("test-sd2")[0]
     assert worker["device"] == "cpu"
     wait_for(
-        lambda: {"test-sd1", "test-sd1-alt"} <= set(serving("test-sd1")[0]["loaded"]),
+        lambda: {"test-sd1-alt", "test-sd2"} <= set(serving("test-sd2")[0]["loaded"]),
         timeout=10,
         message="the heartbeat to list loaded pipelines",
     )
