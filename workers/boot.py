@@ -28,7 +28,7 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     connections.close_all()  # never hand an open connection to the forked pool
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
-    log.warning("worker %s serves: %s", sender, ", ".join(_served) or "nothing (no local weights)")
+    log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")
 
 
 @worker_process_init.connect
