@@ -6,6 +6,7 @@ from generation import views
 
 urlpatterns = [
     path("models/", views.models_page, name="models"),
+    path("models/<slug:slug>/preview", views.model_preview, name="model_preview"),
     path("create/", views.create, name="create"),
     path("jobs/", views.history, name="history"),
     path("jobs/<uuid:job_id>/", views.job_page, name="job"),

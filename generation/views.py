@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from pydantic import ValidationError
@@ -32,6 +32,17 @@ def models_page(request: HttpRequest) -> HttpResponse:
         "generation/models.html",
         {"checkpoints": checkpoints, "has_test": any(c.is_test for c in checkpoints)},
     )
+
+
+@require_GET
+def model_preview(request: HttpRequest, slug: str) -> FileResponse:
+    """A catalog preview picture (public, like the catalog itself)."""
+    checkpoint = Checkpoint.objects.filter(slug=slug, enabled=True).exclude(preview="").first()
+    if checkpoint is None:
+        raise Http404
+    response = FileResponse(checkpoint.preview.open("rb"))
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
 
 
 @login_required

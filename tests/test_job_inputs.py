@@ -190,3 +190,33 @@ def test_webp_is_accepted():
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="WEBP")
     assert image_clean(upload(buffer.getvalue(), "x.webp")).width == 64
+
+
+def test_an_oversized_body_is_refused_from_its_length_alone(api, settings):
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    response = api.post("/api/v1/img2img", {"model": "test-sd1", "prompt": "x", "image": upload(b"\x00" * (2 << 20))})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "upload_too_large"
+    assert not Job.objects.exists()
+
+
+def test_a_model_preview_is_served_publicly(client, settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    from generation.models import Checkpoint
+
+    catalog_register_test_checkpoints([])
+    checkpoint = Checkpoint.objects.create(
+        slug="p",
+        name="P",
+        family="sd1",
+        source="a/b",
+        default_strength=0.5,
+        default_steps=20,
+        default_guidance=7,
+        price_per_image=1,
+    )
+    checkpoint.preview.save("p.png", ContentFile(png_bytes()))
+    response = client.get(f"/models/{checkpoint.slug}/preview")
+    assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
+    assert client.get("/models/nope/preview").status_code == 404

@@ -1,0 +1,30 @@
+"""Refuse oversized request bodies before Django reads them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+# Room for the form fields and multipart framing around the largest upload.
+_MARGIN = 256 * 1024
+
+
+class RequestSizeLimitMiddleware:
+    """A body larger than the upload limit gets 413 from its Content-Length
+    alone, so a huge upload is not spooled to disk first."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = settings.UPLOAD_MAX_BYTES
+        if length > limit + _MARGIN:
+            message = f"The upload is larger than {limit // (1024 * 1024)} MB."
+            if request.path.startswith("/api/"):
+                return JsonResponse({"error": {"code": "upload_too_large", "message": message}}, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
