@@ -21,3 +21,24 @@ def jpeg_bytes(size=(96, 80), exif_orientation: int | None = None) -> bytes:
         exif[0x0112] = exif_orientation
     image.save(buffer, format="JPEG", exif=exif)
     return buffer.getvalue()
+
+
+def api_client(user):
+    """A test client that authenticates as `user` with a fresh API key."""
+    from django.test import Client
+
+    from accounts.services import api_key_create
+
+    _, secret = api_key_create(user=user, name="tests")
+    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+
+def make_job(user, slug: str, **fields):
+    """A job row as the service would leave it, for tests of reads."""
+    from generation.models import Checkpoint, Job
+
+    values = dict(
+        prompt="x", strength=0.5, steps=4, guidance_scale=7, seed=1, num_images=1, width=64, height=64, credits_held=1
+    )
+    values.update(fields)
+    return Job.objects.create(user=user, checkpoint=Checkpoint.objects.get(slug=slug), **values)

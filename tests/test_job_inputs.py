@@ -8,15 +8,13 @@ import zlib
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from PIL import Image
 
-from accounts.services import api_key_create
 from billing.ledger import balance_of, credits_adjust, credits_grant
 from generation.catalog import catalog_register_test_checkpoints
 from generation.images import image_clean
 from generation.models import Job
-from tests.helpers import jpeg_bytes, png_bytes
+from tests.helpers import api_client, jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -67,8 +65,7 @@ BAD_INPUTS = [
 def api(alice, test_checkpoints):
     catalog_register_test_checkpoints(test_checkpoints.values())
     credits_grant(user=alice, amount=20, ref="g:alice")
-    _, secret = api_key_create(user=alice, name="tests")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return api_client(alice)
 
 
 @pytest.mark.parametrize(

@@ -96,21 +96,7 @@ def test_pages_need_a_login(client):
 
 @pytest.mark.django_db
 def test_someone_elses_job_page_is_404(client, alice, bob, catalog):
-    from generation.models import Checkpoint
-
-    job = Job.objects.create(
-        user=bob,
-        checkpoint=Checkpoint.objects.get(slug="test-sd1"),
-        prompt="x",
-        strength=0.5,
-        steps=4,
-        guidance_scale=7,
-        seed=1,
-        num_images=1,
-        width=64,
-        height=64,
-        credits_held=1,
-    )
+    job = make_job(bob, "test-sd1")
     client.force_login(alice)
     assert client.get(reverse("job", args=[job.id])).status_code == 404
     assert client.post(reverse("job_cancel", args=[job.id])).status_code == 404
@@ -127,23 +113,8 @@ def test_page_posts_need_the_csrf_token(alice, catalog):
 
 @pytest.mark.django_db
 def test_history_lists_own_jobs_with_filters(client, alice, bob, catalog):
-    from generation.models import Checkpoint
-
     def make(user, slug, status, prompt):
-        return Job.objects.create(
-            user=user,
-            checkpoint=Checkpoint.objects.get(slug=slug),
-            prompt=prompt,
-            status=status,
-            strength=0.5,
-            steps=4,
-            guidance_scale=7,
-            seed=1,
-            num_images=1,
-            width=64,
-            height=64,
-            credits_held=1,
-        )
+        return make_job(user, slug, status=status, prompt=prompt)
 
     make(alice, "test-sd1", "succeeded", "alpha picture")
     make(alice, "test-sdxl", "failed", "beta picture")

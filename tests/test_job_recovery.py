@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
-from accounts.services import api_key_create
 from billing.ledger import balance_of, credits_grant
 from billing.models import LedgerEntry
 from generation.availability import available_slugs
@@ -16,7 +14,7 @@ from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from generation.services import jobs_reap
 from tests.conftest import wait_for
-from tests.helpers import png_bytes
+from tests.helpers import api_client, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INTERVAL": "1"}
@@ -26,8 +24,7 @@ FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INT
 def api(alice, test_checkpoints):
     catalog_register_test_checkpoints(test_checkpoints.values())
     credits_grant(user=alice, amount=100, ref="g:alice")
-    _, secret = api_key_create(user=alice, name="tests")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return api_client(alice)
 
 
 def long_job(api, model: str = "test-sd1-alt") -> str:

@@ -7,13 +7,12 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from accounts.services import api_key_create
 from billing.ledger import balance_of, credits_grant
 from billing.models import LedgerEntry
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for
-from tests.helpers import png_bytes
+from tests.helpers import api_client, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,8 +26,7 @@ def ready(gpu_worker, test_checkpoints):
 @pytest.fixture
 def api(alice):
     credits_grant(user=alice, amount=50, ref="g:alice")
-    _, secret = api_key_create(user=alice, name="tests")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return api_client(alice)
 
 
 def submit(client, **fields):
@@ -141,8 +139,7 @@ def test_jobs_are_listed_newest_first_and_only_your_own(ready, api, bob):
     a = submit(api).json()
     b = submit(api).json()
     credits_grant(user=bob, amount=10, ref="g:bob")
-    _, secret = api_key_create(user=bob, name="bob")
-    bob_api = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    bob_api = api_client(bob)
     submit(bob_api)
     listed = [j["id"] for j in api.get("/api/v1/jobs").json()["jobs"]]
     assert listed[:2] == [b["id"], a["id"]] and len(listed) == 2
@@ -151,8 +148,7 @@ def test_jobs_are_listed_newest_first_and_only_your_own(ready, api, bob):
 def test_someone_elses_job_image_and_cancel_are_404(ready, api, bob, alice):
     job = submit(api).json()
     done = wait_for(lambda: finished(api, job["id"]), timeout=120, message="the job")
-    _, secret = api_key_create(user=bob, name="bob")
-    bob_api = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    bob_api = api_client(bob)
     assert bob_api.get(f"/api/v1/jobs/{job['id']}").status_code == 404
     assert bob_api.get(done["images"][0]["url"]).status_code == 404
     assert bob_api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 404
