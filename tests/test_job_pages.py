@@ -15,7 +15,7 @@ from billing.models import LedgerEntry
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for
-from tests.helpers import png_bytes
+from tests.helpers import make_job, png_bytes
 
 
 @pytest.fixture
