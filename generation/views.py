@@ -66,9 +66,13 @@ def create(request: HttpRequest) -> HttpResponse:
             errors = {"credits": "insufficient"}
         except SpendingBlocked:
             message, status = "Spending is paused on this account; contact support.", 402
+    checkpoints = _catalog()
     values = request.POST if request.method == "POST" else _prefill(parent)
+    if not values.get("model"):
+        first = next((c.slug for c in checkpoints if c.available), "")
+        values = {**values, "model": first}
     context = {
-        "checkpoints": _catalog(),
+        "checkpoints": checkpoints,
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
         "parent": parent,
