@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import stripe
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.html import format_html_join
 
 from billing.errors import CreditError
 from billing.forms import CreditAdjustmentForm
 from billing.ledger import credits_adjust
-from billing.models import CreditAccount, LedgerEntry
+from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, StripeEvent
+from billing.purchases import UnknownOrder, order_refund
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -101,3 +104,49 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ["reference", "account__user__email", "memo"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in LedgerEntry._meta.fields]
+
+
+@admin.register(CreditPack)
+class CreditPackAdmin(admin.ModelAdmin):
+    list_display = ["name", "credits", "price_cents", "currency", "active", "sort_order"]
+    list_editable = ["credits", "price_cents", "active", "sort_order"]
+    ordering = ["sort_order", "price_cents"]
+
+
+class StripeEventInline(admin.TabularInline):
+    model = StripeEvent
+    fields = ["id", "type", "received_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "user", "pack", "amount_display", "status", "credits", "credits_clawed_back"]
+    list_filter = ["status", "pack"]
+    search_fields = ["user__email", "checkout_session_id", "payment_intent_id", "id"]
+    readonly_fields = [f.name for f in Order._meta.fields] + ["ledger"]
+    inlines = [StripeEventInline]
+    actions = ["refund"]
+
+    @admin.display(description="ledger rows")
+    def ledger(self, order: Order) -> str:
+        rows = LedgerEntry.objects.filter(
+            Q(reference=order.grant_ref) | Q(reverses__reference=order.grant_ref)
+        ).order_by("id")
+        return format_html_join(", ", "{} {:+d}", ((row.reference, row.amount) for row in rows)) or "—"
+
+    def has_refund_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.adjust_credits")
+
+    @admin.action(description="Refund through Stripe (the webhook claws the credits back)", permissions=["refund"])
+    def refund(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        for order in queryset:
+            try:
+                refund_id = order_refund(order=order)
+            except (UnknownOrder, stripe.StripeError) as exc:
+                self.message_user(request, f"{order}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{order}: refund {refund_id} requested.", messages.SUCCESS)

@@ -112,6 +112,8 @@ def credits_hold(*, user, amount: int, ref: str, memo: str = "") -> LedgerEntry:
             return existing
         if account.debt > 0:
             raise SpendingBlocked(f"account owes {account.debt} clawed-back credits")
+        if account.frozen:
+            raise SpendingBlocked("a payment of this account is disputed")
         if account.balance < amount:
             raise InsufficientCredits(needed=amount, available=account.balance)
         return _append(account, kind=Kind.HOLD, amount=-amount, ref=ref, memo=memo)
@@ -181,6 +183,14 @@ def credits_reverse(
         )
 
 
+def account_freeze(*, user, frozen: bool) -> None:
+    """Freeze (dispute opened) or unfreeze spending; balances are untouched."""
+    with transaction.atomic():
+        account = _lock_account_of(user)
+        account.frozen = frozen
+        account.save(update_fields=["frozen", "updated_at"])
+
+
 # --- Internals ----------------------------------------------------------------
 
 
@@ -230,7 +240,7 @@ def _earlier_resolution(hold: LedgerEntry, *, kind: str, ref: str) -> LedgerEntr
 
 def _append(account: CreditAccount, *, kind: str, amount: int, ref: str, **fields) -> LedgerEntry:
     account.balance += amount
-    account.save(update_fields=["balance", "debt", "updated_at"])
+    account.save(update_fields=["balance", "debt", "updated_at"])  # `frozen` changes only via account_freeze
     try:
         with transaction.atomic():
             return LedgerEntry.objects.create(

@@ -12,6 +12,8 @@ Invariants (enforced by billing.ledger, backed by the database):
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -32,6 +34,8 @@ class CreditAccount(models.Model):
     # Credits clawed back (refund, lost dispute) that the balance could not
     # cover. While it is above zero the account cannot spend.
     debt = models.IntegerField(default=0)
+    # Spending is frozen while a payment of this account is disputed.
+    frozen = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,3 +119,89 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.amount:+d}"
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{cents / 100:.2f} {currency.upper()}"
+
+
+class CreditPack(models.Model):
+    """What people can buy; managed by staff in the admin."""
+
+    name = models.CharField(max_length=80)
+    credits = models.PositiveIntegerField()
+    price_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3, default="usd")
+    active = models.BooleanField(default=True)
+    sort_order = models.IntegerField(default=100)
+
+    class Meta:
+        ordering = ["sort_order", "price_cents"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gte=1), name="pack_credits_positive"),
+            models.CheckConstraint(condition=Q(price_cents__gte=50), name="pack_price_at_least_50_cents"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.credits} credits for {self.price_display}"
+
+    @property
+    def price_display(self) -> str:
+        return money(self.price_cents, self.currency)
+
+
+class Order(models.Model):
+    """One Stripe Checkout purchase of a pack, and what became of it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Awaiting payment"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Payment failed"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+        REFUNDED = "refunded", "Refunded"
+        DISPUTED = "disputed", "Disputed"
+        DISPUTE_LOST = "dispute_lost", "Dispute lost"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="orders")
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="orders")
+    credits = models.PositiveIntegerField()
+    amount_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    amount_refunded_cents = models.PositiveIntegerField(default=0)
+    credits_clawed_back = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"order {self.id} ({self.status})"
+
+    @property
+    def amount_display(self) -> str:
+        return money(self.amount_cents, self.currency)
+
+    @property
+    def grant_ref(self) -> str:
+        return f"stripe:{self.checkout_session_id}"
+
+
+class StripeEvent(models.Model):
+    """Every webhook event once, by Stripe's event id: a replay is a no-op."""
+
+    id = models.CharField(primary_key=True, max_length=255)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import logging
+
+import stripe
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from billing.ledger import balance_of
+from billing.models import CreditPack, Order
+from billing.purchases import UnknownOrder, checkout_fulfil, checkout_start, stripe_event_apply
+from billing.stripe_api import payments_enabled, verify_event
+from generation.models import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@require_GET
+def pricing(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "billing/pricing.html",
+        {
+            "packs": CreditPack.objects.filter(active=True),
+            "payments_enabled": payments_enabled(),
+            "checkpoints": Checkpoint.objects.filter(enabled=True, is_test=False).order_by("price_per_image", "name"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def buy(request: HttpRequest, pack_id: int) -> HttpResponse:
+    if not payments_enabled():
+        messages.error(request, "Payments are not set up on this site yet.")
+        return redirect("pricing")
+    pack = get_object_or_404(CreditPack, id=pack_id, active=True)
+    try:
+        url = checkout_start(
+            user=request.user,
+            pack=pack,
+            success_url=request.build_absolute_uri(reverse("billing_success")),
+            cancel_url=request.build_absolute_uri(reverse("billing_cancel")),
+        )
+    except stripe.StripeError:
+        log.exception("could not create a Checkout Session")
+        messages.error(request, "The payment page could not be opened. Please try again in a minute.")
+        return redirect("pricing")
+    return redirect(url)
+
+
+@login_required
+@require_GET
+def success(request: HttpRequest) -> HttpResponse:
+    session_id = request.GET.get("session_id", "")
+    try:
+        order = checkout_fulfil(session_id=session_id, user=request.user)
+    except UnknownOrder:
+        raise Http404 from None
+    return render(request, "billing/success.html", {"order": order, "balance": balance_of(user=request.user)})
+
+
+@require_GET
+def cancel(request: HttpRequest) -> HttpResponse:
+    messages.info(request, "Payment canceled; nothing was charged.")
+    return redirect("pricing")
+
+
+@login_required
+@require_GET
+def purchases(request: HttpRequest) -> HttpResponse:
+    orders = Order.objects.filter(user=request.user).select_related("pack")
+    return render(request, "billing/purchases.html", {"orders": orders})
+
+
+@csrf_exempt  # Stripe signs the body instead (verified below)
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    if not payments_enabled():
+        return HttpResponseBadRequest("payments are not set up")
+    try:
+        event = verify_event(request.body, request.headers.get("Stripe-Signature"))
+    except (ValueError, stripe.SignatureVerificationError):
+        return HttpResponseBadRequest("invalid payload or signature")
+    try:
+        outcome = stripe_event_apply(event=event)
+    except Exception:
+        # Everything rolled back; a non-2xx makes Stripe deliver it again.
+        log.exception("webhook %s (%s) failed", event.get("id"), event.get("type"))
+        return JsonResponse({"error": "handler failed"}, status=500)
+    return JsonResponse({"received": True, "outcome": outcome})

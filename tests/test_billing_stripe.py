@@ -1,0 +1,376 @@
+"""Buying credits: Checkout against a fake Stripe API on loopback, webhooks
+signed with the stripe library's own helper; every rule under retries,
+races and replays."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from billing.errors import SpendingBlocked
+from billing.ledger import balance_of, credits_capture, credits_hold
+from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, StripeEvent
+from tests.fake_stripe import FakeStripe
+from tests.helpers import api_client, png_bytes
+
+SECRET = "whsec_test_secret"
+WEBHOOK = "/billing/stripe/webhook/"
+
+
+@pytest.fixture(scope="session")
+def fake_stripe():
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def stripe_on(settings, fake_stripe):
+    settings.STRIPE_SECRET_KEY = "sk_test_fake"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_fake"
+    settings.STRIPE_WEBHOOK_SECRET = SECRET
+    settings.STRIPE_API_BASE = fake_stripe.url
+    return fake_stripe
+
+
+@pytest.fixture
+def pack(db):
+    return CreditPack.objects.create(name="Test pack", credits=100, price_cents=1000, currency="usd")
+
+
+def buy(client, user, pack, fake) -> str:
+    client.force_login(user)
+    response = client.post(reverse("billing_buy", args=[pack.id]))
+    assert response.status_code == 302 and response["Location"].startswith("https://checkout.stripe.test/pay/")
+    return response["Location"].rsplit("/", 1)[1]
+
+
+def deliver(
+    event: dict,
+    *,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    body: str | None = None,
+    signature: str | None = "sign",
+):
+    payload = json.dumps(event)
+    headers = {}
+    if signature == "sign":
+        headers["HTTP_STRIPE_SIGNATURE"] = FakeStripe.sign(payload, secret, timestamp=timestamp)
+    return Client().post(
+        WEBHOOK, data=body if body is not None else payload, content_type="application/json", **headers
+    )
+
+
+def grants(user) -> int:
+    return LedgerEntry.objects.filter(account__user=user, kind="purchase").count()
+
+
+def run_together(count: int, work) -> list:
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as exc:
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+# --- Pages -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_without_stripe_keys_the_pricing_page_says_payments_are_not_set_up(client, pack, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    html = client.get(reverse("pricing")).content.decode()
+    assert "Payments are not set up" in html and "Test pack" in html and "no subscription" in html
+    assert "Buy Test pack" not in html
+
+
+@pytest.mark.django_db
+def test_the_pricing_page_offers_packs_and_typical_costs(client, alice, pack, stripe_on):
+    from generation.catalog import catalog_seed
+
+    catalog_seed()
+    client.force_login(alice)
+    html = client.get(reverse("pricing")).content.decode()
+    assert "Buy Test pack" in html and "10.00 USD" in html and "SDXL 1.0" in html
+
+
+@pytest.mark.django_db
+def test_checkout_is_created_with_an_idempotency_key_and_tied_to_the_user(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    order = Order.objects.get(checkout_session_id=session_id)
+    session = stripe_on.sessions[session_id]
+    assert (order.user, order.credits, order.amount_cents, order.status) == (alice, 100, 1000, "pending")
+    assert session["metadata"] == {"order_id": str(order.id), "user_id": str(alice.pk), "pack_id": str(pack.pk)}
+    assert session["client_reference_id"] == str(order.id) and session["mode"] == "payment"
+    assert ("POST", f"checkout:{order.id}") in stripe_on.idempotent
+
+
+@pytest.mark.django_db
+def test_the_success_page_fulfils_when_the_webhook_is_late(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    html = client.get(reverse("billing_success"), {"session_id": session_id}).content.decode()
+    assert "100 credits were added" in html and 'data-testid="balance">100 credits' in html
+    client.get(reverse("billing_success"), {"session_id": session_id})  # a reload grants nothing more
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_someone_elses_success_page_is_404(client, alice, bob, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    client.force_login(bob)
+    assert client.get(reverse("billing_success"), {"session_id": session_id}).status_code == 404
+    assert balance_of(user=alice) == 0 and balance_of(user=bob) == 0
+
+
+# --- Webhooks: signatures, replays, races ---------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_same_completed_event_five_times_grants_once(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    outcomes = [deliver(event).json()["outcome"] for _ in range(5)]
+    assert outcomes == ["applied"] + ["duplicate"] * 4
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+    assert Order.objects.get(checkout_session_id=session_id).status == "paid"
+    # Another event about the same session (a different id) still grants nothing more.
+    deliver(stripe_on.event("checkout.session.async_payment_succeeded", stripe_on.sessions[session_id]))
+    assert grants(alice) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_event_delivered_five_times_at_once_grants_once(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    responses = run_together(5, lambda i: deliver(event))
+    assert all(getattr(r, "status_code", None) == 200 for r in responses), responses
+    assert sorted(r.json()["outcome"] for r in responses) == ["applied"] + ["duplicate"] * 4
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_webhook_and_success_page_at_the_same_moment_grant_once(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+
+    def work(i: int):
+        if i % 2:
+            return deliver(event)
+        page = Client()
+        page.force_login(alice)
+        return page.get(reverse("billing_success"), {"session_id": session_id})
+
+    responses = run_together(4, work)
+    assert all(getattr(r, "status_code", None) == 200 for r in responses), responses
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("attack", ["tampered", "missing-header", "wrong-secret", "too-old"])
+def test_bad_signatures_are_400_and_write_nothing(client, alice, pack, stripe_on, attack):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    if attack == "tampered":
+        signed = json.dumps(event)
+        header = FakeStripe.sign(signed, SECRET)
+        forged = signed.replace('"amount_total": 1000', '"amount_total": 1')
+        response = Client().post(WEBHOOK, data=forged, content_type="application/json", HTTP_STRIPE_SIGNATURE=header)
+    elif attack == "missing-header":
+        response = deliver(event, signature=None)
+    elif attack == "wrong-secret":
+        response = deliver(event, secret="whsec_someone_else")
+    else:
+        response = deliver(event, timestamp=int(time.time()) - 301)
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists() and balance_of(user=alice) == 0
+
+
+@pytest.mark.django_db
+def test_a_handler_that_fails_after_writing_rolls_back_and_the_retry_grants_once(
+    client, alice, pack, stripe_on, monkeypatch
+):
+    import billing.purchases
+
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    original = billing.purchases._record
+    calls = {"n": 0}
+
+    def flaky(stored, order):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away after the grant")
+        return original(stored, order)
+
+    monkeypatch.setattr(billing.purchases, "_record", flaky)
+    assert deliver(event).status_code == 500
+    assert balance_of(user=alice) == 0 and not StripeEvent.objects.exists()  # the grant was rolled back
+    assert deliver(event).json()["outcome"] == "applied"
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+
+
+# --- Delayed payment methods ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_delayed_payment_grants_only_when_it_succeeds(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    unpaid = stripe_on.pay(session_id, paid=False)
+    assert deliver(stripe_on.event("checkout.session.completed", unpaid)).status_code == 200
+    assert balance_of(user=alice) == 0 and Order.objects.get(checkout_session_id=session_id).status == "pending"
+    succeeded = stripe_on.pay(session_id)
+    event = stripe_on.event("checkout.session.async_payment_succeeded", succeeded)
+    deliver(event)
+    deliver(event)
+    assert balance_of(user=alice) == 100 and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_failed_delayed_payment_grants_nothing(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.pay(session_id, paid=False)))
+    deliver(stripe_on.event("checkout.session.async_payment_failed", stripe_on.sessions[session_id]))
+    order = Order.objects.get(checkout_session_id=session_id)
+    assert order.status == "failed" and balance_of(user=alice) == 0 and grants(alice) == 0
+
+
+# --- Refunds -------------------------------------------------------------------------------
+
+
+def paid(client, user, pack, fake) -> str:
+    session_id = buy(client, user, pack, fake)
+    deliver(fake.event("checkout.session.completed", fake.pay(session_id)))
+    return session_id
+
+
+@pytest.mark.django_db
+def test_two_partial_refunds_each_redelivered_claw_back_twice(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    first = stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=250))
+    second = stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=600))
+    for event in (first, first, second, second, first):
+        assert deliver(event).status_code == 200
+    reversals = list(
+        LedgerEntry.objects.filter(account__user=alice, kind="reversal").order_by("id").values_list("amount", flat=True)
+    )
+    assert reversals == [-25, -35]
+    order = Order.objects.get(checkout_session_id=session_id)
+    assert (order.status, order.credits_clawed_back, balance_of(user=alice)) == ("partially_refunded", 60, 40)
+    full = stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000))
+    deliver(full)
+    assert balance_of(user=alice) == 0 and Order.objects.get(id=order.id).status == "refunded"
+
+
+@pytest.mark.django_db
+def test_a_refund_after_the_credits_were_spent_records_debt_and_blocks_spending(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    credits_hold(user=alice, amount=80, ref="hold:job:x")
+    credits_capture(hold_ref="hold:job:x", ref="capture:job:x")
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (0, 80)
+    with pytest.raises(SpendingBlocked):
+        credits_hold(user=alice, amount=1, ref="hold:job:y")
+
+
+@pytest.mark.django_db
+def test_a_refund_before_the_completed_event_ends_consistent(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.sessions[session_id]))
+    order = Order.objects.get(checkout_session_id=session_id)
+    assert grants(alice) == 1 and balance_of(user=alice) == 0
+    assert (order.status, order.credits_clawed_back) == ("refunded", 100)
+
+
+@pytest.mark.django_db
+def test_staff_refund_goes_through_stripe_and_the_webhook_claws_back(client, alice, charlie, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    order = Order.objects.get(checkout_session_id=session_id)
+    staff = Client()
+    staff.force_login(charlie)
+    staff.post(reverse("admin:billing_order_changelist"), {"action": "refund", "_selected_action": [order.id]})
+    assert stripe_on.refunds[-1]["payment_intent"] == order.payment_intent_id
+    assert stripe_on.refunds[-1]["amount"] == 1000
+    assert balance_of(user=alice) == 100  # nothing moves until Stripe confirms
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    assert balance_of(user=alice) == 0
+
+
+# --- Disputes ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_dispute_freezes_spending_until_won(client, alice, pack, stripe_on, gpu_worker, test_checkpoints):
+    from generation.catalog import catalog_register_test_checkpoints
+
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    session_id = paid(client, alice, pack, stripe_on)
+    dispute = stripe_on.dispute(session_id)
+    deliver(stripe_on.event("charge.dispute.created", dispute))
+    api = api_client(alice)
+    response = api.post(
+        "/api/v1/img2img",
+        {
+            "model": "test-sd1",
+            "prompt": "x",
+            "steps": 4,
+            "strength": 0.5,
+            "image": SimpleUploadedFile("a.png", png_bytes()),
+        },
+    )
+    assert response.status_code == 402 and response.json()["error"]["code"] == "account_blocked"
+    assert Order.objects.get(checkout_session_id=session_id).status == "disputed"
+    deliver(stripe_on.event("charge.dispute.closed", {**dispute, "status": "won"}))
+    credits_hold(user=alice, amount=1, ref="hold:after-win")
+    assert Order.objects.get(checkout_session_id=session_id).status == "paid"
+
+
+@pytest.mark.django_db
+def test_a_lost_dispute_claws_back_once(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    dispute = stripe_on.dispute(session_id)
+    deliver(stripe_on.event("charge.dispute.created", dispute))
+    closed = stripe_on.event("charge.dispute.closed", {**dispute, "status": "lost"})
+    deliver(closed)
+    deliver(closed)
+    deliver(stripe_on.event("charge.dispute.closed", {**dispute, "status": "lost"}))  # a new event id, same dispute
+    assert balance_of(user=alice) == 0
+    assert LedgerEntry.objects.filter(account__user=alice, kind="reversal").count() == 1
+    order = Order.objects.get(checkout_session_id=session_id)
+    assert order.status == "dispute_lost" and not CreditAccount.objects.get(user=alice).frozen
+
+
+@pytest.mark.django_db
+def test_the_purchases_page_lists_orders_with_their_status(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=500)))
+    client.force_login(alice)
+    html = client.get(reverse("purchases")).content.decode()
+    assert "Test pack" in html and "Partially refunded" in html and "10.00 USD" in html
