@@ -103,16 +103,20 @@ def test_a_valid_entry_passes():
     make(allowed_sizes=[[512, 512], [768, 512]]).full_clean()
 
 
+def card(html: str, slug: str) -> str:
+    part = html[html.index(f'data-slug="{slug}"') :]
+    return part[: part.index("</article>")]
+
+
 def test_the_models_page_shows_availability_from_live_heartbeats(client):
     catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
     html = client.get(reverse("models")).content.decode()
     assert "Test models use random weights" in html
-    assert "Unavailable" in html and 'class="badge ok"' not in html
-    publish(worker_id="pytest-fake", serves=["test-sd1"], loaded=[], device="cpu")
+    # test-sd2: no worker of this test session serves it.
+    assert "Unavailable" in card(html, "test-sd2") and 'class="badge ok"' not in card(html, "test-sd2")
+    publish(worker_id="pytest-fake", serves=["test-sd2"], loaded=[], device="cpu")
     try:
         html = client.get(reverse("models")).content.decode()
     finally:
         remove("pytest-fake")
-    card = html[html.index('data-slug="test-sd1"') :]
-    card = card[: card.index("</article>")]
-    assert 'class="badge ok"' in card
+    assert 'class="badge ok"' in card(html, "test-sd2")
