@@ -45,10 +45,11 @@ class LedgerEntryInline(admin.TabularInline):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(ReadOnlyAdmin):
-    list_display = ["user", "balance", "debt", "updated_at"]
+    list_display = ["user", "balance", "debt", "frozen", "updated_at"]
+    list_filter = ["frozen"]
     list_select_related = ["user"]
     search_fields = ["user__email"]
-    readonly_fields = ["user", "balance", "debt", "created_at", "updated_at"]
+    readonly_fields = ["user", "balance", "debt", "frozen", "created_at", "updated_at"]
     inlines = [LedgerEntryInline]
     actions = ["adjust_credits"]
 
