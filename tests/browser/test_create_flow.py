@@ -1,0 +1,117 @@
+"""In a real browser (Debian's Chromium driven by Playwright): pick or drop a
+picture, watch the quote follow the settings, submit, and see the results
+arrive on the job page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.urls import reverse
+
+from billing.ledger import balance_of, credits_grant
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import Job
+from tests.conftest import IN_CI, make_user
+from tests.helpers import png_bytes
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        message = f"needs Debian's chromium at {CHROMIUM} (apt install chromium)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own
+    # ORM calls are still plain synchronous code (Playwright's documented advice).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser, live_server, gpu_worker, test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    user = make_user("dana@example.com", password="a-long-pass-phrase-9")
+    credits_grant(user=user, amount=10, ref="g:dana")
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(live_server.url + reverse("account_login"))
+    tab.fill("input[name=login]", "dana@example.com")
+    tab.fill("input[name=password]", "a-long-pass-phrase-9")
+    tab.click("main button[type=submit]")
+    tab.wait_for_url("**/account/")
+    tab.user, tab.errors = user, errors
+    yield tab
+    context.close()
+
+
+def test_create_quote_submit_and_results(page, live_server, tmp_path):
+    picture = tmp_path / "in.png"
+    picture.write_bytes(png_bytes(size=(320, 240)))
+    page.goto(live_server.url + reverse("create"))
+    page.set_input_files("#id_image", str(picture))
+    page.wait_for_selector("#preview:not([hidden])")
+    page.check("input[name=model][value=test-sd1]")
+    page.fill("#id_prompt", "a lighthouse at night")
+    page.click("button.preset[data-strength='0.3']")
+    assert page.input_value("#id_strength") == "0.3"
+    page.fill("#id_steps", "10")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
+    page.select_option("#id_num_images", "4")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '4'")
+    page.select_option("#id_num_images", "1")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
+
+    page.click("form#create-form button[type=submit]")
+    page.wait_for_url("**/jobs/*/")
+    page.wait_for_selector(".results img", timeout=120_000)  # the page follows the job, then shows results
+    job = Job.objects.get(user=page.user)
+    assert job.status == "succeeded" and (job.width, job.height, job.strength) == (320, 240, 0.3)
+    assert page.is_visible("text=Use as input") and page.is_visible("text=Again with a new seed")
+    assert balance_of(user=page.user) == 10 - job.credits_charged
+    assert page.errors == []
+
+
+def test_a_dropped_picture_is_taken_and_previewed(page, live_server):
+    page.goto(live_server.url + reverse("create"))
+    data = list(png_bytes(size=(64, 48)))
+    page.evaluate(
+        """bytes => {
+            const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""",
+        data,
+    )
+    page.wait_for_selector("#preview:not([hidden])")
+    assert page.evaluate("document.getElementById('id_image').files[0].name") == "dropped.png"
+    assert page.errors == []
+
+
+def test_not_enough_credits_shows_the_buy_link(page, live_server):
+    page.goto(live_server.url + reverse("create"))
+    page.check("input[name=model][value=test-sd1]")
+    page.fill("#id_steps", "50")
+    page.fill("#id_width", "1024")
+    page.fill("#id_height", "1024")
+    page.select_option("#id_num_images", "4")
+    page.wait_for_selector("#short:not([hidden])")
+    assert page.get_attribute("#short a", "href") == reverse("pricing")
