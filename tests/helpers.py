@@ -42,3 +42,31 @@ def make_job(user, slug: str, **fields):
     )
     values.update(fields)
     return Job.objects.create(user=user, checkpoint=Checkpoint.objects.get(slug=slug), **values)
+
+
+def run_in_threads(count: int, work) -> list:
+    """Run work(i) in `count` threads released together; return each result
+    or exception. Each thread uses (and closes) its own database connection."""
+    import threading
+
+    from django.db import close_old_connections, connection
+
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as exc:
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    close_old_connections()
+    return results

@@ -5,12 +5,10 @@ races and replays."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -18,7 +16,7 @@ from billing.errors import SpendingBlocked
 from billing.ledger import balance_of, credits_capture, credits_hold
 from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, StripeEvent
 from tests.fake_stripe import FakeStripe
-from tests.helpers import api_client, png_bytes
+from tests.helpers import api_client, png_bytes, run_in_threads
 
 SECRET = "whsec_test_secret"
 WEBHOOK = "/billing/stripe/webhook/"
@@ -71,27 +69,6 @@ def deliver(
 
 def grants(user) -> int:
     return LedgerEntry.objects.filter(account__user=user, kind="purchase").count()
-
-
-def run_together(count: int, work) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 # --- Pages -------------------------------------------------------------------------
@@ -166,7 +143,7 @@ def test_the_same_completed_event_five_times_grants_once(client, alice, pack, st
 def test_the_same_event_delivered_five_times_at_once_grants_once(client, alice, pack, stripe_on):
     session_id = buy(client, alice, pack, stripe_on)
     event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
-    responses = run_together(5, lambda i: deliver(event))
+    responses = run_in_threads(5, lambda i: deliver(event))
     assert all(getattr(r, "status_code", None) == 200 for r in responses), responses
     assert sorted(r.json()["outcome"] for r in responses) == ["applied"] + ["duplicate"] * 4
     assert balance_of(user=alice) == 100 and grants(alice) == 1
@@ -185,7 +162,7 @@ def test_webhook_and_success_page_at_the_same_moment_grant_once(client, alice, p
         page.force_login(alice)
         return page.get(reverse("billing_success"), {"session_id": session_id})
 
-    responses = run_together(4, work)
+    responses = run_in_threads(4, work)
     assert all(getattr(r, "status_code", None) == 200 for r in responses), responses
     assert balance_of(user=alice) == 100 and grants(alice) == 1
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from billing.errors import (
@@ -27,6 +25,7 @@ from billing.ledger import (
     credits_reverse,
 )
 from billing.models import CreditAccount, LedgerEntry
+from tests.helpers import run_in_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -194,30 +193,6 @@ def test_deleting_a_user_keeps_the_money_trail(alice):
 
 
 # --- Concurrency: real transactions on PostgreSQL ---------------------------
-
-
-def run_in_threads(count: int, work) -> list:
-    """Run work(i) in `count` threads released at once; collect results or
-    exceptions. Each thread has its own database connection."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    close_old_connections()
-    return results
 
 
 @pytest.mark.postgres
