@@ -7,7 +7,6 @@ import uuid
 
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest
-from django.urls import reverse
 from ninja import File, Form, NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 from ninja.files import UploadedFile
@@ -19,13 +18,13 @@ from generation.availability import available_slugs
 from generation.errors import GenerationError, JobNotFound
 from generation.models import Checkpoint, Job
 from generation.params import Img2ImgIn
+from generation.presenters import job_out
 from generation.services import (
     image_for_user,
     job_cancel,
     job_for_user,
     job_quote,
     job_submit,
-    queue_position,
 )
 
 api = NinjaAPI(
@@ -75,36 +74,6 @@ def _invalid(request, exc: ValidationError):
 @api.exception_handler(AuthenticationError)
 def _unauthorized(request, exc):
     return error(request, 401, "unauthorized", "Sign in or send `Authorization: Bearer <api key>`.")
-
-
-# --- Shapes --------------------------------------------------------------------------
-
-
-def job_out(job: Job) -> dict:
-    return {
-        "id": str(job.id),
-        "status": job.status,
-        "model": job.checkpoint.slug,
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "strength": job.strength,
-        "steps": job.steps,
-        "guidance_scale": job.guidance_scale,
-        "num_images": job.num_images,
-        "width": job.width,
-        "height": job.height,
-        "progress": {"step": job.progress_step, "total": job.progress_total},
-        "queue_position": queue_position(job),
-        "images": [{"url": reverse("api:image", args=[image.id])} for image in job.images.all()],
-        "error": job.error or None,
-        "error_code": job.error_code or None,
-        "credits_held": job.credits_held,
-        "credits_charged": job.credits_charged,
-        "seed": job.seed,
-        "parent_job": str(job.parent_id) if job.parent_id else None,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
 
 
 # --- Endpoints -----------------------------------------------------------------------

@@ -154,6 +154,7 @@ def job_cancel(*, user, job_id) -> Job:
         )
         if canceled:
             credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="canceled")
+            _announce(job.id)
     job.refresh_from_db()
     if not canceled and job.status != Status.CANCELED:
         raise JobFinished(f"The job already {job.status}.")
@@ -175,7 +176,10 @@ def job_claim(*, job_id, worker: str) -> Job | None:
         progress_step=0,
         lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
     )
-    return Job.objects.select_related("checkpoint").get(id=job_id) if claimed else None
+    if not claimed:
+        return None
+    _announce(job_id)
+    return Job.objects.select_related("checkpoint").get(id=job_id)
 
 
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
@@ -184,7 +188,12 @@ def job_progress(*, job: Job, step: int | None = None, total: int | None = None)
     fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)}
     if step is not None:
         fields.update(progress_step=step, progress_total=total)
-    return bool(_owned(job).update(**fields))
+    owned = bool(_owned(job).update(**fields))
+    if owned and step is not None:
+        from generation.events import job_send
+
+        job_send(job.id, {"type": "progress", "step": step, "total": total})
+    return owned
 
 
 def job_succeed(*, job: Job, images: list) -> bool:
@@ -210,6 +219,7 @@ def job_succeed(*, job: Job, images: list) -> bool:
         if done:
             JobImage.objects.bulk_create(stored)
             credits_capture(hold_ref=job.hold_ref, ref=f"capture:job:{job.id}", amount=job.credits_held)
+            _announce(job.id)
     if not done:
         for row in stored:
             row.file.delete(save=False)
@@ -231,12 +241,14 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
             )
             if requeued:
                 transaction.on_commit(lambda: _send(job, countdown=2))
+                _announce(job.id)
                 return "requeued"
         failed = _owned(job).update(
             status=Status.FAILED, finished_at=timezone.now(), lease_expires_at=None, error_code=code, error=message
         )
         if failed:
             credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo=code)
+            _announce(job.id)
             return "failed"
     return "not owned"
 
@@ -262,6 +274,7 @@ def jobs_reap() -> dict[str, int]:
                 error="No worker could take this job in time. The held credits were returned.",
             ):
                 credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="queue timeout")
+                _announce(job.id)
                 counts["failed"] += 1
     return counts
 
@@ -298,6 +311,13 @@ def checkpoints_set_enabled(*, checkpoints, enabled: bool) -> int:
 def _owned(job: Job):
     """The job's row while this attempt still owns it."""
     return Job.objects.filter(Q(id=job.id) & Q(status=Status.RUNNING) & Q(attempts=job.attempts))
+
+
+def _announce(job_id) -> None:
+    """After the commit: tell the job's websocket subscribers its new state."""
+    from generation.events import job_announce
+
+    transaction.on_commit(lambda: job_announce(job_id))
 
 
 def _send(job: Job, countdown: int = 0) -> None:

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "channels",
     "allauth",
     "allauth.account",
     "portal",
@@ -246,6 +247,17 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
 REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
+
+# --- Channels (websockets) --------------------------------------------------
+
+# The channel layer only rings the bell (at-most-once); state lives in the
+# database and clients catch up from it on every (re)connect.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="portal:ws")},
+    }
+}
 
 # --- Celery -----------------------------------------------------------------
 

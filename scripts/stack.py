@@ -160,8 +160,9 @@ def run() -> int:
                 start_new_session=True,
                 env={**os.environ, "WORKER_CHECKPOINTS": "none"},
             ),
+            # ASGI: pages, the JSON API and the websockets (live job progress).
             subprocess.Popen(
-                [PY, "-m", "gunicorn", "portal.wsgi", "-b", f"{host}:{port}", "-w", "2", "--access-logfile", "-"],
+                [PY, "-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port, "--workers", "2"],
                 cwd=ROOT,
                 start_new_session=True,
             ),

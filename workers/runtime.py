@@ -21,6 +21,7 @@ from django.conf import settings
 
 from workers.errors import BadInput, Canceled, MissingWeights, classify
 from workers.families import FAMILIES
+from workers.preview import latents_preview
 from workers.spec import CheckpointSpec, Img2ImgParams
 
 log = logging.getLogger(__name__)
@@ -159,13 +160,24 @@ def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
 ProgressCallback = Callable[[int, int], bool]
 
 
-def run_img2img(pipe, spec: CheckpointSpec, image, params: Img2ImgParams, on_step: ProgressCallback | None = None):
+PREVIEW_EVERY = 4
+
+
+def run_img2img(
+    pipe,
+    spec: CheckpointSpec,
+    image,
+    params: Img2ImgParams,
+    on_step: ProgressCallback | None = None,
+    on_preview: Callable[[Any], None] | None = None,
+):
     """Run img2img and return PIL images.
 
     Seeded per image (seed, seed+1, ...) with CPU generators, so the same
     seed, parameters, checkpoint and device give the same pixels. `on_step`
     gets (step, total) after each denoising step; returning False stops the
-    run, which then raises Canceled.
+    run, which then raises Canceled. `on_preview` gets a small approximate
+    picture every few steps.
     """
     import torch
     from PIL import Image
@@ -184,6 +196,10 @@ def run_img2img(pipe, spec: CheckpointSpec, image, params: Img2ImgParams, on_ste
         if on_step is not None and on_step(step + 1, total) is False:
             state["canceled"] = True
             pipeline._interrupt = True
+        elif on_preview is not None and (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total:
+            preview = latents_preview(kwargs.get("latents"), family.architecture)
+            if preview is not None:
+                on_preview(preview)
         return kwargs
 
     try:

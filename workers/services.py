@@ -16,10 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
 from generation.services import job_claim, job_fail, job_progress, job_succeed
 from workers.errors import ErrorKind, classify
 from workers.families import FAMILIES
+from workers.preview import data_url
 from workers.runtime import run_img2img
 from workers.spec import CheckpointSpec, Img2ImgParams
 
@@ -116,7 +118,12 @@ def job_run(*, job_id: str) -> str:
             height=job.height,
         )
         images = run_img2img(
-            pipe, spec, source, params, on_step=lambda step, total: job_progress(job=job, step=step, total=total)
+            pipe,
+            spec,
+            source,
+            params,
+            on_step=lambda step, total: job_progress(job=job, step=step, total=total),
+            on_preview=lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)}),
         )
         return "succeeded" if job_succeed(job=job, images=images) else "not owned"
     except SoftTimeLimitExceeded:

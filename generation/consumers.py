@@ -1,0 +1,62 @@
+"""The job page's websocket: the owner (or staff) gets the job's state on
+connect, then progress, previews and the final state as they happen."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from generation.errors import JobNotFound
+from generation.events import job_group
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        job_id = self.scope["url_route"]["kwargs"]["job_id"]
+        if not await self._visible(user, job_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        # Subscribe before reading the snapshot, so nothing falls in between.
+        self.group = job_group(job_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "job", "job": await self._snapshot(user, job_id)})
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        """The client may ask for the current state again (after a gap)."""
+        if content.get("type") == "sync":
+            job_id = self.scope["url_route"]["kwargs"]["job_id"]
+            await self.send_json({"type": "job", "job": await self._snapshot(self.scope["user"], job_id)})
+
+    async def job_event(self, event: dict) -> None:
+        await self.send_json(event["message"])
+
+    @database_sync_to_async
+    def _visible(self, user, job_id) -> bool:
+        from generation.services import job_for_user
+
+        try:
+            job_for_user(user=user, job_id=job_id)
+        except JobNotFound:
+            return False
+        return True
+
+    @database_sync_to_async
+    def _snapshot(self, user, job_id) -> dict:
+        from generation.presenters import job_out
+        from generation.services import job_for_user
+
+        return job_out(job_for_user(user=user, job_id=job_id))
