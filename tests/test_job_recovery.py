@@ -54,6 +54,12 @@ def test_a_killed_worker_s_job_is_finished_by_another_and_charged_once(api, alic
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
     job_id = long_job(api)
     wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
+    lease = Job.objects.get(id=job_id).lease_expires_at
+    wait_for(
+        lambda: Job.objects.get(id=job_id).lease_expires_at > lease,
+        timeout=5,
+        message="the running job's lease to be renewed",
+    )
     doomed.kill()
 
     start_worker("test-sd1-alt", beat=True, **FAST_LEASE)
@@ -119,3 +125,21 @@ def test_a_duplicate_delivery_does_nothing(api, alice, gpu_worker):
     assert first is not None and first.attempts == 1
     assert job_claim(job_id=job_id, worker="w2") is None
     assert Job.objects.get(id=job_id).worker == "w1"
+
+
+@pytest.mark.django_db
+def test_a_soft_time_limit_fails_the_job_and_releases(api, alice, gpu_worker, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import workers.services
+
+    job_id = long_job(api, "test-sd1")
+
+    def too_slow(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(workers.services, "run_img2img", too_slow)
+    assert workers.services.job_run(job_id=job_id) == "failed"
+    job = Job.objects.get(id=job_id)
+    assert (job.status, job.error_code) == ("failed", "time_limit")
+    assert resolutions(job) == ["release"] and balance_of(user=alice) == 100
