@@ -248,6 +248,13 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
 REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
 
+# Support chat: per-person rate, when an unread staff reply is emailed, and
+# what the widget promises.
+CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="10/m")
+CHAT_EMAIL_AFTER = env_int("CHAT_EMAIL_AFTER", 15 * 60, minimum=1)
+SUPPORT_HOURS = env.str("SUPPORT_HOURS", default="Monday to Friday, 9:00-18:00 UTC")
+SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")
+
 # --- Channels (websockets) --------------------------------------------------
 
 # The channel layer only rings the bell (at-most-once); state lives in the
@@ -279,6 +286,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Jobs whose worker died (lease expired) are retried or failed and refunded.
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-jobs": {"task": "workers.reap_jobs", "schedule": float(REAPER_INTERVAL)},
+    "email-unread-support-replies": {"task": "workers.remind_unread_support", "schedule": 300.0},
 }
 
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma

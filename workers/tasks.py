@@ -39,3 +39,10 @@ def reap_jobs() -> dict:
     from generation.services import jobs_reap
 
     return jobs_reap()
+
+
+@shared_task(name="workers.remind_unread_support")
+def remind_unread_support() -> int:
+    from portal.support import remind_unread
+
+    return remind_unread()

@@ -1,0 +1,235 @@
+"""Support chat rules. Persist first, then broadcast: a message is a row
+(server id; the client's id unique per conversation, so a resend is not a
+duplicate); the channel layer only rings the bell and clients catch up by
+the last id they have."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.models import Conversation, Message
+from portal.ratelimit import allow
+
+log = logging.getLogger(__name__)
+MAX_CHARS = 2000
+VISITOR_COOKIE = "support_visitor"
+STAFF_GROUP = "support.staff"
+CANNED_REPLIES = [
+    "Thanks for writing! Let me look into this for you.",
+    "A failed or canceled job never costs credits: the hold is released automatically.",
+    "Could you send the job link (or its id) so I can check what happened?",
+    "I've refunded that job; you'll see the credits in your balance now.",
+]
+
+
+class ChatError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def conversation_group(conversation_id) -> str:
+    return f"support.{conversation_id}"
+
+
+# --- Who is talking ------------------------------------------------------------------
+
+
+def visitor_token_new() -> str:
+    """A random token, signed, for an anonymous visitor's cookie."""
+    return signing.dumps(secrets.token_urlsafe(24), salt="support-visitor")
+
+
+def visitor_hash(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        raw = signing.loads(token, salt="support-visitor")
+    except signing.BadSignature:
+        return None
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def conversation_for(*, user, visitor_token: str | None, create: bool = False) -> Conversation | None:
+    """The person's (or visitor's) one conversation."""
+    if user is not None and user.is_authenticated:
+        conversation = Conversation.objects.filter(user=user).first()
+        if conversation is None and create:
+            conversation = Conversation.objects.create(user=user)
+        return conversation
+    digest = visitor_hash(visitor_token)
+    if digest is None:
+        return None
+    conversation = Conversation.objects.filter(visitor_hash=digest, user__isnull=True).first()
+    if conversation is None and create:
+        conversation = Conversation.objects.create(visitor_hash=digest)
+    return conversation
+
+
+def conversation_claim(*, user, visitor_token: str | None) -> None:
+    """On sign-in: the visitor's conversation moves to the account (merged
+    into the account's own conversation if it has one)."""
+    digest = visitor_hash(visitor_token)
+    if digest is None:
+        return
+    with transaction.atomic():
+        anonymous = Conversation.objects.select_for_update().filter(visitor_hash=digest, user__isnull=True).first()
+        if anonymous is None:
+            return
+        own = Conversation.objects.filter(user=user).first()
+        if own is None:
+            anonymous.user, anonymous.visitor_hash = user, ""
+            anonymous.save(update_fields=["user", "visitor_hash"])
+        else:
+            Message.objects.filter(conversation=anonymous).update(conversation=own)
+            anonymous.delete()
+
+
+# --- Messages --------------------------------------------------------------------------
+
+
+def message_post(
+    *, conversation: Conversation, sender: str, body: str, client_id: str = "", author=None, ip: str = ""
+) -> tuple[Message, bool]:
+    """Store a message (once per client id) and then ring the bell. Returns
+    the message and whether it is new."""
+    body = (body or "").strip()
+    if not body:
+        raise ChatError("empty", "Write a message first.")
+    if len(body) > MAX_CHARS:
+        raise ChatError("too_long", f"Messages are at most {MAX_CHARS} characters.")
+    client_id = (client_id or "")[:64]
+    if client_id:
+        existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+        if existing is not None:
+            return existing, False
+    if sender == Message.Sender.PERSON:
+        who = f"user:{conversation.user_id}" if conversation.user_id else f"conv:{conversation.id}"
+        if not allow(f"chat:{who}", settings.CHAT_RATE_LIMIT) or (ip and not allow(f"chat-ip:{ip}", "60/m")):
+            raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.")
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=conversation, sender=sender, author=author, body=body, client_id=client_id
+            )
+            updates: dict = {"last_message_at": message.created_at}
+            if sender == Message.Sender.PERSON:
+                updates.update(status=Conversation.Status.OPEN, person_read_id=message.id)  # snoozed reopens
+            elif sender == Message.Sender.STAFF:
+                updates["staff_read_id"] = message.id
+            Conversation.objects.filter(id=conversation.id).update(**updates)
+            transaction.on_commit(lambda: _ring(conversation.id, message))
+    except IntegrityError:  # the same client id, sent twice at once
+        return Message.objects.get(conversation=conversation, client_id=client_id), False
+    return message, True
+
+
+def messages_after(*, conversation: Conversation, after_id: int = 0) -> list[Message]:
+    return list(conversation.messages.filter(id__gt=max(0, after_id)).order_by("id")[:500])
+
+
+def mark_read(*, conversation: Conversation, side: str, up_to: int) -> None:
+    field = "person_read_id" if side == "person" else "staff_read_id"
+    Conversation.objects.filter(id=conversation.id, **{f"{field}__lt": up_to}).update(**{field: up_to})
+
+
+def unread_for_person(*, conversation: Conversation | None) -> int:
+    if conversation is None:
+        return 0
+    return conversation.messages.filter(id__gt=conversation.person_read_id).exclude(sender="person").count()
+
+
+def message_out(message: Message) -> dict:
+    return {
+        "id": message.id,
+        "sender": message.sender,
+        "body": message.body,
+        "client_id": message.client_id or None,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def _ring(conversation_id, message: Message) -> None:
+    payload = {
+        "type": "support.event",
+        "message": {"type": "message", "message": message_out(message), "conversation": str(conversation_id)},
+    }
+    try:
+        layer = get_channel_layer()
+        async_to_sync(layer.group_send)(conversation_group(conversation_id), payload)
+        async_to_sync(layer.group_send)(STAFF_GROUP, payload)
+    except Exception:
+        log.warning("support broadcast failed; clients catch up on reconnect", exc_info=True)
+
+
+# --- Staff --------------------------------------------------------------------------------
+
+
+def conversation_set_status(*, conversation: Conversation, status: str) -> None:
+    if status not in Conversation.Status.values:
+        raise ChatError("bad_status", "Unknown status.")
+    Conversation.objects.filter(id=conversation.id).update(status=status)
+
+
+def conversation_assign(*, conversation: Conversation, staff) -> None:
+    Conversation.objects.filter(id=conversation.id).update(assigned_to=staff)
+
+
+def support_refund_job(*, conversation: Conversation, job, actor) -> Message:
+    """Give back what a job cost: one ledger entry however often it is
+    clicked, and a system message in the thread."""
+    from billing.ledger import credits_grant
+    from billing.models import LedgerEntry
+
+    if job.user_id != conversation.user_id or not job.credits_charged:
+        raise ChatError("not_refundable", "Only a charged job of this person can be refunded.")
+    with transaction.atomic():
+        credits_grant(
+            user=job.user,
+            amount=job.credits_charged,
+            ref=f"support-refund:job:{job.id}",
+            kind=LedgerEntry.Kind.REFUND,
+            actor=actor,
+            memo=f"Support refund of job {job.id}",
+        )
+        message, _ = message_post(
+            conversation=conversation,
+            sender=Message.Sender.SYSTEM,
+            client_id=f"refund:{job.id}",
+            body=f"{job.credits_charged} credits for job {job.id} were refunded.",
+        )
+    return message
+
+
+def remind_unread() -> int:
+    """Email people about staff replies they have not read for a while."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_EMAIL_AFTER)
+    sent = 0
+    pending = Message.objects.filter(
+        sender="staff", emailed_at__isnull=True, created_at__lt=cutoff, conversation__user__isnull=False
+    ).select_related("conversation__user")
+    for message in pending:
+        conversation = message.conversation
+        if message.id <= conversation.person_read_id:
+            Message.objects.filter(id=message.id).update(emailed_at=timezone.now())
+            continue
+        if Message.objects.filter(id=message.id, emailed_at__isnull=True).update(emailed_at=timezone.now()):
+            send_mail(
+                "You have a reply from support",
+                f"{message.body}\n\nReply on the site: it keeps the thread.",
+                None,
+                [conversation.user.email],
+            )
+            sent += 1
+    return sent

@@ -1,0 +1,257 @@
+"""The support chat and the staff inbox: persistence before broadcast,
+catch-up by last id, who may join, and the inbox's refund."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.core import mail
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import LedgerEntry
+from portal.asgi import application
+from portal.models import Conversation, Message
+from portal.support import VISITOR_COOKIE, conversation_for, message_post, remind_unread
+from tests.helpers import make_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ORIGIN = (b"origin", b"http://localhost")
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def cookie_of(user) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def connect(path: str, *headers):
+    communicator = WebsocketCommunicator(application, path, headers=list(headers))
+    connected, code = await communicator.connect(timeout=10)
+    return communicator, connected, code
+
+
+def test_person_sends_staff_receives_persisted_first_and_the_sender_gets_an_ack(alice, charlie):
+    person_cookie, staff_cookie = cookie_of(alice), cookie_of(charlie)
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+
+    async def scenario():
+        staff, ok, _ = await connect(f"/ws/support/{conversation.id}/", ORIGIN, staff_cookie)
+        assert ok
+        person, ok, _ = await connect("/ws/support/", ORIGIN, person_cookie)
+        assert ok
+        await person.send_json_to({"type": "send", "client_id": "c-1", "body": "my job failed"})
+        ack = await person.receive_json_from(timeout=10)
+        heard = await staff.receive_json_from(timeout=10)
+        stored = await asyncio.to_thread(lambda: Message.objects.filter(id=heard["message"]["id"]).exists())
+        await person.disconnect()
+        await staff.disconnect()
+        return ack, heard, stored
+
+    ack, heard, stored = asyncio.run(scenario())
+    assert ack["type"] == "ack" and ack["client_id"] == "c-1" and isinstance(ack["id"], int)
+    assert heard["message"] == {**heard["message"], "id": ack["id"], "body": "my job failed", "sender": "person"}
+    assert stored, "the broadcast carried an id with no row behind it"
+
+
+def test_a_third_user_cannot_join_or_read_the_conversation(alice, bob):
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    message_post(conversation=conversation, sender="person", body="private to alice")
+    bob_cookie = cookie_of(bob)
+
+    async def scenario():
+        _, ok, code = await connect(f"/ws/support/{conversation.id}/", ORIGIN, bob_cookie)
+        own, ok_own, _ = await connect("/ws/support/", ORIGIN, bob_cookie)
+        await own.send_json_to({"type": "hello", "last_id": 0})
+        history = await own.receive_json_from(timeout=10)
+        await own.disconnect()
+        return ok, code, ok_own, history
+
+    ok, code, ok_own, history = asyncio.run(scenario())
+    assert (ok, code) == (False, 4403)
+    assert ok_own and history == {"type": "messages", "messages": []}
+
+
+def test_a_foreign_origin_is_refused(alice):
+    cookie = cookie_of(alice)
+
+    async def scenario():
+        _, ok, _ = await connect("/ws/support/", (b"origin", b"https://evil.example"), cookie)
+        return ok
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice, charlie):
+    cookie = cookie_of(alice)
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    first, _ = message_post(conversation=conversation, sender="person", body="hello?")
+    message_post(conversation=conversation, sender="staff", body="one", author=charlie)
+    message_post(conversation=conversation, sender="staff", body="two", author=charlie)
+
+    async def scenario():
+        person, ok, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert ok
+        await person.send_json_to({"type": "hello", "last_id": first.id})
+        missed = await person.receive_json_from(timeout=10)
+        await person.disconnect()
+        return missed
+
+    missed = asyncio.run(scenario())
+    assert [m["body"] for m in missed["messages"]] == ["one", "two"]
+
+
+def test_the_same_client_id_twice_makes_one_row(alice):
+    cookie = cookie_of(alice)
+
+    async def scenario():
+        person, ok, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert ok
+        acks = []
+        for _ in range(2):
+            await person.send_json_to({"type": "send", "client_id": "same", "body": "resent"})
+            while True:
+                reply = await person.receive_json_from(timeout=10)
+                if reply["type"] == "ack":
+                    acks.append(reply)
+                    break
+        await person.disconnect()
+        return acks
+
+    acks = asyncio.run(scenario())
+    assert acks[0]["id"] == acks[1]["id"]
+    assert Message.objects.filter(client_id="same").count() == 1
+
+
+def test_a_dropped_broadcast_is_recovered_by_the_catch_up(alice, charlie, monkeypatch):
+    import portal.support
+
+    cookie = cookie_of(alice)
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    monkeypatch.setattr(portal.support, "_ring", lambda *args: None)  # the channel layer drops it
+    message_post(conversation=conversation, sender="staff", body="did you get this?", author=charlie)
+
+    async def scenario():
+        person, ok, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert ok
+        await person.send_json_to({"type": "hello", "last_id": 0})
+        history = await person.receive_json_from(timeout=10)
+        await person.disconnect()
+        return history
+
+    assert [m["body"] for m in asyncio.run(scenario())["messages"]] == ["did you get this?"]
+
+
+def test_markup_round_trips_as_literal_text(alice, charlie):
+    cookie = cookie_of(alice)
+
+    async def scenario():
+        person, ok, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert ok
+        await person.send_json_to({"type": "send", "client_id": "x", "body": XSS})
+        await person.receive_json_from(timeout=10)
+        await person.send_json_to({"type": "hello", "last_id": 0})
+        while True:
+            reply = await person.receive_json_from(timeout=10)
+            if reply["type"] == "messages":
+                break
+        await person.disconnect()
+        return reply
+
+    assert asyncio.run(scenario())["messages"][0]["body"] == XSS
+    staff = Client()
+    staff.force_login(charlie)
+    html = staff.get(reverse("support_conversation", args=[Conversation.objects.get(user=alice).id])).content.decode()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and XSS not in html
+
+
+def test_a_visitor_chats_anonymously_and_the_thread_moves_to_the_account_on_sign_in(alice):
+    visitor = Client()
+    response = visitor.post(reverse("support_messages"), {"body": "can I try for free?", "client_id": "v1"})
+    assert response.status_code == 200 and VISITOR_COOKIE in response.cookies
+    conversation = Conversation.objects.get(user__isnull=True)
+    assert conversation.visitor_hash and conversation.visitor_hash not in response.cookies[VISITOR_COOKIE].value
+    visitor.post(reverse("account_login"), {"login": alice.email, "password": "correct horse 42"})
+    conversation.refresh_from_db()
+    assert conversation.user == alice
+    assert [m["body"] for m in visitor.get(reverse("support_messages")).json()["messages"]] == ["can I try for free?"]
+
+
+def test_unread_badge_is_rendered_by_the_server(client, alice, charlie):
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    message_post(conversation=conversation, sender="staff", body="we fixed it", author=charlie)
+    client.force_login(alice)
+    assert 'aria-label="1 unread"' in client.get(reverse("home")).content.decode()
+    client.get(reverse("support_messages"), {"after": 0})  # reading marks it read
+    assert 'aria-label="1 unread"' not in client.get(reverse("home")).content.decode()
+
+
+def test_a_snoozed_conversation_reopens_when_the_person_writes(alice):
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    Conversation.objects.filter(id=conversation.id).update(status="snoozed")
+    message_post(conversation=conversation, sender="person", body="still there?")
+    assert Conversation.objects.get(id=conversation.id).status == "open"
+
+
+def test_sending_too_fast_gets_a_visible_message(client, alice, settings):
+    settings.CHAT_RATE_LIMIT = "2/m"
+    client.force_login(alice)
+    codes = [client.post(reverse("support_messages"), {"body": f"m{i}", "client_id": f"r{i}"}) for i in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert "too fast" in codes[-1].json()["error"]["message"]
+
+
+def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(alice, charlie):
+    from generation.catalog import catalog_register_test_checkpoints
+    from workers.testweights import RANDOM_CHECKPOINTS
+
+    catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
+    job = make_job(alice, "test-sd1", status="succeeded", credits_charged=3)
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    message_post(conversation=conversation, sender="person", body="the picture was broken")
+    staff = Client()
+    staff.force_login(charlie)
+    url = reverse("support_conversation", args=[conversation.id])
+    page = staff.get(url).content.decode()
+    assert "Refund job (3)" in page and "the picture was broken" in page
+    for _ in range(2):
+        staff.post(url, {"action": "refund", "job": str(job.id)})
+    refunds = LedgerEntry.objects.filter(account__user=alice, kind="refund")
+    assert [(r.amount, r.actor) for r in refunds] == [(3, charlie)]
+    assert Message.objects.filter(conversation=conversation, sender="system").count() == 1
+
+
+def test_inbox_lists_conversations_with_unread_counts_and_statuses(alice, bob, charlie):
+    for user in (alice, bob):
+        message_post(
+            conversation=conversation_for(user=user, visitor_token=None, create=True),
+            sender="person",
+            body=f"hi from {user.email}",
+        )
+    staff = Client()
+    staff.force_login(charlie)
+    html = staff.get(reverse("support_inbox")).content.decode()
+    assert alice.email in html and bob.email in html and "<strong>1</strong>" in html
+    conversation = Conversation.objects.get(user=bob)
+    staff.post(reverse("support_conversation", args=[conversation.id]), {"action": "status", "status": "resolved"})
+    staff.post(reverse("support_conversation", args=[conversation.id]), {"action": "assign"})
+    conversation.refresh_from_db()
+    assert (conversation.status, conversation.assigned_to) == ("resolved", charlie)
+    assert bob.email not in staff.get(reverse("support_inbox")).content.decode()  # open ones by default
+    people = Client()
+    people.force_login(alice)
+    assert people.get(reverse("support_inbox")).status_code == 302
+
+
+def test_an_unread_staff_reply_is_emailed_once_after_a_while(alice, charlie):
+    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    reply, _ = message_post(conversation=conversation, sender="staff", body="here is your answer", author=charlie)
+    assert remind_unread() == 0  # too early
+    Message.objects.filter(id=reply.id).update(created_at=timezone.now() - timedelta(hours=1))
+    assert remind_unread() == 1 and remind_unread() == 0
+    assert mail.outbox[-1].to == [alice.email] and "here is your answer" in mail.outbox[-1].body
