@@ -78,6 +78,7 @@ def test_production_settings_pass_the_deploy_checks():
         "ALLOWED_HOSTS": "portal.example.com",
         "HTTPS_ONLY": None,
         "STATIC_MANIFEST": None,
+        "DJANGO_ALLOW_ASYNC_UNSAFE": None,
     }
     code = (
         "import sys; from django.core.management import execute_from_command_line as m; "

@@ -12,8 +12,10 @@ from tests.conftest import IN_CI
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module: Playwright's sync API holds an event loop
+    in this thread while it lives, so it must end before async tests run."""
     if not shutil.which(CHROMIUM):
         message = f"needs Debian's chromium at {CHROMIUM} (apt install chromium)"
         if IN_CI:
@@ -24,11 +26,13 @@ def browser():
     # Playwright's sync API runs an event loop in this thread; the test's own
     # ORM calls are still plain synchronous code (Playwright's documented advice).
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            yield chromium
+            chromium.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
