@@ -1,7 +1,7 @@
 // The job page: follow a queued or running job live over a websocket
-// (progress, previews), and fall back to polling the JSON API if the socket
-// fails. Every (re)connect starts from the server's current state, so
-// nothing is missed. When the job ends, reload to show results and actions.
+// (queue position, progress, previews, then the results, shown in place),
+// and fall back to polling the JSON API if the socket fails. Every
+// (re)connect starts from the server's current state, so nothing is missed.
 (function () {
   "use strict";
   const root = document.getElementById("job");
@@ -14,6 +14,45 @@
   const finished = ["succeeded", "failed", "canceled"];
   let polling = false;
   let failures = 0;
+  let done = false;
+  let socket = null;
+
+  function showResults(job) {
+    done = true;
+    statusOut.textContent = job.status;
+    const live = document.getElementById("live");
+    if (live) live.hidden = true;
+    if (job.error) {
+      const error = document.getElementById("job-error");
+      error.textContent = job.error + (job.status === "failed" ? " You were not charged." : "");
+      error.hidden = false;
+    }
+    const results = document.getElementById("results");
+    job.images.forEach(function (image, index) {
+      const figure = document.createElement("figure");
+      figure.className = "card";
+      const img = document.createElement("img");
+      img.src = image.url;
+      img.alt = "Result " + (index + 1);
+      const caption = document.createElement("figcaption");
+      const download = document.createElement("a");
+      download.href = image.url;
+      download.download = job.id + "-" + (index + 1) + ".png";
+      download.textContent = "Download";
+      caption.appendChild(download);
+      if (index === 0) {
+        const reuse = document.createElement("a");
+        reuse.href = root.dataset.createUrl + "?parent=" + job.id;
+        reuse.textContent = "Use as input";
+        caption.append(" · ", reuse);
+      }
+      figure.append(img, caption);
+      results.appendChild(figure);
+    });
+    results.hidden = job.images.length === 0;
+    document.getElementById("again").hidden = false;
+    if (socket) socket.close();
+  }
 
   function showProgress(step, total) {
     if (!total) return;
@@ -23,7 +62,8 @@
   }
 
   function showJob(job) {
-    if (finished.includes(job.status)) { window.location.reload(); return; }
+    if (done) return;
+    if (finished.includes(job.status)) { showResults(job); return; }
     statusOut.textContent = job.status;
     if (job.progress.total) showProgress(job.progress.step, job.progress.total);
     else if (job.queue_position) progressText.textContent = "number " + job.queue_position + " in the queue";
@@ -38,19 +78,28 @@
 
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    let socket;
     try { socket = new WebSocket(scheme + window.location.host + "/ws/jobs/" + jobId + "/"); }
     catch (error) { startPolling(); return; }
     socket.onopen = function () { failures = 0; };
     socket.onmessage = onMessage;
     socket.onclose = function () {
+      if (done) return;
       failures += 1;
       if (failures >= 3) startPolling();
       else setTimeout(connect, 1000 * failures);
     };
   }
 
+  // While queued, ask for the state now and then: the queue moves when
+  // other people's jobs start, which sends this page no event.
+  setInterval(function () {
+    if (!done && socket && socket.readyState === 1 && statusOut.textContent === "queued") {
+      socket.send(JSON.stringify({ type: "sync" }));
+    }
+  }, 5000);
+
   async function poll() {
+    if (done) return;
     try {
       const response = await fetch("/api/v1/jobs/" + jobId, { credentials: "same-origin" });
       if (response.ok) showJob(await response.json());
