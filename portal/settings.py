@@ -251,6 +251,7 @@ REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
 # Support chat: per-person rate, when an unread staff reply is emailed, and
 # what the widget promises.
 CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="10/m")
+CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
 CHAT_EMAIL_AFTER = env_int("CHAT_EMAIL_AFTER", 15 * 60, minimum=1)
 SUPPORT_HOURS = env.str("SUPPORT_HOURS", default="Monday to Friday, 9:00-18:00 UTC")
 SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -96,6 +97,19 @@ def conversation_claim(*, user, visitor_token: str | None) -> None:
             anonymous.delete()
 
 
+def conversation_attach_job(*, conversation: Conversation, user, job_id: str) -> None:
+    """ "Ask about this job": link the person's own job to the conversation."""
+    from generation.models import Job
+
+    try:
+        job_uuid = uuid.UUID(str(job_id))
+    except ValueError:
+        return
+    job = Job.objects.filter(id=job_uuid, user=user).first()
+    if job is not None:
+        Conversation.objects.filter(id=conversation.id).update(job=job)
+
+
 # --- Messages --------------------------------------------------------------------------
 
 
@@ -116,7 +130,9 @@ def message_post(
             return existing, False
     if sender == Message.Sender.PERSON:
         who = f"user:{conversation.user_id}" if conversation.user_id else f"conv:{conversation.id}"
-        if not allow(f"chat:{who}", settings.CHAT_RATE_LIMIT) or (ip and not allow(f"chat-ip:{ip}", "60/m")):
+        if not allow(f"chat:{who}", settings.CHAT_RATE_LIMIT) or (
+            ip and not allow(f"chat-ip:{ip}", settings.CHAT_IP_RATE_LIMIT)
+        ):
             raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.")
     try:
         with transaction.atomic():

@@ -18,6 +18,7 @@ from portal.support import (
     VISITOR_COOKIE,
     ChatError,
     conversation_assign,
+    conversation_attach_job,
     conversation_for,
     conversation_set_status,
     mark_read,
@@ -44,13 +45,7 @@ def widget_messages(request: HttpRequest) -> JsonResponse:
     conversation = conversation_for(user=request.user, visitor_token=token, create=request.method == "POST")
     if request.method == "POST":
         if request.POST.get("job") and request.user.is_authenticated:
-            job = (
-                Job.objects.filter(id=request.POST["job"], user=request.user).first()
-                if _uuid(request.POST["job"])
-                else None
-            )
-            if job is not None:
-                Conversation.objects.filter(id=conversation.id).update(job=job)
+            conversation_attach_job(conversation=conversation, user=request.user, job_id=request.POST["job"])
         try:
             message, _ = message_post(
                 conversation=conversation,
@@ -67,7 +62,8 @@ def widget_messages(request: HttpRequest) -> JsonResponse:
             )
         response = JsonResponse({"type": "ack", "client_id": message.client_id or None, "id": message.id})
     else:
-        after = int(request.GET.get("after") or 0) if (request.GET.get("after") or "0").isdigit() else 0
+        after_text = request.GET.get("after", "0")
+        after = int(after_text) if after_text.isdigit() else 0
         found = messages_after(conversation=conversation, after_id=after) if conversation else []
         if found and conversation is not None:
             mark_read(conversation=conversation, side="person", up_to=found[-1].id)
@@ -132,13 +128,3 @@ def inbox_conversation(request: HttpRequest, conversation_id) -> HttpResponse:
             refunds=LedgerEntry.objects.filter(account__user=user, kind__in=["refund", "reversal"])[:10],
         )
     return render(request, "support/conversation.html", context)
-
-
-def _uuid(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

@@ -255,3 +255,18 @@ def test_an_unread_staff_reply_is_emailed_once_after_a_while(alice, charlie):
     Message.objects.filter(id=reply.id).update(created_at=timezone.now() - timedelta(hours=1))
     assert remind_unread() == 1 and remind_unread() == 0
     assert mail.outbox[-1].to == [alice.email] and "here is your answer" in mail.outbox[-1].body
+
+
+def test_ask_about_this_job_attaches_the_job(client, alice, bob):
+    from generation.catalog import catalog_register_test_checkpoints
+    from workers.testweights import RANDOM_CHECKPOINTS
+
+    catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
+    mine, theirs = make_job(alice, "test-sd1", status="failed"), make_job(bob, "test-sd1", status="failed")
+    client.force_login(alice)
+    job_page = client.get(reverse("job", args=[mine.id])).content.decode()
+    assert f'data-ask-about-job="{mine.id}"' in job_page
+    client.post(reverse("support_messages"), {"body": "why?", "client_id": "j1", "job": str(theirs.id)})
+    assert Conversation.objects.get(user=alice).job is None  # not someone else's job
+    client.post(reverse("support_messages"), {"body": "why?", "client_id": "j2", "job": str(mine.id)})
+    assert Conversation.objects.get(user=alice).job == mine
