@@ -25,7 +25,6 @@ from portal.ratelimit import allow
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000
 VISITOR_COOKIE = "support_visitor"
-STAFF_GROUP = "support.staff"
 CANNED_REPLIES = [
     "Thanks for writing! Let me look into this for you.",
     "A failed or canceled job never costs credits: the hold is released automatically.",
@@ -182,9 +181,7 @@ def _ring(conversation_id, message: Message) -> None:
         "message": {"type": "message", "message": message_out(message), "conversation": str(conversation_id)},
     }
     try:
-        layer = get_channel_layer()
-        async_to_sync(layer.group_send)(conversation_group(conversation_id), payload)
-        async_to_sync(layer.group_send)(STAFF_GROUP, payload)
+        async_to_sync(get_channel_layer().group_send)(conversation_group(conversation_id), payload)
     except Exception:
         log.warning("support broadcast failed; clients catch up on reconnect", exc_info=True)
 
