@@ -29,14 +29,10 @@ from PIL import Image  # noqa: E402
 
 from workers.cache import PipelineCache  # noqa: E402
 from workers.runtime import load_pipeline, run_img2img  # noqa: E402
-from workers.spec import CheckpointSpec, Img2ImgParams  # noqa: E402
+from workers.spec import Img2ImgParams  # noqa: E402
 from workers.testweights import build_all  # noqa: E402
 
 REPEAT = 5
-
-
-def spec(item) -> CheckpointSpec:
-    return CheckpointSpec(slug=item.slug, family=item.family, source_kind="folder", source=item.folder)
 
 
 def timed(fn) -> float:
@@ -46,7 +42,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    built = {c.slug: spec(c) for c in build_all(Path(settings.MODELS_DIR))}
+    built = {c.slug: c.spec for c in build_all(Path(settings.MODELS_DIR))}
     base, tuned = built["test-sd1"], built["test-sd1-alt"]
 
     alone_bytes, alone_secs, shared_bytes, shared_secs, hit_secs = [], [], [], [], []

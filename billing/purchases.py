@@ -231,7 +231,7 @@ def _fulfil_session(session: dict) -> Order:
             order.currency,
         ):
             raise ValueError(f"session {session['id']} does not match order {order.id}")
-        if order.user is not None and not LedgerEntry.objects.filter(reference=order.grant_ref).exists():
+        if order.user is not None:
             credits_grant(
                 user=order.user,
                 amount=order.credits,

@@ -7,7 +7,3 @@ from workers.heartbeat import live_workers
 
 def available_slugs() -> set[str]:
     return {slug for worker in live_workers() for slug in worker.get("serves", [])}
-
-
-def is_available(slug: str) -> bool:
-    return slug in available_slugs()

@@ -11,8 +11,7 @@ from workers.spec import CheckpointSpec
 
 
 def spec(test_checkpoints, slug: str) -> CheckpointSpec:
-    item = test_checkpoints[slug]
-    return CheckpointSpec(slug=slug, family=item.family, source_kind="folder", source=item.folder)
+    return test_checkpoints[slug].spec
 
 
 def new_cache(budget: int) -> PipelineCache:

@@ -18,11 +18,6 @@ from workers.testweights import RANDOM_CHECKPOINTS
 SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 
 
-def spec_of(slug: str, test_checkpoints) -> CheckpointSpec:
-    item = test_checkpoints[slug]
-    return CheckpointSpec(slug=slug, family=item.family, source_kind="folder", source=item.folder)
-
-
 def params(**changes) -> Img2ImgParams:
     values = dict(
         prompt="a red fox, oil painting",
@@ -44,7 +39,7 @@ def pipes(test_checkpoints):
 
     def get(slug: str):
         if slug not in loaded:
-            spec = spec_of(slug, test_checkpoints)
+            spec = test_checkpoints[slug].spec
             loaded[slug] = (load_pipeline(spec, device="cpu")[0], spec)
         return loaded[slug]
 

@@ -3,7 +3,7 @@ no torch), so the runtime can be driven and tested without a database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -65,7 +65,6 @@ class Img2ImgParams:
     height: int
     num_images: int = 1
     negative_prompt: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def denoising_steps(self) -> int:

@@ -29,6 +29,12 @@ class RandomCheckpoint:
     description: str
     turbo: bool = False
 
+    @property
+    def spec(self):
+        from workers.spec import CheckpointSpec
+
+        return CheckpointSpec(slug=self.slug, family=self.family, source_kind="folder", source=self.folder)
+
 
 RANDOM_CHECKPOINTS = [
     RandomCheckpoint("test-sd1", "Test SD 1.x (random weights)", "sd1", f"{TEST_DIR}/sd1", "Tiny SD 1.x architecture."),
