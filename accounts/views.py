@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
-from billing.ledger import balance_of, entries_of
+from billing.selectors import balance_of, entries_of
 
 LEDGER_PAGE_SIZE = 25
 

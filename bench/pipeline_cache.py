@@ -27,9 +27,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from generation.params import JobParams  # noqa: E402
 from workers.cache import PipelineCache  # noqa: E402
 from workers.runtime import load_pipeline, run_img2img  # noqa: E402
-from workers.spec import Img2ImgParams  # noqa: E402
 from workers.testweights import build_all  # noqa: E402
 
 REPEAT = 5
@@ -77,8 +77,16 @@ def main() -> None:
     image = Image.new("RGB", (512, 512), (90, 140, 200))
     for slug in ("test-sd1", "test-sdxl"):
         pipe, _ = load_pipeline(built[slug], device="cpu")
-        params = Img2ImgParams(
-            prompt="a lighthouse", strength=0.5, steps=8, guidance_scale=7.0, seed=1, width=512, height=512
+        params = JobParams(
+            prompt="a lighthouse",
+            negative_prompt="",
+            strength=0.5,
+            steps=8,
+            guidance_scale=7.0,
+            seed=1,
+            num_images=1,
+            width=512,
+            height=512,
         )
         run = lambda pipe=pipe, spec=built[slug], params=params: run_img2img(pipe, spec, image, params)  # noqa: E731
         run()  # warm-up

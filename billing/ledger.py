@@ -8,6 +8,8 @@ Every function here:
   for the same operation, it returns the first entry and changes nothing.
   A reference reused for a different operation raises ReferenceConflict.
 
+Reads (balances, ledgers, orders) are in billing.selectors.
+
 Holds: `credits_hold` debits the quoted amount; the hold then resolves once,
 by `credits_capture` (charge up to the held amount, return the rest) or by
 `credits_release` (return all of it).
@@ -16,7 +18,7 @@ by `credits_capture` (charge up to the held amount, return the rest) or by
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Sum
 
 from billing.errors import (
     HoldAlreadyResolved,
@@ -32,34 +34,13 @@ Kind = LedgerEntry.Kind
 CREDIT_KINDS = (Kind.GRANT, Kind.PURCHASE, Kind.REFUND, Kind.ADJUSTMENT)
 
 
-# --- Reads --------------------------------------------------------------------
-
-
-def balance_of(*, user) -> int:
-    """The spendable balance; 0 for a user who never had credits."""
-    return CreditAccount.objects.filter(user=user).values_list("balance", flat=True).first() or 0
-
-
 def account_of(*, user) -> CreditAccount:
     account, _ = CreditAccount.objects.get_or_create(user=user)
     return account
 
 
-def entries_of(*, user) -> QuerySet[LedgerEntry]:
-    """The user's ledger, newest first."""
-    return LedgerEntry.objects.filter(account__user=user).order_by("-id")
-
-
 def held_amount(*, hold: LedgerEntry) -> int:
     return -hold.amount
-
-
-def charged_amount(*, hold: LedgerEntry) -> int | None:
-    """What a hold finally cost: None while open, 0 if released."""
-    resolution = LedgerEntry.objects.filter(resolves=hold).first()
-    if resolution is None:
-        return None
-    return held_amount(hold=hold) - resolution.amount
 
 
 # --- Writes -------------------------------------------------------------------

@@ -5,7 +5,6 @@ from django.urls import path
 from billing import views
 
 urlpatterns = [
-    path("pricing/", views.pricing, name="pricing"),
     path("billing/buy/<int:pack_id>/", views.buy, name="billing_buy"),
     path("billing/success/", views.success, name="billing_success"),
     path("billing/cancel/", views.cancel, name="billing_cancel"),

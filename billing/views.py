@@ -11,26 +11,12 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.ledger import balance_of
-from billing.models import CreditPack, Order
+from billing.models import CreditPack
 from billing.purchases import UnknownOrder, checkout_fulfil, checkout_start, stripe_event_apply
+from billing.selectors import balance_of, orders_of
 from billing.stripe_api import payments_enabled, verify_event
-from generation.models import Checkpoint
 
 log = logging.getLogger(__name__)
-
-
-@require_GET
-def pricing(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "billing/pricing.html",
-        {
-            "packs": CreditPack.objects.filter(active=True),
-            "payments_enabled": payments_enabled(),
-            "checkpoints": Checkpoint.objects.filter(enabled=True, is_test=False).order_by("price_per_image", "name"),
-        },
-    )
 
 
 @login_required
@@ -74,8 +60,7 @@ def cancel(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def purchases(request: HttpRequest) -> HttpResponse:
-    orders = Order.objects.filter(user=request.user).select_related("pack")
-    return render(request, "billing/purchases.html", {"orders": orders})
+    return render(request, "billing/purchases.html", {"orders": orders_of(user=request.user)})
 
 
 @csrf_exempt  # Stripe signs the body instead (verified below)

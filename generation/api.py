@@ -1,146 +1,115 @@
-"""The JSON API, /api/v1/ (contract: ../shared/DESIGN.md). Thin: each
-endpoint parses, calls a service and shapes the answer."""
+"""The JSON API's operations, /api/v1/ (contract: ../shared/DESIGN.md). Thin:
+each parses, calls a service or a selector and returns what its response
+schema (generation.schemas) describes. Every error a person can cause is
+answered in one shape, {"error": {"code", "message", "fields"?}}, and
+documented on the operations where it can happen.
+
+portal/api.py mounts this router with the authentication (accounts) and
+the error handlers below.
+"""
 
 from __future__ import annotations
 
-import uuid
-
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest
-from ninja import File, Form, NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from django.http import FileResponse, HttpRequest, JsonResponse
+from ninja import File, Form, Query, Router, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
+from pydantic import Field
 
-from accounts.auth import API_AUTH
-from billing.errors import InsufficientCredits, SpendingBlocked
-from billing.ledger import balance_of
-from generation.availability import available_slugs
-from generation.errors import GenerationError, JobNotFound
-from generation.models import Checkpoint, Job
-from generation.params import Img2ImgIn
-from generation.presenters import job_out
-from generation.services import (
-    image_for_user,
-    job_cancel,
-    job_for_user,
-    job_quote,
-    job_submit,
-)
+from billing.selectors import balance_of
+from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, public_error
+from generation.params import Img2ImgIn, QuoteIn, invalid_params
+from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
+from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of
+from generation.services import job_cancel, job_quote, job_submit
 
-api = NinjaAPI(
-    title="img2img portal API",
-    version="1",
-    description="Turn a picture and a prompt into new pictures. Authenticate with `Authorization: Bearer <key>` "
-    "(create keys on your account page) or a browser session.",
-    auth=API_AUTH,
-    urls_namespace="api",
-    docs_url="/docs",
-)
+router = Router()
 JOBS_PAGE_SIZE = 20
 
 
-def error(request: HttpRequest, status: int, code: str, message: str, fields: dict | None = None):
-    body = {"code": code, "message": message}
-    if fields:
-        body["fields"] = fields
-    return api.create_response(request, {"error": body}, status=status)
+def _errors(*codes: int) -> dict[int, type[ErrorOut]]:
+    """The error answers an operation can give, each in the one error shape."""
+    return dict.fromkeys(codes, ErrorOut)
 
 
-@api.exception_handler(GenerationError)
-def _generation_error(request, exc: GenerationError):
-    return error(request, exc.status, exc.code, exc.message, exc.fields)
+# Every operation needs a signed-in person or an API key (401); unsafe
+# methods with a session need the CSRF token (403); a body over the upload
+# limit is refused from its length alone (413, RequestSizeLimitMiddleware).
+READ = (401,)
+WRITE = (401, 403, 413)
+PNG = {
+    200: {
+        "description": "The image (PNG)",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
-@api.exception_handler(InsufficientCredits)
-def _insufficient(request, exc: InsufficientCredits):
-    message = f"This needs {exc.needed} credits; you have {exc.available}. Buy more credits to continue."
-    return error(request, 402, "insufficient_credits", message)
+class PageIn(Schema):
+    page: int = Field(1, ge=1, le=1_000_000, description="1 for the newest")
 
 
-@api.exception_handler(SpendingBlocked)
-def _blocked(request, exc: SpendingBlocked):
-    return error(request, 402, "account_blocked", "Spending is paused on this account; contact support.")
-
-
-@api.exception_handler(ValidationError)
-def _invalid(request, exc: ValidationError):
-    fields = {}
-    for item in exc.errors:
-        name = str(item.get("loc", ["", "?"])[-1])
-        fields[name] = item.get("msg", "invalid")
-    return error(request, 400, "invalid_params", "Some fields are not valid.", fields)
-
-
-@api.exception_handler(AuthenticationError)
-def _unauthorized(request, exc):
-    return error(request, 401, "unauthorized", "Sign in or send `Authorization: Bearer <api key>`.")
-
-
-# --- Endpoints -----------------------------------------------------------------------
-
-
-@api.get("/account", summary="Your email and credit balance")
-def account(request):
+@router.get("/account", response={200: AccountOut, **_errors(*READ)}, summary="Your email and credit balance")
+def account(request: HttpRequest):
     return {"email": request.user.email, "credits": balance_of(user=request.user)}
 
 
-@api.get("/models", summary="The model catalog, with live availability")
-def models(request):
-    available = available_slugs()
-    return {
-        "models": [
-            {
-                "slug": c.slug,
-                "name": c.name,
-                "family": c.family,
-                "tags": [t.slug for t in c.tags.all()],
-                "cost_per_image": c.price_per_image,
-                "defaults": {
-                    "strength": c.default_strength,
-                    "steps": c.default_steps,
-                    "guidance_scale": c.default_guidance,
-                },
-                "limits": {"max_side": c.max_side, "max_steps": c.max_steps, "allowed_sizes": c.allowed_sizes},
-                "is_test": c.is_test,
-                "available": c.slug in available,
-            }
-            for c in Checkpoint.objects.filter(enabled=True).prefetch_related("tags")
-        ]
-    }
+@router.get("/models", response={200: ModelsOut, **_errors(*READ)}, summary="The model catalog, with live availability")
+def models(request: HttpRequest):
+    return {"models": checkpoints_for_catalog()}
 
 
-@api.post("/quote", summary="What a job with these settings would cost")
-def quote(request, data: Form[Img2ImgIn], image: UploadedFile | None = File(None)):
+@router.post(
+    "/quote",
+    response={200: QuoteOut, **_errors(400, *WRITE)},
+    summary="What a job with these settings would cost (nothing is held)",
+)
+def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | None = File(None)):
     return {"credits": job_quote(data=data, upload=image)}
 
 
-@api.post("/img2img", response={202: dict}, summary="Submit a job (multipart)")
-def img2img(request, data: Form[Img2ImgIn], image: UploadedFile | None = File(None)):
-    job = job_submit(user=request.user, data=data, upload=image)
-    return 202, job_out(job)
+@router.post(
+    "/img2img",
+    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *WRITE)},
+    summary="Submit a job (multipart); its credits are held until it ends",
+)
+def img2img(request: HttpRequest, data: Form[Img2ImgIn], image: UploadedFile | None = File(None)):
+    return 202, job_submit(user=request.user, data=data, upload=image)
 
 
-@api.get("/jobs", summary="Your jobs, newest first")
-def jobs(request, page: int = 1):
-    paginator = Paginator(Job.objects.filter(user=request.user).select_related("checkpoint"), JOBS_PAGE_SIZE)
-    current = paginator.get_page(page)
-    items = list(current.object_list.prefetch_related("images"))
-    return {"jobs": [job_out(j) for j in items], "page": current.number, "pages": paginator.num_pages}
+@router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
+def jobs(request: HttpRequest, query: Query[PageIn]):
+    paginator = Paginator(jobs_of(user=request.user).prefetch_related("images"), JOBS_PAGE_SIZE)
+    current = paginator.get_page(query.page)
+    return {"jobs": list(current.object_list), "page": current.number, "pages": paginator.num_pages}
 
 
-@api.get("/jobs/{job_id}", summary="One job: status, progress, results")
-def job(request, job_id: str):
-    return job_out(job_for_user(user=request.user, job_id=_uuid(job_id)))
+@router.get(
+    "/jobs/{job_id}", response={200: JobOut, **_errors(404, *READ)}, summary="One job: status, progress, results"
+)
+def job(request: HttpRequest, job_id: str):
+    return job_for_user(user=request.user, job_id=job_id)
 
 
-@api.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job; its credits are released")
-def cancel(request, job_id: str):
-    return job_out(job_cancel(user=request.user, job_id=_uuid(job_id)))
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response={200: JobOut, **_errors(404, 409, *WRITE)},
+    summary="Cancel a queued or running job; its held credits are released",
+)
+def cancel(request: HttpRequest, job_id: str):
+    return job_cancel(user=request.user, job_id=job_id)
 
 
-@api.get("/images/{image_id}", url_name="image", summary="A result image (PNG); yours only")
-def image(request, image_id: str):
-    row = image_for_user(user=request.user, image_id=_uuid(image_id))
+@router.get(
+    "/images/{image_id}",
+    url_name="image",
+    response={**_errors(404, *READ)},
+    openapi_extra={"responses": PNG},
+    summary="A result image (PNG); yours only",
+)
+def image(request: HttpRequest, image_id: str):
+    row = image_for_user(user=request.user, image_id=image_id)
     response = FileResponse(row.file.open("rb"), content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="{row.job_id}-{row.index + 1}.png"'
     response["Cache-Control"] = "private, max-age=3600"
@@ -148,8 +117,39 @@ def image(request, image_id: str):
     return response
 
 
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise JobNotFound("No such job.") from None
+# --- Error answers (registered on the API by portal/api.py) -----------------------------
+
+
+def error_response(error: GenerationError) -> JsonResponse:
+    body = {"code": error.code, "message": error.message}
+    if error.fields:
+        body["fields"] = error.fields
+    return JsonResponse({"error": body}, status=error.status)
+
+
+def _on_public_error(request, exc):
+    return error_response(public_error(exc))
+
+
+def _on_invalid(request, exc: ValidationError):
+    return error_response(invalid_params(exc.errors))
+
+
+def _on_unauthenticated(request, exc):
+    return error_response(NotAuthenticated("Sign in or send `Authorization: Bearer <api key>`."))
+
+
+def _on_http_error(request, exc: HttpError):
+    """ninja's own refusals, e.g. a session POST without its CSRF token (403)."""
+    codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    error = GenerationError(str(exc) or "Refused.")
+    error.status, error.code = exc.status_code, codes.get(exc.status_code, "error")
+    return error_response(error)
+
+
+EXCEPTION_HANDLERS = {
+    **dict.fromkeys(PUBLIC_ERRORS, _on_public_error),
+    ValidationError: _on_invalid,
+    AuthenticationError: _on_unauthenticated,
+    HttpError: _on_http_error,
+}

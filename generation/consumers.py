@@ -8,6 +8,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from generation.errors import JobNotFound
 from generation.events import job_group
+from generation.schemas import job_out
+from generation.selectors import job_for_user
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -46,8 +48,6 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _visible(self, user, job_id) -> bool:
-        from generation.services import job_for_user
-
         try:
             job_for_user(user=user, job_id=job_id)
         except JobNotFound:
@@ -56,7 +56,4 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user, job_id) -> dict:
-        from generation.presenters import job_out
-        from generation.services import job_for_user
-
         return job_out(job_for_user(user=user, job_id=job_id))

@@ -1,8 +1,13 @@
-"""Errors of the generation rules, each with the HTTP status and code the API
-and the pages answer with. No input ever costs credits: these are raised
-before the hold, or roll it back."""
+"""Errors of the generation rules, and the one mapping from any error a
+person can cause to what they are told: an HTTP status, a code and a
+message (public_error). The JSON API and the pages both answer with it.
+
+No input ever costs credits: these are raised before the hold, or roll it back.
+"""
 
 from __future__ import annotations
+
+from billing.errors import InsufficientCredits, SpendingBlocked
 
 
 class GenerationError(Exception):
@@ -37,6 +42,16 @@ class UnknownModel(GenerationError):
     code = "unknown_model"
 
 
+class NotEnoughCredits(GenerationError):
+    status = 402
+    code = "insufficient_credits"
+
+
+class AccountBlocked(GenerationError):
+    status = 402
+    code = "account_blocked"
+
+
 class ModelUnavailable(GenerationError):
     status = 503
     code = "model_unavailable"
@@ -52,6 +67,11 @@ class TooManyJobs(GenerationError):
     code = "too_many_jobs"
 
 
+class NotAuthenticated(GenerationError):
+    status = 401
+    code = "unauthorized"
+
+
 class JobNotFound(GenerationError):
     status = 404
     code = "not_found"
@@ -60,3 +80,20 @@ class JobNotFound(GenerationError):
 class JobFinished(GenerationError):
     status = 409
     code = "job_finished"
+
+
+PUBLIC_ERRORS = (GenerationError, InsufficientCredits, SpendingBlocked)
+
+
+def public_error(exc: Exception) -> GenerationError:
+    """What to tell a person about `exc` (one of PUBLIC_ERRORS)."""
+    if isinstance(exc, GenerationError):
+        return exc
+    if isinstance(exc, InsufficientCredits):
+        return NotEnoughCredits(
+            f"This needs {exc.needed} credits; you have {exc.available}. Buy more credits to continue.",
+            fields={"credits": "insufficient"},
+        )
+    if isinstance(exc, SpendingBlocked):
+        return AccountBlocked("Spending is paused on this account; contact support.")
+    raise TypeError(f"{type(exc).__name__} is not an error a person is told about") from exc

@@ -9,6 +9,9 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from generation.models import Job
+from generation.schemas import job_out
+
 log = logging.getLogger(__name__)
 
 
@@ -26,9 +29,6 @@ def job_send(job_id, message: dict) -> None:
 
 def job_announce(job_id) -> None:
     """Send the job's current state (after a commit that changed it)."""
-    from generation.models import Job
-    from generation.presenters import job_out
-
     job = Job.objects.select_related("checkpoint").prefetch_related("images").filter(id=job_id).first()
     if job is not None:
         job_send(job_id, {"type": "job", "job": job_out(job)})

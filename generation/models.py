@@ -1,4 +1,4 @@
-"""The model catalog: which diffusion checkpoints the portal offers.
+"""The model catalog (which diffusion checkpoints the portal offers) and jobs.
 
 A checkpoint names its pipeline family, where its weights come from, its
 defaults and limits, and its price. Whether it is *available* is not stored:
@@ -16,7 +16,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from workers.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
+from generation.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
+from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
 
 
 def private_storage() -> FileSystemStorage:
@@ -63,9 +64,13 @@ class Checkpoint(models.Model):
 
     default_strength = models.FloatField(validators=[MinValueValidator(0.01), MaxValueValidator(1.0)])
     default_steps = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
-    default_guidance = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(30.0)])
-    max_side = models.PositiveSmallIntegerField(default=1024, help_text="Largest output width or height, pixels.")
-    max_steps = models.PositiveSmallIntegerField(default=50)
+    default_guidance = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(MAX_GUIDANCE)])
+    max_side = models.PositiveSmallIntegerField(
+        default=1024,
+        validators=[MinValueValidator(MIN_SIDE), MaxValueValidator(MAX_SIDE)],
+        help_text="Largest output width or height, pixels.",
+    )
+    max_steps = models.PositiveSmallIntegerField(default=50, validators=[MaxValueValidator(MAX_STEPS)])
     allowed_sizes = models.JSONField(
         default=list,
         blank=True,
@@ -97,16 +102,12 @@ class Checkpoint(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def queue(self) -> str:
-        return queue_for(self.slug)
-
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.default_steps and self.max_steps and self.default_steps > self.max_steps:
             errors["default_steps"] = f"Default steps ({self.default_steps}) exceed max steps ({self.max_steps})."
-        if self.max_side and (self.max_side < 64 or self.max_side % 8):
-            errors["max_side"] = "Max side must be a multiple of 8, at least 64."
+        if self.max_side and self.max_side % SIZE_MULTIPLE:
+            errors["max_side"] = f"Max side must be a multiple of {SIZE_MULTIPLE}."
         try:
             parse_source(self.source_kind, self.source)
         except ValueError as exc:
@@ -118,19 +119,14 @@ class Checkpoint(models.Model):
             raise ValidationError(errors)
 
 
-def queue_for(slug: str) -> str:
-    """The Celery queue of one checkpoint: workers consume only what they serve."""
-    return f"ckpt.{slug}"
-
-
 def _check_sizes(sizes, max_side: int | None) -> str | None:
     if not isinstance(sizes, list):
         return "Give a list of [width, height] pairs."
     for pair in sizes:
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
             return f"{pair!r} is not a [width, height] pair of integers."
-        if any(v < 64 or v % 8 for v in pair):
-            return f"{pair!r}: sides must be multiples of 8, at least 64."
+        if any(v < MIN_SIDE or v % SIZE_MULTIPLE for v in pair):
+            return f"{pair!r}: sides must be multiples of {SIZE_MULTIPLE}, at least {MIN_SIDE}."
         if max_side and max(pair) > max_side:
             return f"{pair!r} is larger than the max side {max_side}."
     return None
@@ -147,7 +143,7 @@ class CheckpointTestRun(models.Model):
         FAILED = "failed"
 
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="test_runs")
-    requested_by = models.ForeignKey("accounts.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=40, blank=True)
@@ -175,12 +171,15 @@ def _result_path(image: JobImage, filename: str) -> str:
 
 
 class Job(models.Model):
-    """One img2img request: its parameters, its lifecycle, its credits.
+    """One img2img request: its parameters (generation.params.JobParams),
+    its lifecycle, its credits.
 
     Status moves queued -> running -> succeeded | failed | canceled, only
     through generation.services (conditional updates, so a duplicate
-    delivery or a late worker changes nothing). Files live in private
-    storage and are served only through views that check the owner.
+    delivery or a late worker changes nothing). The credits move through one
+    hold that resolves once: captured on success, released otherwise (the
+    ledger references below). Files live in private storage and are served
+    only through views that check the owner.
     """
 
     class Status(models.TextChoices):
@@ -194,7 +193,7 @@ class Job(models.Model):
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="jobs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="jobs")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
@@ -231,7 +230,9 @@ class Job(models.Model):
             models.Index(fields=["checkpoint", "status", "created_at"], name="job_queue_order"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(num_images__gte=1) & Q(num_images__lte=4), name="job_num_images_1_4"),
+            models.CheckConstraint(
+                condition=Q(num_images__gte=1) & Q(num_images__lte=MAX_IMAGES), name="job_num_images_1_4"
+            ),
             models.CheckConstraint(condition=Q(strength__gt=0) & Q(strength__lte=1), name="job_strength_range"),
         ]
 
@@ -241,6 +242,14 @@ class Job(models.Model):
     @property
     def hold_ref(self) -> str:
         return f"hold:job:{self.id}"
+
+    @property
+    def capture_ref(self) -> str:
+        return f"capture:job:{self.id}"
+
+    @property
+    def release_ref(self) -> str:
+        return f"release:job:{self.id}"
 
     @property
     def is_finished(self) -> bool:

@@ -1,43 +1,100 @@
-"""The parameters of an img2img request: one schema for the API and the
-pages, and the checkpoint's limits applied in one place."""
+"""The parameters of a job, in one place.
+
+- `QuoteIn` / `Img2ImgIn`: what a person sends (the API's form fields and
+  the create page's form), with the limits that hold for every model
+  published in the OpenAPI schema.
+- `job_params()`: applies a checkpoint's defaults and own limits and returns
+  `JobParams`, the resolved values a job stores, a worker runs, "again"
+  repeats, the create page prefills and the job output shows.
+- `denoising_steps()`: the steps img2img really runs, for pricing and the
+  worker alike.
+"""
 
 from __future__ import annotations
 
+import math
 import secrets
-from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationError
 
 from generation.errors import InvalidParams
-from generation.models import Checkpoint
-from generation.pricing import denoising_steps
+from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
 
-MAX_SEED = 2**32 - 1
-MIN_SIDE = 64
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+# "Has a character that is not whitespace", the same in Python's str.strip()
+# and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
+VISIBLE_TEXT = r"[^\s\x1c-\x1f]"
+
+# What each field accepts, in words: the one message for a bad value,
+# whether the schema or a model's own limits refused it.
+FIELD_HELP = {
+    "model": "Choose a model (its slug, see GET /api/v1/models).",
+    "prompt": f"Describe what the picture should become, in at most {settings.PROMPT_MAX_CHARS} characters.",
+    "negative_prompt": f"At most {settings.PROMPT_MAX_CHARS} characters.",
+    "strength": "Between 0 (exclusive) and 1.",
+    "steps": f"Between 1 and {MAX_STEPS}.",
+    "guidance_scale": f"Between 0 and {MAX_GUIDANCE:g}.",
+    "seed": f"Between 0 and {MAX_SEED}.",
+    "num_images": f"Between 1 and {MAX_IMAGES}.",
+    "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
+    "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
+    "parent_job": "The id of one of your jobs.",
+}
 
 
-class Img2ImgIn(Schema):
-    """Form fields of POST /api/v1/img2img and /api/v1/quote (types only;
-    limits depend on the model and are checked by job_params)."""
+class QuoteIn(Schema):
+    """Form fields of POST /api/v1/quote; those of img2img without the need
+    for a prompt. Limits that depend on the model are checked by job_params."""
 
-    model: str = Field(description="Checkpoint slug, see GET /api/v1/models")
-    prompt: str = Field("", description="What the picture should become")
-    negative_prompt: str = ""
-    strength: float | None = Field(None, description="0-1; default: the model's")
-    steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = Field(None, description="Same seed, settings and model: the same picture")
-    num_images: int = 1
-    width: int | None = Field(None, description="Output width; default: the input's, fitted to the model")
-    height: int | None = None
-    parent_job: UUID | None = Field(None, description="Iterate on this job (its first result is the input)")
+    model: str = Field(
+        min_length=1, max_length=80, pattern=SLUG_PATTERN, description="Checkpoint slug, see GET /api/v1/models"
+    )
+    prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What the picture should become")
+    negative_prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What to avoid")
+    strength: float | None = Field(None, gt=0, le=1, description="How much to change, 0-1; default: the model's")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Default: the model's; at most its max steps")
+    guidance_scale: float | None = Field(None, ge=0, le=MAX_GUIDANCE, description="Default: the model's")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, settings and model: the same picture")
+    num_images: int = Field(1, ge=1, le=MAX_IMAGES)
+    width: int | None = Field(
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=SIZE_MULTIPLE,
+        description="Default: the input's, fitted to the model",
+    )
+    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)
+    parent_job: UUID | None = Field(None, description="Iterate on this job of yours (its first result is the input)")
+
+    @classmethod
+    def from_form(cls, data) -> QuoteIn:
+        """From a browser form: empty fields mean "the default"."""
+        try:
+            return cls.model_validate({key: value for key, value in data.items() if value != ""})
+        except ValidationError as exc:
+            raise invalid_params(exc.errors()) from None
 
 
-@dataclass(frozen=True)
-class JobParams:
+class Img2ImgIn(QuoteIn):
+    """Form fields of POST /api/v1/img2img and of the create page."""
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=settings.PROMPT_MAX_CHARS,
+        pattern=VISIBLE_TEXT,
+        description="What the picture should become",
+    )
+
+
+class JobParams(Schema):
+    """The resolved settings of a job: the model's defaults applied, every
+    limit checked. A job row holds these fields; the job output shows them."""
+
+    model_config = ConfigDict(frozen=True)
+
     prompt: str
     negative_prompt: str
     strength: float
@@ -48,39 +105,61 @@ class JobParams:
     width: int
     height: int
 
+    @classmethod
+    def of(cls, job) -> JobParams:
+        return cls.model_validate(job, from_attributes=True)
+
+    @property
+    def denoising_steps(self) -> int:
+        return denoising_steps(self.steps, self.strength)
+
+    def again(self, *, model: str, parent_job) -> Img2ImgIn:
+        """The same request with a new random seed ("again")."""
+        return Img2ImgIn(model=model, parent_job=parent_job, **self.model_dump(exclude={"seed"}))
+
+    def prefill(self, *, model: str, parent_job) -> dict:
+        """The create page's fields for iterating on a job: its settings, a
+        new seed, and the size of the new input."""
+        return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Steps img2img actually runs (diffusers' get_timesteps)."""
+    return min(int(steps * strength), steps)
+
+
+def fewest_steps(*, strength: float) -> int:
+    """The fewest steps that run at least one denoising step at `strength`."""
+    steps = max(1, math.ceil(1 / strength))
+    while denoising_steps(steps, strength) < 1:
+        steps += 1
+    return steps
+
+
+def invalid_params(errors: list[dict]) -> InvalidParams:
+    """Pydantic's errors as our field messages (the last part of each location)."""
+    fields = {}
+    for error in errors:
+        name = str(error.get("loc", ["?"])[-1])
+        fields[name] = FIELD_HELP.get(name, error.get("msg", "Not valid."))
+    return InvalidParams(fields)
+
 
 def job_params(
-    *, checkpoint: Checkpoint, data: Img2ImgIn, image_size: tuple[int, int] | None, require_prompt: bool = True
+    *, checkpoint, data: QuoteIn, image_size: tuple[int, int] | None, require_prompt: bool = True
 ) -> JobParams:
     """Apply the model's defaults and limits; raise InvalidParams listing
     every field that is wrong."""
     errors: dict[str, str] = {}
-    limit = settings.PROMPT_MAX_CHARS
     prompt = data.prompt.strip()
     if require_prompt and not prompt:
-        errors["prompt"] = "Describe what the picture should become."
-    if len(prompt) > limit:
-        errors["prompt"] = f"At most {limit} characters."
-    if len(data.negative_prompt) > limit:
-        errors["negative_prompt"] = f"At most {limit} characters."
-
+        errors["prompt"] = FIELD_HELP["prompt"]
     strength = checkpoint.default_strength if data.strength is None else data.strength
-    if not 0 < strength <= 1:
-        errors["strength"] = "Between 0 (exclusive) and 1."
     steps = checkpoint.default_steps if data.steps is None else data.steps
-    if not 1 <= steps <= checkpoint.max_steps:
+    if steps > checkpoint.max_steps:
         errors["steps"] = f"Between 1 and {checkpoint.max_steps} for this model."
-    guidance = checkpoint.default_guidance if data.guidance_scale is None else data.guidance_scale
-    if not 0 <= guidance <= 30:
-        errors["guidance_scale"] = "Between 0 and 30."
-    seed = secrets.randbelow(MAX_SEED + 1) if data.seed is None else data.seed
-    if not 0 <= seed <= MAX_SEED:
-        errors["seed"] = f"Between 0 and {MAX_SEED}."
-    if not 1 <= data.num_images <= 4:
-        errors["num_images"] = "Between 1 and 4."
-    if "strength" not in errors and "steps" not in errors and denoising_steps(steps, strength) < 1:
+    elif denoising_steps(steps, strength) < 1:
         errors["strength"] = "Steps x strength must be at least 1; raise one of them."
-
     width, height, size_error = _output_size(checkpoint, data.width, data.height, image_size)
     if size_error:
         errors["width"] = size_error
@@ -91,8 +170,8 @@ def job_params(
         negative_prompt=data.negative_prompt.strip(),
         strength=strength,
         steps=steps,
-        guidance_scale=guidance,
-        seed=seed,
+        guidance_scale=checkpoint.default_guidance if data.guidance_scale is None else data.guidance_scale,
+        seed=secrets.randbelow(MAX_SEED + 1) if data.seed is None else data.seed,
         num_images=data.num_images,
         width=width,
         height=height,
@@ -110,9 +189,7 @@ def _output_size(checkpoint, width, height, image_size) -> tuple[int, int, str |
         return 0, 0, "Give both width and height, or neither."
     if allowed and (width, height) not in allowed:
         return 0, 0, "This model offers " + ", ".join(f"{w}x{h}" for w, h in allowed) + "."
-    if width % 8 or height % 8:
-        return 0, 0, "Width and height must be multiples of 8."
-    if not (MIN_SIDE <= width <= checkpoint.max_side and MIN_SIDE <= height <= checkpoint.max_side):
+    if max(width, height) > checkpoint.max_side:
         return 0, 0, f"Each side between {MIN_SIDE} and {checkpoint.max_side} pixels for this model."
     return width, height, None
 
@@ -124,4 +201,5 @@ def _fit(image_size: tuple[int, int], max_side: int, allowed: list[tuple[int, in
     if allowed:
         return min(allowed, key=lambda size: abs(size[0] / size[1] - w / h))
     scale = min(1.0, max_side / max(w, h))
-    return (max(MIN_SIDE, int(w * scale) // 8 * 8), max(MIN_SIDE, int(h * scale) // 8 * 8))
+    step = SIZE_MULTIPLE
+    return (max(MIN_SIDE, int(w * scale) // step * step), max(MIN_SIDE, int(h * scale) // step * step))

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import math
 
+from generation.params import JobParams, denoising_steps
+
 MEGAPIXEL = 1024 * 1024
 
 
-def denoising_steps(steps: int, strength: float) -> int:
-    """Steps img2img actually runs (diffusers' get_timesteps)."""
-    return min(int(steps * strength), steps)
-
-
-def quote(*, checkpoint, num_images: int, width: int, height: int, steps: int, strength: float) -> int:
+def quote(*, checkpoint, params: JobParams) -> int:
     """Credits for a job.
 
     price_per_image covers one image of up to one megapixel at the
@@ -21,8 +18,8 @@ def quote(*, checkpoint, num_images: int, width: int, height: int, steps: int, s
     megapixel; the cost scales with the denoising steps that actually run
     (steps x strength) against the default's. Every image costs at least 1.
     """
-    size_units = math.ceil(width * height / MEGAPIXEL)
+    size_units = math.ceil(params.width * params.height / MEGAPIXEL)
     reference = max(1, denoising_steps(checkpoint.default_steps, checkpoint.default_strength))
-    step_ratio = max(1, denoising_steps(steps, strength)) / reference
+    step_ratio = max(1, params.denoising_steps) / reference
     per_image = max(1, math.ceil(checkpoint.price_per_image * size_units * step_ratio - 1e-9))
-    return per_image * num_images
+    return per_image * params.num_images

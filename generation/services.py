@@ -19,84 +19,39 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
 
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.availability import available_slugs
-from generation.errors import (
-    InvalidParams,
-    JobFinished,
-    JobNotFound,
-    ModelUnavailable,
-    RateLimited,
-    TooManyJobs,
-    UnknownModel,
-)
+from generation.dispatch import job_dispatch, test_run_dispatch
+from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
+from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
-from generation.params import Img2ImgIn, JobParams, job_params
+from generation.params import JobParams, QuoteIn, job_params
 from generation.pricing import quote
-from portal.ratelimit import allow
+from generation.selectors import checkpoint_for_submit, job_for_user
 
 log = logging.getLogger(__name__)
 Status = Job.Status
 
 
-# --- Reads --------------------------------------------------------------------
-
-
-def job_for_user(*, user, job_id) -> Job:
-    """The job if `user` owns it (or is staff); JobNotFound otherwise, the
-    same answer as for a job that does not exist."""
-    jobs = Job.objects.select_related("checkpoint", "parent")
-    if not user.is_staff:
-        jobs = jobs.filter(user=user)
-    job = jobs.filter(id=job_id).first()
-    if job is None:
-        raise JobNotFound("No such job.")
-    return job
-
-
-def image_for_user(*, user, image_id) -> JobImage:
-    images = JobImage.objects.select_related("job")
-    if not user.is_staff:
-        images = images.filter(job__user=user)
-    image = images.filter(id=image_id).first()
-    if image is None:
-        raise JobNotFound("No such image.")
-    return image
-
-
-def queue_position(job: Job) -> int | None:
-    """1 for the next job its checkpoint's workers will take; None unless queued."""
-    if job.status != Status.QUEUED:
-        return None
-    ahead = Job.objects.filter(checkpoint_id=job.checkpoint_id, status=Status.QUEUED, created_at__lt=job.created_at)
-    return ahead.count() + 1
-
-
-def checkpoint_for_submit(slug: str) -> Checkpoint:
-    checkpoint = Checkpoint.objects.filter(slug=slug, enabled=True).first()
-    if checkpoint is None:
-        raise UnknownModel(f"There is no model {slug!r}.", fields={"model": "unknown or disabled model"})
-    return checkpoint
-
-
-def job_quote(*, data: Img2ImgIn, upload=None) -> int:
+def job_quote(*, data: QuoteIn, upload=None) -> int:
     """The credits a submit with these fields would hold (no prompt needed)."""
     checkpoint = checkpoint_for_submit(data.model)
     size = _image_size(upload) if upload is not None else None
     params = job_params(checkpoint=checkpoint, data=data, image_size=size, require_prompt=False)
-    return _price(checkpoint, params)
+    return quote(checkpoint=checkpoint, params=params)
 
 
 # --- Submit and cancel ------------------------------------------------------------
 
 
-def job_submit(*, user, data: Img2ImgIn, upload=None) -> Job:
+def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
     """Validate everything, hold the quoted credits and create the job in one
-    transaction; the task is sent after commit. Any error leaves no job and
-    no hold."""
-    if not allow(f"submit:{user.pk}", settings.SUBMIT_RATE_LIMIT):
+    transaction; the task is sent after commit. Any error leaves no job, no
+    hold and no stored file."""
+    if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
@@ -107,14 +62,14 @@ def job_submit(*, user, data: Img2ImgIn, upload=None) -> Job:
     if Job.objects.filter(user=user, status__in=Job.ACTIVE).count() >= settings.MAX_ACTIVE_JOBS:
         raise TooManyJobs(f"You have {settings.MAX_ACTIVE_JOBS} jobs waiting or running; wait for one to finish.")
 
-    job = Job(id=uuid.uuid4(), user=user, checkpoint=checkpoint, parent=parent, **_fields(params))
-    job.credits_held = _price(checkpoint, params)
+    job = Job(id=uuid.uuid4(), user=user, checkpoint=checkpoint, parent=parent, **params.model_dump())
+    job.credits_held = quote(checkpoint=checkpoint, params=params)
     job.input_image.save("input.png", ContentFile(source.png), save=False)
     try:
         with transaction.atomic():
             credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
             job.save(force_insert=True)
-            transaction.on_commit(lambda: _send(job))
+            transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=checkpoint.slug))
     except Exception:
         job.input_image.delete(save=False)
         raise
@@ -124,18 +79,7 @@ def job_submit(*, user, data: Img2ImgIn, upload=None) -> Job:
 def job_again(*, user, job_id) -> Job:
     """The same job with a new random seed: a sibling with the same input."""
     job = job_for_user(user=user, job_id=job_id)
-    data = Img2ImgIn(
-        model=job.checkpoint.slug,
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        strength=job.strength,
-        steps=job.steps,
-        guidance_scale=job.guidance_scale,
-        num_images=job.num_images,
-        width=job.width,
-        height=job.height,
-        parent_job=job.parent_id,
-    )
+    data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     with job.input_image.open("rb") as handle:
         return job_submit(user=user, data=data, upload=ContentFile(handle.read(), name="input.png"))
 
@@ -153,7 +97,7 @@ def job_cancel(*, user, job_id) -> Job:
             error="Canceled. The held credits were returned.",
         )
         if canceled:
-            credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="canceled")
+            credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="canceled")
             _announce(job.id)
     job.refresh_from_db()
     if not canceled and job.status != Status.CANCELED:
@@ -190,8 +134,6 @@ def job_progress(*, job: Job, step: int | None = None, total: int | None = None)
         fields.update(progress_step=step, progress_total=total)
     owned = bool(_owned(job).update(**fields))
     if owned and step is not None:
-        from generation.events import job_send
-
         job_send(job.id, {"type": "progress", "step": step, "total": total})
     return owned
 
@@ -218,7 +160,7 @@ def job_succeed(*, job: Job, images: list) -> bool:
         )
         if done:
             JobImage.objects.bulk_create(stored)
-            credits_capture(hold_ref=job.hold_ref, ref=f"capture:job:{job.id}", amount=job.credits_held)
+            credits_capture(hold_ref=job.hold_ref, ref=job.capture_ref, amount=job.credits_held)
             _announce(job.id)
     if not done:
         for row in stored:
@@ -240,14 +182,14 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
                 error=message,
             )
             if requeued:
-                transaction.on_commit(lambda: _send(job, countdown=2))
+                transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=job.checkpoint.slug, countdown=2))
                 _announce(job.id)
                 return "requeued"
         failed = _owned(job).update(
             status=Status.FAILED, finished_at=timezone.now(), lease_expires_at=None, error_code=code, error=message
         )
         if failed:
-            credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo=code)
+            credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo=code)
             _announce(job.id)
             return "failed"
     return "not owned"
@@ -273,7 +215,7 @@ def jobs_reap() -> dict[str, int]:
                 error_code="queue_timeout",
                 error="No worker could take this job in time. The held credits were returned.",
             ):
-                credits_release(hold_ref=job.hold_ref, ref=f"release:job:{job.id}", memo="queue timeout")
+                credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="queue timeout")
                 _announce(job.id)
                 counts["failed"] += 1
     return counts
@@ -294,10 +236,8 @@ def checkpoint_test_load(*, checkpoint: Checkpoint, requested_by) -> CheckpointT
             error="No live worker serves this checkpoint (no heartbeat lists it).",
             finished_at=timezone.now(),
         )
-    from workers.tasks import test_load
-
     run = CheckpointTestRun.objects.create(checkpoint=checkpoint, requested_by=requested_by)
-    transaction.on_commit(lambda: test_load.apply_async(args=[run.id], queue=checkpoint.queue))
+    transaction.on_commit(lambda: test_run_dispatch(run_id=run.id, slug=checkpoint.slug))
     return run
 
 
@@ -315,30 +255,14 @@ def _owned(job: Job):
 
 def _announce(job_id) -> None:
     """After the commit: tell the job's websocket subscribers its new state."""
-    from generation.events import job_announce
-
     transaction.on_commit(lambda: job_announce(job_id))
 
 
-def _send(job: Job, countdown: int = 0) -> None:
-    from workers.tasks import run_job
-
-    run_job.apply_async(args=[str(job.id)], queue=job.checkpoint.queue, countdown=countdown)
-
-
-def _price(checkpoint: Checkpoint, params: JobParams) -> int:
-    return quote(
-        checkpoint=checkpoint,
-        num_images=params.num_images,
-        width=params.width,
-        height=params.height,
-        steps=params.steps,
-        strength=params.strength,
+def _submits_too_fast(user) -> bool:
+    """Counts one submission against the person's SUBMIT_RATE_LIMIT."""
+    return is_ratelimited(
+        None, group="submit", key=lambda _group, _request: str(user.pk), rate=settings.SUBMIT_RATE_LIMIT, increment=True
     )
-
-
-def _fields(params: JobParams) -> dict:
-    return {name: getattr(params, name) for name in JobParams.__dataclass_fields__}
 
 
 def _image_size(upload) -> tuple[int, int]:

@@ -4,8 +4,8 @@ from django.apps import AppConfig
 
 
 class PortalConfig(AppConfig):
+    """The project shell. It has no models of its own any more; it stays an
+    app for its migration history (the support chat's tables began here)."""
+
     name = "portal"
     verbose_name = "Portal"
-
-    def ready(self) -> None:
-        from portal import receivers  # noqa: F401  (connects allauth's login signal)

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "generation",
+    "support",
     "workers",
 ]
 
@@ -128,6 +129,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.site",
+                "support.context_processors.widget",
             ],
         },
     },
@@ -286,8 +288,8 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Jobs whose worker died (lease expired) are retried or failed and refunded.
 CELERY_BEAT_SCHEDULE = {
-    "reap-expired-jobs": {"task": "workers.reap_jobs", "schedule": float(REAPER_INTERVAL)},
-    "email-unread-support-replies": {"task": "workers.remind_unread_support", "schedule": 300.0},
+    "reap-expired-jobs": {"task": "generation.reap_jobs", "schedule": float(REAPER_INTERVAL)},
+    "email-unread-support-replies": {"task": "support.remind_unread", "schedule": 300.0},
 }
 
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma

@@ -4,8 +4,8 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
-from generation.api import api
-from portal import support_views, views
+from portal import views
+from portal.api import api
 
 # The admin login goes through allauth's login, so its rate limits (and any
 # later MFA) protect the admin too. Staff who are signed in go straight in.
@@ -16,10 +16,9 @@ admin.site.site_title = "img2img portal staff"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("pricing/", views.pricing, name="pricing"),
     path("healthz", views.healthz, name="healthz"),
-    path("support/messages", support_views.widget_messages, name="support_messages"),
-    path("support/inbox/", support_views.inbox, name="support_inbox"),
-    path("support/inbox/<uuid:conversation_id>/", support_views.inbox_conversation, name="support_conversation"),
+    path("support/", include("support.urls")),
     path("api/v1/", api.urls),
     path("", include("generation.urls")),
     path("", include("billing.urls")),

@@ -11,8 +11,9 @@ from django.core import mail
 from django.urls import reverse
 
 from accounts.services import email_fingerprint, free_credits_grant
-from billing.ledger import balance_of, credits_grant
+from billing.ledger import credits_grant
 from billing.models import LedgerEntry
+from billing.selectors import balance_of
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a-long-unusual-passphrase-77"

@@ -8,8 +8,9 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from billing.ledger import account_of, balance_of, credits_grant
+from billing.ledger import account_of, credits_grant
 from billing.models import LedgerEntry
+from billing.selectors import balance_of
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db

@@ -13,8 +13,9 @@ from django.test import Client
 from django.urls import reverse
 
 from billing.errors import SpendingBlocked
-from billing.ledger import balance_of, credits_capture, credits_hold
+from billing.ledger import credits_capture, credits_hold
 from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, StripeEvent
+from billing.selectors import balance_of
 from tests.fake_stripe import FakeStripe
 from tests.helpers import api_client, png_bytes, run_in_threads
 

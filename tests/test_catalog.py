@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from generation.catalog import SEEDS, catalog_register_test_checkpoints, catalog_seed
+from generation.families import FAMILIES
 from generation.models import Checkpoint
-from workers.families import FAMILIES
 from workers.heartbeat import publish, remove
 from workers.testweights import RANDOM_CHECKPOINTS
 

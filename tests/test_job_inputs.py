@@ -10,7 +10,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from billing.ledger import balance_of, credits_adjust, credits_grant
+from billing.ledger import credits_adjust, credits_grant
+from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.images import image_clean
 from generation.models import Job

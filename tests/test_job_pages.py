@@ -10,8 +10,9 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import ApiKey
-from billing.ledger import balance_of, credits_grant
+from billing.ledger import credits_grant
 from billing.models import LedgerEntry
+from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from billing.ledger import balance_of, credits_grant
+from billing.ledger import credits_grant
 from billing.models import LedgerEntry
+from billing.selectors import balance_of
 from generation.availability import available_slugs
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job

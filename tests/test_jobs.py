@@ -7,8 +7,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from billing.ledger import balance_of, credits_grant
+from billing.ledger import credits_grant
 from billing.models import LedgerEntry
+from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for

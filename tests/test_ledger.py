@@ -15,8 +15,6 @@ from billing.errors import (
     UnknownHold,
 )
 from billing.ledger import (
-    balance_of,
-    charged_amount,
     credits_adjust,
     credits_capture,
     credits_grant,
@@ -25,6 +23,7 @@ from billing.ledger import (
     credits_reverse,
 )
 from billing.models import CreditAccount, LedgerEntry
+from billing.selectors import balance_of, charged_amount
 from tests.helpers import run_in_threads
 
 pytestmark = pytest.mark.django_db

@@ -9,13 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
 
 from billing.errors import CreditError, HoldAlreadyResolved, InsufficientCredits, InvalidAmount, SpendingBlocked
-from billing.ledger import (
-    credits_capture,
-    credits_grant,
-    credits_hold,
-    credits_release,
-    credits_reverse,
-)
+from billing.ledger import credits_capture, credits_grant, credits_hold, credits_release, credits_reverse
 from billing.models import CreditAccount, LedgerEntry
 from tests.conftest import make_user
 

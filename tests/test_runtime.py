@@ -10,15 +10,16 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
+from generation.params import JobParams
 from workers.errors import BadInput, Canceled, ErrorKind, MissingWeights, WorkerError, classify
 from workers.runtime import load_pipeline, pick_device, run_img2img
-from workers.spec import CheckpointSpec, Img2ImgParams
+from workers.spec import CheckpointSpec
 from workers.testweights import RANDOM_CHECKPOINTS
 
 SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 
 
-def params(**changes) -> Img2ImgParams:
+def params(**changes) -> JobParams:
     values = dict(
         prompt="a red fox, oil painting",
         strength=0.5,
@@ -28,9 +29,10 @@ def params(**changes) -> Img2ImgParams:
         width=128,
         height=128,
         num_images=1,
+        negative_prompt="",
     )
     values.update(changes)
-    return Img2ImgParams(**values)
+    return JobParams(**values)
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ import django
 django.setup()
 from django.urls import get_resolver
 from django.test import Client
-import workers.tasks, portal.celery  # the task module is imported by the web tier to send jobs
+import portal.celery, generation.services, generation.dispatch  # jobs are sent to workers by task name
 for pattern in get_resolver().url_patterns:
     pass
 response = Client().get('/')
@@ -108,6 +108,9 @@ assert response.status_code == 200, response.status_code
 response = Client().get('/accounts/signup/')
 assert response.status_code == 200, response.status_code
 assert not any(m.split('.')[0] == 'torch' for m in sys.modules)
+# Django imports each installed app's config; nothing else of workers/ is needed.
+assert {m for m in sys.modules if m.startswith('workers.')} <= {'workers.apps'}, 'the web tier imported workers/'
+
 print('served without torch')
 """
 

@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry
 from portal.asgi import application
-from portal.models import Conversation, Message
-from portal.support import VISITOR_COOKIE, conversation_for, message_post, remind_unread
+from support.models import Conversation, Message
+from support.services import conversation_open, message_post, remind_unread
+from support.visitors import VISITOR_COOKIE
 from tests.helpers import make_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +39,7 @@ async def connect(path: str, *headers):
 
 def test_person_sends_staff_receives_persisted_first_and_the_sender_gets_an_ack(alice, charlie):
     person_cookie, staff_cookie = cookie_of(alice), cookie_of(charlie)
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
 
     async def scenario():
         staff, ok, _ = await connect(f"/ws/support/{conversation.id}/", ORIGIN, staff_cookie)
@@ -60,7 +61,7 @@ def test_person_sends_staff_receives_persisted_first_and_the_sender_gets_an_ack(
 
 
 def test_a_third_user_cannot_join_or_read_the_conversation(alice, bob):
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     message_post(conversation=conversation, sender="person", body="private to alice")
     bob_cookie = cookie_of(bob)
 
@@ -89,7 +90,7 @@ def test_a_foreign_origin_is_refused(alice):
 
 def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice, charlie):
     cookie = cookie_of(alice)
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     first, _ = message_post(conversation=conversation, sender="person", body="hello?")
     message_post(conversation=conversation, sender="staff", body="one", author=charlie)
     message_post(conversation=conversation, sender="staff", body="two", author=charlie)
@@ -129,11 +130,11 @@ def test_the_same_client_id_twice_makes_one_row(alice):
 
 
 def test_a_dropped_broadcast_is_recovered_by_the_catch_up(alice, charlie, monkeypatch):
-    import portal.support
+    import support.services
 
     cookie = cookie_of(alice)
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
-    monkeypatch.setattr(portal.support, "_ring", lambda *args: None)  # the channel layer drops it
+    conversation = conversation_open(user=alice, visitor_token=None)
+    monkeypatch.setattr(support.services, "_ring", lambda *args: None)  # the channel layer drops it
     message_post(conversation=conversation, sender="staff", body="did you get this?", author=charlie)
 
     async def scenario():
@@ -183,7 +184,7 @@ def test_a_visitor_chats_anonymously_and_the_thread_moves_to_the_account_on_sign
 
 
 def test_unread_badge_is_rendered_by_the_server(client, alice, charlie):
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     message_post(conversation=conversation, sender="staff", body="we fixed it", author=charlie)
     client.force_login(alice)
     assert 'aria-label="1 unread"' in client.get(reverse("home")).content.decode()
@@ -192,7 +193,7 @@ def test_unread_badge_is_rendered_by_the_server(client, alice, charlie):
 
 
 def test_a_snoozed_conversation_reopens_when_the_person_writes(alice):
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     Conversation.objects.filter(id=conversation.id).update(status="snoozed")
     message_post(conversation=conversation, sender="person", body="still there?")
     assert Conversation.objects.get(id=conversation.id).status == "open"
@@ -212,7 +213,7 @@ def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(
 
     catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
     job = make_job(alice, "test-sd1", status="succeeded", credits_charged=3)
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     message_post(conversation=conversation, sender="person", body="the picture was broken")
     staff = Client()
     staff.force_login(charlie)
@@ -229,7 +230,7 @@ def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(
 def test_inbox_lists_conversations_with_unread_counts_and_statuses(alice, bob, charlie):
     for user in (alice, bob):
         message_post(
-            conversation=conversation_for(user=user, visitor_token=None, create=True),
+            conversation=conversation_open(user=user, visitor_token=None),
             sender="person",
             body=f"hi from {user.email}",
         )
@@ -249,7 +250,7 @@ def test_inbox_lists_conversations_with_unread_counts_and_statuses(alice, bob, c
 
 
 def test_an_unread_staff_reply_is_emailed_once_after_a_while(alice, charlie):
-    conversation = conversation_for(user=alice, visitor_token=None, create=True)
+    conversation = conversation_open(user=alice, visitor_token=None)
     reply, _ = message_post(conversation=conversation, sender="staff", body="here is your answer", author=charlie)
     assert remind_unread() == 0  # too early
     Message.objects.filter(id=reply.id).update(created_at=timezone.now() - timedelta(hours=1))

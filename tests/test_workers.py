@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from generation.availability import available_slugs
+from generation.availability import available_slugs, live_workers
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Checkpoint, CheckpointTestRun
 from generation.services import checkpoint_test_load
 from tests.conftest import wait_for
-from workers.heartbeat import live_workers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

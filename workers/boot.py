@@ -21,7 +21,7 @@ _heartbeat = None
 def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from django.db import connections
 
-    from generation.models import queue_for
+    from generation.dispatch import queue_for
     from workers.services import servable_slugs
 
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)

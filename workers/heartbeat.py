@@ -1,9 +1,6 @@
-"""Worker heartbeats: each worker process keeps a Redis key with a TTL that
-says which checkpoints it serves and which are loaded now. A key that is not
-refreshed (the worker died) expires, and its checkpoints become unavailable.
-
-Torch-free: the web tier reads heartbeats through live_workers().
-"""
+"""Worker heartbeats, the writing side: each worker process refreshes its
+key every TTL/3 seconds (the format and the reading side are in
+generation.availability)."""
 
 from __future__ import annotations
 
@@ -12,38 +9,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from functools import cache
 
 import redis
 from django.conf import settings
 
+from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+
 log = logging.getLogger(__name__)
-KEY_PREFIX = "portal:worker:"
-
-
-@cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
-
-
-def client() -> redis.Redis:
-    return _client(settings.REDIS_URL)
 
 
 def publish(*, worker_id: str, serves: list[str], loaded: list[str], device: str) -> None:
     payload = {"worker": worker_id, "serves": serves, "loaded": loaded, "device": device, "at": time.time()}
-    client().set(KEY_PREFIX + worker_id, json.dumps(payload), ex=settings.WORKER_HEARTBEAT_TTL)
+    heartbeat_client().set(HEARTBEAT_PREFIX + worker_id, json.dumps(payload), ex=settings.WORKER_HEARTBEAT_TTL)
 
 
 def remove(worker_id: str) -> None:
-    client().delete(KEY_PREFIX + worker_id)
-
-
-def live_workers() -> list[dict]:
-    keys = list(client().scan_iter(match=KEY_PREFIX + "*", count=200))
-    if not keys:
-        return []
-    return [json.loads(value) for value in client().mget(keys) if value]
+    heartbeat_client().delete(HEARTBEAT_PREFIX + worker_id)
 
 
 class Heartbeat(threading.Thread):

@@ -19,10 +19,11 @@ from typing import Any
 
 from django.conf import settings
 
+from generation.families import FAMILIES
+from generation.params import JobParams
 from workers.errors import BadInput, Canceled, MissingWeights, classify
-from workers.families import FAMILIES
 from workers.preview import latents_preview
-from workers.spec import CheckpointSpec, Img2ImgParams
+from workers.spec import CheckpointSpec
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,13 +64,26 @@ def module_bytes(module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+# The diffusers class that runs img2img for each catalog family, by name (so
+# this module imports diffusers only when a pipeline is loaded).
+IMG2IMG_CLASSES = {
+    "sd1": "StableDiffusionImg2ImgPipeline",
+    "sd2": "StableDiffusionImg2ImgPipeline",
+    "sd-turbo": "StableDiffusionImg2ImgPipeline",
+    "sdxl": "StableDiffusionXLImg2ImgPipeline",
+    "sdxl-turbo": "StableDiffusionXLImg2ImgPipeline",
+    "sd3": "StableDiffusion3Img2ImgPipeline",
+    "flux": "FluxImg2ImgPipeline",
+}
+
+
 def pipeline_class(spec: CheckpointSpec):
     import diffusers
 
-    family = FAMILIES.get(spec.family)
-    if family is None:
+    name = IMG2IMG_CLASSES.get(spec.family)
+    if name is None:
         raise BadInput(f"unknown pipeline family {spec.family!r}")
-    return getattr(diffusers, family.img2img_class)
+    return getattr(diffusers, name)
 
 
 # --- Loading -----------------------------------------------------------------------
@@ -167,7 +181,7 @@ def run_img2img(
     pipe,
     spec: CheckpointSpec,
     image,
-    params: Img2ImgParams,
+    params: JobParams,
     on_step: ProgressCallback | None = None,
     on_preview: Callable[[Any], None] | None = None,
 ):

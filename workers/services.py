@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import socket
 import time
@@ -18,15 +17,16 @@ from PIL import Image
 
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
+from generation.params import JobParams, fewest_steps
 from generation.services import job_claim, job_fail, job_progress, job_succeed
 from workers.errors import ErrorKind, classify
-from workers.families import FAMILIES
 from workers.preview import data_url
-from workers.runtime import run_img2img
-from workers.spec import CheckpointSpec, Img2ImgParams
+from workers.runtime import IMG2IMG_CLASSES, run_img2img
+from workers.spec import CheckpointSpec
 
 log = logging.getLogger(__name__)
 TEST_LOAD_SIDE = 128
+TEST_LOAD_STEPS = 4
 
 
 def worker_id() -> str:
@@ -74,7 +74,7 @@ def servable_slugs(requested: str) -> list[str]:
     served = []
     for checkpoint in Checkpoint.objects.all():
         spec = CheckpointSpec.from_checkpoint(checkpoint)
-        if spec.family in FAMILIES and spec.local_path() is not None:
+        if spec.family in IMG2IMG_CLASSES and spec.local_path() is not None:
             served.append(checkpoint.slug)
         else:
             log.info("not serving %s: no local weights for %s", checkpoint.slug, checkpoint.source)
@@ -106,22 +106,11 @@ def job_run(*, job_id: str) -> str:
         with job.input_image.open("rb") as handle:
             source = Image.open(io.BytesIO(handle.read()))
             source.load()
-        params = Img2ImgParams(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            strength=job.strength,
-            steps=job.steps,
-            guidance_scale=job.guidance_scale,
-            seed=job.seed,
-            num_images=job.num_images,
-            width=job.width,
-            height=job.height,
-        )
         images = run_img2img(
             pipe,
             spec,
             source,
-            params,
+            JobParams.of(job),
             on_step=lambda step, total: job_progress(job=job, step=step, total=total),
             on_preview=lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)}),
         )
@@ -153,13 +142,15 @@ def checkpoint_test_run(*, run_id: int) -> str:
         started = time.perf_counter()
         pipe, _ = cache_.get(spec)
         run.load_seconds = time.perf_counter() - started
-        steps = max(1, min(checkpoint.default_steps, 4), math.ceil(1 / checkpoint.default_strength))
-        params = Img2ImgParams(
+        strength = checkpoint.default_strength
+        params = JobParams(
             prompt="a test picture",
-            strength=checkpoint.default_strength,
-            steps=steps,
+            negative_prompt="",
+            strength=strength,
+            steps=max(min(checkpoint.default_steps, TEST_LOAD_STEPS), fewest_steps(strength=strength)),
             guidance_scale=checkpoint.default_guidance,
             seed=0,
+            num_images=1,
             width=TEST_LOAD_SIDE,
             height=TEST_LOAD_SIDE,
         )

@@ -1,5 +1,6 @@
 """What the runtime needs to know of a checkpoint, as plain data (no ORM,
-no torch), so the runtime can be driven and tested without a database."""
+no torch), so the runtime can be driven and tested without a database.
+A job's settings are generation.params.JobParams."""
 
 from __future__ import annotations
 
@@ -52,21 +53,3 @@ def _hub_cache_path(repo_id: str, revision: str | None) -> Path | None:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         return None
-
-
-@dataclass(frozen=True)
-class Img2ImgParams:
-    prompt: str
-    strength: float
-    steps: int
-    guidance_scale: float
-    seed: int
-    width: int
-    height: int
-    num_images: int = 1
-    negative_prompt: str = ""
-
-    @property
-    def denoising_steps(self) -> int:
-        """Steps img2img actually runs (diffusers' get_timesteps)."""
-        return min(int(self.steps * self.strength), self.steps)

@@ -1,8 +1,5 @@
-"""Celery tasks. Thin: each takes ids, calls a service, returns plain data.
-
-torch is never imported at module level here, so the web tier can import
-this module to send tasks without it.
-"""
+"""The GPU worker's Celery tasks. Thin: each takes ids and calls a service.
+generation sends them by name (generation.dispatch), never by import."""
 
 from __future__ import annotations
 
@@ -11,7 +8,11 @@ import socket
 
 from celery import shared_task
 
-from workers import boot  # noqa: F401  (connects the worker start-up signals)
+from generation.dispatch import RUN_JOB, TEST_LOAD
+from workers import (
+    boot,  # noqa: F401  (connects the worker start-up signals)
+    services,
+)
 
 
 @shared_task(name="workers.ping")
@@ -20,29 +21,11 @@ def ping() -> dict:
     return {"pong": True, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-@shared_task(name="workers.test_load", acks_late=True)
+@shared_task(name=TEST_LOAD, acks_late=True)
 def test_load(run_id: int) -> str:
-    from workers.services import checkpoint_test_run
-
-    return checkpoint_test_run(run_id=run_id)
+    return services.checkpoint_test_run(run_id=run_id)
 
 
-@shared_task(name="workers.run_job", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: str) -> str:
-    from workers.services import job_run
-
-    return job_run(job_id=job_id)
-
-
-@shared_task(name="workers.reap_jobs")
-def reap_jobs() -> dict:
-    from generation.services import jobs_reap
-
-    return jobs_reap()
-
-
-@shared_task(name="workers.remind_unread_support")
-def remind_unread_support() -> int:
-    from portal.support import remind_unread
-
-    return remind_unread()
+    return services.job_run(job_id=job_id)

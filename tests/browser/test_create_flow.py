@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from billing.ledger import balance_of, credits_grant
+from billing.ledger import credits_grant
+from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import make_user

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from portal.models import Conversation, Message
+from support.models import Conversation, Message
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,7 +1,8 @@
-"""Pipeline families the runtime knows, and how a weight source is written.
+"""Pipeline families the catalog knows, and how a weight source is written.
 
-Torch-free on purpose: the catalog (generation/) and the admin validate
-against these names without importing diffusers.
+Torch-free catalog facts: the catalog, the admin and the API validate
+against these names. How a family is loaded and run (diffusers classes) is
+the worker's business (workers/runtime.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 class Family:
     value: str
     label: str
-    # diffusers class used for img2img, looked up by name at load time.
-    img2img_class: str
-    # Checkpoints of one architecture can share components (VAE, text encoders).
+    # Checkpoints of one architecture can share components (VAE, text encoders)
+    # and a latent space (live previews).
     architecture: str
     # Guided models use classifier-free guidance; turbo models run with 0.
     turbo: bool = False
@@ -27,13 +27,13 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.value: f
     for f in [
-        Family("sd1", "Stable Diffusion 1.x", "StableDiffusionImg2ImgPipeline", "sd1", has_test_build=True),
-        Family("sd2", "Stable Diffusion 2.x", "StableDiffusionImg2ImgPipeline", "sd2", has_test_build=True),
-        Family("sd-turbo", "SD-Turbo", "StableDiffusionImg2ImgPipeline", "sd2", turbo=True, has_test_build=True),
-        Family("sdxl", "SDXL", "StableDiffusionXLImg2ImgPipeline", "sdxl", has_test_build=True),
-        Family("sdxl-turbo", "SDXL-Turbo", "StableDiffusionXLImg2ImgPipeline", "sdxl", turbo=True, has_test_build=True),
-        Family("sd3", "Stable Diffusion 3", "StableDiffusion3Img2ImgPipeline", "sd3"),
-        Family("flux", "FLUX.1", "FluxImg2ImgPipeline", "flux"),
+        Family("sd1", "Stable Diffusion 1.x", architecture="sd1", has_test_build=True),
+        Family("sd2", "Stable Diffusion 2.x", architecture="sd2", has_test_build=True),
+        Family("sd-turbo", "SD-Turbo", architecture="sd2", turbo=True, has_test_build=True),
+        Family("sdxl", "SDXL", architecture="sdxl", has_test_build=True),
+        Family("sdxl-turbo", "SDXL-Turbo", architecture="sdxl", turbo=True, has_test_build=True),
+        Family("sd3", "Stable Diffusion 3", architecture="sd3"),
+        Family("flux", "FLUX.1", architecture="flux"),
     ]
 }
 FAMILY_CHOICES = [(f.value, f.label) for f in FAMILIES.values()]

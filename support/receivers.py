@@ -5,7 +5,8 @@ from __future__ import annotations
 from allauth.account.signals import user_logged_in
 from django.dispatch import receiver
 
-from portal.support import VISITOR_COOKIE, conversation_claim
+from support.services import conversation_claim
+from support.visitors import VISITOR_COOKIE
 
 
 @receiver(user_logged_in)

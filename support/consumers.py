@@ -9,17 +9,10 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from portal.models import Conversation, Message
-from portal.support import (
-    VISITOR_COOKIE,
-    ChatError,
-    conversation_for,
-    conversation_group,
-    mark_read,
-    message_out,
-    message_post,
-    messages_after,
-)
+from support.models import Conversation, Message
+from support.selectors import messages_after
+from support.services import ChatError, conversation_group, conversation_open, mark_read, message_out, message_post
+from support.visitors import VISITOR_COOKIE
 
 CLOSE_FORBIDDEN = 4403
 
@@ -71,7 +64,7 @@ class SupportConsumer(AsyncJsonWebsocketConsumer):
     def _conversation(self) -> Conversation | None:
         user = self.scope.get("user")
         cookies = self.scope.get("cookies", {})
-        return conversation_for(user=user, visitor_token=cookies.get(VISITOR_COOKIE), create=True)
+        return conversation_open(user=user, visitor_token=cookies.get(VISITOR_COOKIE))
 
     @database_sync_to_async
     def _after(self, last_id: int) -> list[dict]:

@@ -1,30 +1,30 @@
 """Support chat rules. Persist first, then broadcast: a message is a row
 (server id; the client's id unique per conversation, so a resend is not a
 duplicate); the channel layer only rings the bell and clients catch up by
-the last id they have."""
+the last id they have (support.selectors.messages_after)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core import signing
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
 
-from portal.models import Conversation, Message
-from portal.ratelimit import allow
+from billing.ledger import credits_grant
+from billing.models import LedgerEntry
+from generation.selectors import jobs_of
+from support.models import Conversation, Message
+from support.visitors import visitor_hash
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 2000
-VISITOR_COOKIE = "support_visitor"
 CANNED_REPLIES = [
     "Thanks for writing! Let me look into this for you.",
     "A failed or canceled job never costs credits: the hold is released automatically.",
@@ -34,47 +34,30 @@ CANNED_REPLIES = [
 
 
 class ChatError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """A message or action that cannot be taken, with what to tell the person."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.status = code, message, status
 
 
 def conversation_group(conversation_id) -> str:
     return f"support.{conversation_id}"
 
 
-# --- Who is talking ------------------------------------------------------------------
+# --- Conversations ---------------------------------------------------------------------
 
 
-def visitor_token_new() -> str:
-    """A random token, signed, for an anonymous visitor's cookie."""
-    return signing.dumps(secrets.token_urlsafe(24), salt="support-visitor")
-
-
-def visitor_hash(token: str | None) -> str | None:
-    if not token:
-        return None
-    try:
-        raw = signing.loads(token, salt="support-visitor")
-    except signing.BadSignature:
-        return None
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def conversation_for(*, user, visitor_token: str | None, create: bool = False) -> Conversation | None:
-    """The person's (or visitor's) one conversation."""
+def conversation_open(*, user, visitor_token: str | None) -> Conversation | None:
+    """The person's (or visitor's) one conversation, created on first use.
+    None for a visitor without a valid token."""
     if user is not None and user.is_authenticated:
-        conversation = Conversation.objects.filter(user=user).first()
-        if conversation is None and create:
-            conversation = Conversation.objects.create(user=user)
-        return conversation
+        return Conversation.objects.filter(user=user).first() or Conversation.objects.create(user=user)
     digest = visitor_hash(visitor_token)
     if digest is None:
         return None
-    conversation = Conversation.objects.filter(visitor_hash=digest, user__isnull=True).first()
-    if conversation is None and create:
-        conversation = Conversation.objects.create(visitor_hash=digest)
-    return conversation
+    existing = Conversation.objects.filter(visitor_hash=digest, user__isnull=True).first()
+    return existing or Conversation.objects.create(visitor_hash=digest)
 
 
 def conversation_claim(*, user, visitor_token: str | None) -> None:
@@ -98,15 +81,23 @@ def conversation_claim(*, user, visitor_token: str | None) -> None:
 
 def conversation_attach_job(*, conversation: Conversation, user, job_id: str) -> None:
     """ "Ask about this job": link the person's own job to the conversation."""
-    from generation.models import Job
-
     try:
         job_uuid = uuid.UUID(str(job_id))
     except ValueError:
         return
-    job = Job.objects.filter(id=job_uuid, user=user).first()
+    job = jobs_of(user=user).filter(id=job_uuid).first()
     if job is not None:
         Conversation.objects.filter(id=conversation.id).update(job=job)
+
+
+def conversation_set_status(*, conversation: Conversation, status: str) -> None:
+    if status not in Conversation.Status.values:
+        raise ChatError("bad_status", "Unknown status.")
+    Conversation.objects.filter(id=conversation.id).update(status=status)
+
+
+def conversation_assign(*, conversation: Conversation, staff) -> None:
+    Conversation.objects.filter(id=conversation.id).update(assigned_to=staff)
 
 
 # --- Messages --------------------------------------------------------------------------
@@ -127,12 +118,8 @@ def message_post(
         existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
         if existing is not None:
             return existing, False
-    if sender == Message.Sender.PERSON:
-        who = f"user:{conversation.user_id}" if conversation.user_id else f"conv:{conversation.id}"
-        if not allow(f"chat:{who}", settings.CHAT_RATE_LIMIT) or (
-            ip and not allow(f"chat-ip:{ip}", settings.CHAT_IP_RATE_LIMIT)
-        ):
-            raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.")
+    if sender == Message.Sender.PERSON and _too_fast(conversation, ip):
+        raise ChatError("rate_limited", "You are sending messages too fast; wait a moment.", status=429)
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -150,22 +137,13 @@ def message_post(
     return message, True
 
 
-def messages_after(*, conversation: Conversation, after_id: int = 0) -> list[Message]:
-    return list(conversation.messages.filter(id__gt=max(0, after_id)).order_by("id")[:500])
-
-
 def mark_read(*, conversation: Conversation, side: str, up_to: int) -> None:
     field = "person_read_id" if side == "person" else "staff_read_id"
     Conversation.objects.filter(id=conversation.id, **{f"{field}__lt": up_to}).update(**{field: up_to})
 
 
-def unread_for_person(*, conversation: Conversation | None) -> int:
-    if conversation is None:
-        return 0
-    return conversation.messages.filter(id__gt=conversation.person_read_id).exclude(sender="person").count()
-
-
 def message_out(message: Message) -> dict:
+    """A message as the widget, the inbox and the websocket see it."""
     return {
         "id": message.id,
         "sender": message.sender,
@@ -173,6 +151,18 @@ def message_out(message: Message) -> dict:
         "client_id": message.client_id or None,
         "created_at": message.created_at.isoformat(),
     }
+
+
+def _too_fast(conversation: Conversation, ip: str) -> bool:
+    """Counts one message against the person's limit and their address's."""
+    who = f"user:{conversation.user_id}" if conversation.user_id else f"conv:{conversation.id}"
+    if _limited("chat", who, settings.CHAT_RATE_LIMIT):
+        return True
+    return bool(ip) and _limited("chat-ip", ip, settings.CHAT_IP_RATE_LIMIT)
+
+
+def _limited(group: str, value: str, rate: str) -> bool:
+    return is_ratelimited(None, group=group, key=lambda _group, _request: value, rate=rate, increment=True)
 
 
 def _ring(conversation_id, message: Message) -> None:
@@ -186,25 +176,12 @@ def _ring(conversation_id, message: Message) -> None:
         log.warning("support broadcast failed; clients catch up on reconnect", exc_info=True)
 
 
-# --- Staff --------------------------------------------------------------------------------
-
-
-def conversation_set_status(*, conversation: Conversation, status: str) -> None:
-    if status not in Conversation.Status.values:
-        raise ChatError("bad_status", "Unknown status.")
-    Conversation.objects.filter(id=conversation.id).update(status=status)
-
-
-def conversation_assign(*, conversation: Conversation, staff) -> None:
-    Conversation.objects.filter(id=conversation.id).update(assigned_to=staff)
+# --- Staff -----------------------------------------------------------------------------
 
 
 def support_refund_job(*, conversation: Conversation, job, actor) -> Message:
     """Give back what a job cost: one ledger entry however often it is
     clicked, and a system message in the thread."""
-    from billing.ledger import credits_grant
-    from billing.models import LedgerEntry
-
     if job.user_id != conversation.user_id or not job.credits_charged:
         raise ChatError("not_refundable", "Only a charged job of this person can be refunded.")
     with transaction.atomic():
@@ -226,11 +203,12 @@ def support_refund_job(*, conversation: Conversation, job, actor) -> Message:
 
 
 def remind_unread() -> int:
-    """Email people about staff replies they have not read for a while."""
+    """Email people about staff replies they have not read for a while.
+    Each reply is emailed at most once (a conditional update claims it)."""
     cutoff = timezone.now() - timedelta(seconds=settings.CHAT_EMAIL_AFTER)
     sent = 0
     pending = Message.objects.filter(
-        sender="staff", emailed_at__isnull=True, created_at__lt=cutoff, conversation__user__isnull=False
+        sender=Message.Sender.STAFF, emailed_at__isnull=True, created_at__lt=cutoff, conversation__user__isnull=False
     ).select_related("conversation__user")
     for message in pending:
         conversation = message.conversation

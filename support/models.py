@@ -1,5 +1,10 @@
 """The support chat: one conversation per person (or anonymous visitor),
-messages persisted before anything is broadcast."""
+messages persisted before anything is broadcast.
+
+These models lived in the project shell (`portal`) until the support app was
+split out; migrations moved them here without touching a row
+(portal 0002 drops them from portal's state, support 0001 adopts the
+existing tables, support 0002 renames the tables)."""
 
 from __future__ import annotations
 

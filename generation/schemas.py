@@ -1,0 +1,152 @@
+"""What the JSON API, the websocket and the pages' scripts see: one schema
+per answer, documented in the OpenAPI schema at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from django.urls import reverse
+from ninja import Schema
+from pydantic import Field
+
+from generation.models import Job
+from generation.params import JobParams
+from generation.selectors import queue_position
+
+
+class ErrorBody(Schema):
+    code: str = Field(description="Stable, machine-readable: invalid_params, insufficient_credits, not_found, ...")
+    message: str = Field(description="For people: what went wrong and what to do")
+    fields: dict[str, str] | None = Field(None, description="Per field, what it accepts (bad input only)")
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class AccountOut(Schema):
+    email: str
+    credits: int = Field(ge=0)
+
+
+class Defaults(Schema):
+    strength: float
+    steps: int
+    guidance_scale: float
+
+
+class Limits(Schema):
+    max_side: int
+    max_steps: int
+    allowed_sizes: list[list[int]] = Field(description="[[width, height], ...]; empty: any multiple of 8")
+
+
+class ModelOut(Schema):
+    slug: str
+    name: str
+    family: str
+    tags: list[str]
+    cost_per_image: int = Field(description="Credits for one image at the defaults, up to one megapixel")
+    defaults: Defaults
+    limits: Limits
+    is_test: bool = Field(description="Random weights built for tests: the output is noise")
+    available: bool = Field(description="A live worker serves it now")
+
+    @staticmethod
+    def resolve_tags(checkpoint) -> list[str]:
+        return [tag.slug for tag in checkpoint.tags.all()]
+
+    @staticmethod
+    def resolve_cost_per_image(checkpoint) -> int:
+        return checkpoint.price_per_image
+
+    @staticmethod
+    def resolve_defaults(checkpoint) -> dict:
+        return {
+            "strength": checkpoint.default_strength,
+            "steps": checkpoint.default_steps,
+            "guidance_scale": checkpoint.default_guidance,
+        }
+
+    @staticmethod
+    def resolve_limits(checkpoint) -> dict:
+        return {
+            "max_side": checkpoint.max_side,
+            "max_steps": checkpoint.max_steps,
+            "allowed_sizes": checkpoint.allowed_sizes,
+        }
+
+
+class ModelsOut(Schema):
+    models: list[ModelOut]
+
+
+class QuoteOut(Schema):
+    credits: int = Field(ge=1, description="What a submit with these fields would hold")
+
+
+class Progress(Schema):
+    step: int = Field(ge=0)
+    total: int = Field(ge=0)
+
+
+class ImageOut(Schema):
+    url: str = Field(description="The PNG, served to its owner only")
+
+
+class JobOut(JobParams):
+    """A job: its settings (JobParams), where it is, what it made and cost."""
+
+    id: UUID
+    status: Job.Status
+    model: str = Field(description="Checkpoint slug")
+    progress: Progress
+    queue_position: int | None = Field(description="1 = next; null unless queued")
+    images: list[ImageOut]
+    error: str | None
+    error_code: str | None
+    credits_held: int
+    credits_charged: int | None = Field(description="Null until it succeeds")
+    parent_job: UUID | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_model(job: Job) -> str:
+        return job.checkpoint.slug
+
+    @staticmethod
+    def resolve_progress(job: Job) -> dict:
+        return {"step": job.progress_step, "total": job.progress_total}
+
+    @staticmethod
+    def resolve_queue_position(job: Job) -> int | None:
+        return queue_position(job)
+
+    @staticmethod
+    def resolve_images(job: Job) -> list[dict]:
+        return [{"url": reverse("api:image", args=[image.id])} for image in job.images.all()]
+
+    @staticmethod
+    def resolve_error(job: Job) -> str | None:
+        return job.error or None
+
+    @staticmethod
+    def resolve_error_code(job: Job) -> str | None:
+        return job.error_code or None
+
+    @staticmethod
+    def resolve_parent_job(job: Job) -> UUID | None:
+        return job.parent_id
+
+
+class JobsOut(Schema):
+    jobs: list[JobOut]
+    page: int
+    pages: int
+
+
+def job_out(job: Job) -> dict:
+    """A job as JSON-ready data (the websocket sends this)."""
+    return JobOut.from_orm(job).model_dump(mode="json")

@@ -1,0 +1,25 @@
+"""The JSON API at /api/v1/: generation's operations behind the account's
+authentication (`Authorization: Bearer <api key>` or the browser session),
+with its OpenAPI schema at /api/v1/openapi.json and docs at /api/v1/docs."""
+
+from __future__ import annotations
+
+from ninja import NinjaAPI
+
+from accounts.auth import API_AUTH
+from generation.api import EXCEPTION_HANDLERS
+from generation.api import router as generation_router
+
+api = NinjaAPI(
+    title="img2img portal API",
+    version="1",
+    description="Turn a picture and a prompt into new pictures. Authenticate with `Authorization: Bearer <key>` "
+    "(create keys on your account page) or a browser session. Every error is "
+    '`{"error": {"code", "message", "fields"?}}`.',
+    auth=API_AUTH,
+    urls_namespace="api",
+    docs_url="/docs",
+)
+api.add_router("", generation_router)
+for exception, handler in EXCEPTION_HANDLERS.items():
+    api.add_exception_handler(exception, handler)
