@@ -1,0 +1,89 @@
+"""Read paths cost a fixed number of queries, however long the lineage, the
+history or the inbox (selectors: annotated, prefetched, one recursive
+query for the lineage). Each count includes the session, the user and the
+page shell (balance, support badge)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import JobImage
+from support.services import conversation_open, message_post
+from tests.conftest import make_user
+from tests.helpers import api_client, make_job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalog(test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+
+
+def add_images(job, count: int) -> None:
+    for index in range(count):
+        JobImage.objects.create(job=job, index=index, file=f"results/x/{job.id}/{index}.png", width=64, height=64)
+
+
+def lineage_of(user, depth: int):
+    """A job iterated on `depth` times, with images and three children."""
+    parent = None
+    for step in range(depth):
+        parent = make_job(user, "test-sd1", parent=parent, status="succeeded", prompt=f"ancestor {step}")
+    job = make_job(user, "test-sd1", parent=parent, status="queued", prompt="the job")
+    add_images(job, 3)
+    for n in range(3):
+        make_job(user, "test-sd1", parent=job, prompt=f"child {n}")
+    return job
+
+
+@pytest.mark.parametrize("depth", [1, 12])
+def test_the_job_page_is_nine_queries_whatever_the_lineage(
+    client, alice, catalog, depth, django_assert_max_num_queries
+):
+    job = lineage_of(alice, depth)
+    client.force_login(alice)
+    with django_assert_max_num_queries(9):
+        html = client.get(reverse("job", args=[job.id])).content.decode()
+    ancestors = re.findall(r"ancestor (\d+)", html)
+    assert ancestors == [str(n) for n in range(depth)], "the lineage is shown oldest first, every ancestor"
+    assert html.count("child ") == 3 and html.count("/api/v1/images/") >= 3
+
+
+def test_the_lineage_stops_at_twenty_ancestors(client, alice, catalog):
+    job = lineage_of(alice, 25)
+    client.force_login(alice)
+    html = client.get(reverse("job", args=[job.id])).content.decode()
+    assert re.findall(r"ancestor (\d+)", html) == [str(n) for n in range(5, 25)]
+
+
+def test_the_history_page_is_eight_queries(client, alice, catalog, django_assert_max_num_queries):
+    for n in range(30):
+        add_images(make_job(alice, "test-sd1" if n % 2 else "test-sd2", status="succeeded", prompt=f"job {n}"), 2)
+    client.force_login(alice)
+    with django_assert_max_num_queries(8):
+        html = client.get(reverse("history")).content.decode()
+    assert html.count('class="card job-card"') == 24
+
+
+def test_the_inbox_is_five_queries_with_unread_counts(client, charlie, django_assert_max_num_queries):
+    for n in range(12):
+        conversation = conversation_open(user=make_user(f"p{n}@example.com"), visitor_token=None)
+        for m in range(n % 3 + 1):
+            message_post(conversation=conversation, sender="person", body=f"hello {m}", client_id=f"{n}-{m}")
+    client.force_login(charlie)
+    with django_assert_max_num_queries(5):
+        html = client.get(reverse("support_inbox")).content.decode()
+    assert sorted(re.findall(r"<strong>(\d)</strong>", html)) == sorted(str(n % 3 + 1) for n in range(12))
+
+
+def test_the_job_status_api_is_five_queries(alice, catalog, django_assert_max_num_queries):
+    job = lineage_of(alice, 3)
+    api = api_client(alice)
+    with django_assert_max_num_queries(5):
+        body = api.get(f"/api/v1/jobs/{job.id}").json()
+    assert body["queue_position"] >= 1 and len(body["images"]) == 3 and body["parent_job"]
