@@ -19,7 +19,7 @@ from pydantic import Field
 
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, public_error
-from generation.params import Img2ImgIn, QuoteIn, invalid_params
+from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of
 from generation.services import job_cancel, job_quote, job_submit
@@ -65,7 +65,7 @@ def models(request: HttpRequest):
     response={200: QuoteOut, **_errors(400, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
 )
-def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | None = File(None)):
+def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):
     return {"credits": job_quote(data=data, upload=image)}
 
 
@@ -74,7 +74,7 @@ def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | None 
     response={202: JobOut, **_errors(400, 402, 404, 429, 503, *WRITE)},
     summary="Submit a job (multipart); its credits are held until it ends",
 )
-def img2img(request: HttpRequest, data: Form[Img2ImgIn], image: UploadedFile | None = File(None)):
+def img2img(request: HttpRequest, data: Form[Img2ImgIn], image: UploadedFile | Omitted = File(None)):
     return 202, job_submit(user=request.user, data=data, upload=image)
 
 

@@ -14,15 +14,25 @@ from __future__ import annotations
 
 import math
 import secrets
+from typing import Annotated
 from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
 from pydantic import ConfigDict, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from generation.errors import InvalidParams
 from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
 
+# A form field left out means "the model's default"; the schema does not
+# offer null, which a form cannot send.
+Omitted = SkipJsonSchema[None]
+Strength = Annotated[float, Field(gt=0, le=1)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Guidance = Annotated[float, Field(ge=0, le=MAX_GUIDANCE)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 # "Has a character that is not whitespace", the same in Python's str.strip()
 # and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
@@ -54,20 +64,14 @@ class QuoteIn(Schema):
     )
     prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What the picture should become")
     negative_prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What to avoid")
-    strength: float | None = Field(None, gt=0, le=1, description="How much to change, 0-1; default: the model's")
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Default: the model's; at most its max steps")
-    guidance_scale: float | None = Field(None, ge=0, le=MAX_GUIDANCE, description="Default: the model's")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, settings and model: the same picture")
+    strength: Strength | Omitted = Field(None, description="How much to change, 0-1; default: the model's")
+    steps: Steps | Omitted = Field(None, description="Default: the model's; at most its max steps")
+    guidance_scale: Guidance | Omitted = Field(None, description="Default: the model's")
+    seed: Seed | Omitted = Field(None, description="Same seed, settings and model: the same picture")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
-    width: int | None = Field(
-        None,
-        ge=MIN_SIDE,
-        le=MAX_SIDE,
-        multiple_of=SIZE_MULTIPLE,
-        description="Default: the input's, fitted to the model",
-    )
-    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)
-    parent_job: UUID | None = Field(None, description="Iterate on this job of yours (its first result is the input)")
+    width: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
+    height: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
+    parent_job: UUID | Omitted = Field(None, description="Iterate on this job of yours (its first result is the input)")
 
     @classmethod
     def from_form(cls, data) -> QuoteIn:
@@ -123,6 +127,9 @@ class JobParams(Schema):
         return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
 
 
+INPUT_FIELDS = {*QuoteIn.model_fields, "image", "page"}
+
+
 def denoising_steps(steps: int, strength: float) -> int:
     """Steps img2img actually runs (diffusers' get_timesteps)."""
     return min(int(steps * strength), steps)
@@ -137,10 +144,12 @@ def fewest_steps(*, strength: float) -> int:
 
 
 def invalid_params(errors: list[dict]) -> InvalidParams:
-    """Pydantic's errors as our field messages (the last part of each location)."""
+    """Pydantic's errors as our field messages. A location may name where the
+    value came from ("form") and a member of a union after the field."""
     fields = {}
     for error in errors:
-        name = str(error.get("loc", ["?"])[-1])
+        loc = [str(part) for part in error.get("loc", ())] or ["?"]
+        name = next((part for part in loc if part in INPUT_FIELDS), loc[-1])
         fields[name] = FIELD_HELP.get(name, error.get("msg", "Not valid."))
     return InvalidParams(fields)
 

@@ -1,0 +1,132 @@
+"""Schemathesis fuzzes the JSON API from its own OpenAPI schema, in process
+(the real WSGI application, database and Redis), with its default checks:
+no server error, and every status code, content type, header and body as
+the schema documents it; schema-invalid input refused, schema-valid input
+accepted. A fixed seed (derandomize) makes a failure reproducible."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from django.core.files.base import ContentFile
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from billing.ledger import credits_grant, credits_hold
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import JobImage
+from portal.wsgi import application
+from tests.helpers import make_job, png_bytes
+from workers.heartbeat import publish, remove
+
+EXAMPLES_PER_OPERATION = 150
+UPLOADS = {"/api/v1/quote", "/api/v1/img2img"}
+# Why a schema-valid upload may still be refused: what the schema cannot say.
+# The catalog (which slugs exist), a model's own limits (its max steps and
+# size, steps x strength >= 1) and whether the bytes are a picture.
+CONTENT_REFUSALS = {"unknown_model", "invalid_image", "invalid_params", "insufficient_credits"}
+MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job"}
+
+schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
+
+
+# Real ids and slugs from the fuzzer's fixture: half the generated values are
+# swapped for them, so requests also reach what lies past "not found".
+KNOWN: dict[str, list] = {}
+
+
+def _sometimes(value, known: list):
+    return st.sampled_from([*known, value]) if known else st.just(value)
+
+
+@schema.hook
+def flatmap_body(context, body):
+    """Uploads with a real picture, a model of the catalog and a job of the
+    person, at times: submits then reach pricing, the hold and the 202."""
+    if context.operation.path not in UPLOADS or not isinstance(body, dict):
+        return st.just(body)
+    strategies = {key: st.just(value) for key, value in body.items()}
+    if "image" in body:
+        strategies["image"] = _sometimes(body["image"], [png_bytes(size=(80, 64))])
+    strategies["model"] = _sometimes(body.get("model"), KNOWN["models"])
+    if "parent_job" in body:
+        strategies["parent_job"] = _sometimes(body["parent_job"], KNOWN["jobs"])
+    return st.fixed_dictionaries(strategies)
+
+
+@schema.hook
+def flatmap_path_parameters(context, parameters):
+    if not parameters:
+        return st.just(parameters)
+    if "job_id" in parameters:
+        return st.fixed_dictionaries({"job_id": _sometimes(parameters["job_id"], KNOWN["jobs"])})
+    if "image_id" in parameters:
+        return st.fixed_dictionaries({"image_id": _sometimes(parameters["image_id"], KNOWN["images"])})
+    return st.just(parameters)
+
+
+def refused_only_for_what_the_schema_cannot_say(ctx, response, case):
+    """For uploads, in place of positive_data_acceptance: a schema-valid
+    request is accepted, or refused for a reason outside the schema."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code < 400:
+        return None
+    error = response.json().get("error", {})
+    if response.status_code in (401, 402, 404, 429) or (
+        response.status_code == 400
+        and error.get("code") in CONTENT_REFUSALS
+        and set(error.get("fields") or {}) <= MODEL_LIMIT_FIELDS | {"image", "model"}
+    ):
+        return None
+    raise AssertionError(f"schema-valid request refused: {response.status_code} {error}")
+
+
+@pytest.fixture
+def in_process(db):
+    """Requests share the test's connection and transaction, as with
+    Django's test client (so nothing is committed and no task is sent)."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def fuzzer(in_process, alice, test_checkpoints, settings):
+    """A person with credits, a job with a result and a child, an API key;
+    every test model served (a heartbeat), so no submit is a 503."""
+    from accounts.services import api_key_create
+
+    settings.SUBMIT_RATE_LIMIT = "1000/m"
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    publish(worker_id="fuzz", serves=list(test_checkpoints), loaded=[], device="cpu")
+    credits_grant(user=alice, amount=500, ref="g:fuzz")
+    parent = make_job(alice, "test-sd1", status="succeeded", credits_charged=1)
+    image = JobImage(job=parent, index=0, width=80, height=64)
+    image.file.save("0.png", ContentFile(png_bytes(size=(80, 64))), save=True)
+    child = make_job(alice, "test-sd1", parent=parent)  # queued, its credits held: it can be canceled
+    credits_hold(user=alice, amount=child.credits_held, ref=child.hold_ref)
+    KNOWN.update(models=list(test_checkpoints), jobs=[str(parent.id), str(child.id)], images=[str(image.id)])
+    _, secret = api_key_create(user=alice, name="fuzz")
+    yield secret
+    remove("fuzz")
+    KNOWN.clear()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+def test_the_api_answers_as_its_schema_says(case, fuzzer):
+    upload = case.operation.path in UPLOADS
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {fuzzer}"},
+        excluded_checks=[positive_data_acceptance] if upload else [],
+        additional_checks=[refused_only_for_what_the_schema_cannot_say] if upload else [],
+    )
