@@ -1,5 +1,6 @@
-"""Errors raised by billing.ledger. Callers map them to HTTP answers
-(InsufficientCredits -> 402 insufficient_credits, and so on)."""
+"""Errors raised by billing.ledger. What a person is told about them (402
+insufficient_credits, 402 account_blocked) is decided in one place,
+generation.errors.public_error."""
 
 from __future__ import annotations
 

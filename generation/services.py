@@ -1,5 +1,5 @@
-"""Generation rules. Views, the API, the admin and tasks call these; none
-re-implements them.
+"""Generation rules: every change to a job. Views, the API, the admin and
+tasks call these; none re-implements them. Reads live in generation.selectors.
 
 A job's life: job_submit (hold + create, task sent after commit) ->
 job_claim (queued -> running, conditional) -> job_progress ... ->

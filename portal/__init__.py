@@ -1,3 +1,6 @@
+"""The project shell: settings, URLs, ASGI/WSGI, the Celery app, the API's
+assembly and site pages. No app imports it."""
+
 from __future__ import annotations
 
 # Load the Celery app with Django so that @shared_task binds to it.

@@ -4,7 +4,8 @@ start (ImproperlyConfigured), never silently falls back.
 
 Contract names (../shared/DESIGN.md): DATABASE_URL, REDIS_URL, SECRET_KEY,
 DEBUG, ALLOWED_HOSTS, MEDIA_ROOT, MODELS_DIR, FREE_CREDITS,
-ACCOUNT_EMAIL_VERIFICATION, STRIPE_*.
+ACCOUNT_EMAIL_VERIFICATION, STRIPE_*. The README's "Configuration" table
+lists every variable.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ CACHES = {
 }
 
 MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media")
-# Media is private: never served by URL prefix; later issues serve each file
-# through a view that checks its owner.
+# Media is private: never served by URL prefix. Each file is served by a view
+# that checks its owner (/api/v1/images/<id>).
 MEDIA_URL = "/media/"
 MODELS_DIR = env_path("MODELS_DIR", VAR_DIR / "models")
 
@@ -240,6 +241,7 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 
 # Generation limits: uploads, per-person rate and queue, retries and leases.
+# Rates are django-ratelimit's "count/period" ("20/m"), counted in the cache.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 4096 * 4096, minimum=64 * 64)
 PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 1000, minimum=1)
@@ -286,7 +288,8 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Jobs whose worker died (lease expired) are retried or failed and refunded.
+# Periodic work, on the default queue: jobs whose worker died (lease expired)
+# are retried or failed and refunded; unread support replies are emailed.
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-jobs": {"task": "generation.reap_jobs", "schedule": float(REAPER_INTERVAL)},
     "email-unread-support-replies": {"task": "support.remind_unread", "schedule": 300.0},
