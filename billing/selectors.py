@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from billing.ledger import held_amount
 from billing.models import CreditAccount, CreditPack, LedgerEntry, Order
 
 RECENT = 10
@@ -25,7 +26,7 @@ def charged_amount(*, hold: LedgerEntry) -> int | None:
     resolution = LedgerEntry.objects.filter(resolves=hold).first()
     if resolution is None:
         return None
-    return -hold.amount - resolution.amount
+    return held_amount(hold=hold) - resolution.amount
 
 
 def refunds_of(*, user, limit: int = RECENT) -> list[LedgerEntry]:

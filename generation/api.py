@@ -18,10 +18,10 @@ from ninja.files import UploadedFile
 from pydantic import Field
 
 from billing.selectors import balance_of
-from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, public_error
+from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, Refused, public_error
 from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
-from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of
+from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
 from generation.services import job_cancel, job_quote, job_submit
 
 router = Router()
@@ -47,7 +47,7 @@ PNG = {
 
 
 class PageIn(Schema):
-    page: int = Field(1, ge=1, le=1_000_000, description="1 for the newest")
+    page: int = Field(1, description="1 for the newest; out of range: the nearest page")
 
 
 @router.get("/account", response={200: AccountOut, **_errors(*READ)}, summary="Your email and credit balance")
@@ -80,7 +80,7 @@ def img2img(request: HttpRequest, data: Form[Img2ImgIn], image: UploadedFile | O
 
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
 def jobs(request: HttpRequest, query: Query[PageIn]):
-    paginator = Paginator(jobs_of(user=request.user).prefetch_related("images"), JOBS_PAGE_SIZE)
+    paginator = Paginator(jobs_shown(jobs_of(user=request.user)), JOBS_PAGE_SIZE)
     current = paginator.get_page(query.page)
     return {"jobs": list(current.object_list), "page": current.number, "pages": paginator.num_pages}
 
@@ -142,9 +142,8 @@ def _on_unauthenticated(request, exc):
 def _on_http_error(request, exc: HttpError):
     """ninja's own refusals, e.g. a session POST without its CSRF token (403)."""
     codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
-    error = GenerationError(str(exc) or "Refused.")
-    error.status, error.code = exc.status_code, codes.get(exc.status_code, "error")
-    return error_response(error)
+    code = codes.get(exc.status_code, "error")
+    return error_response(Refused(str(exc) or "Refused.", status=exc.status_code, code=code))
 
 
 EXCEPTION_HANDLERS = {

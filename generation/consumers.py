@@ -6,10 +6,9 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from generation.errors import JobNotFound
 from generation.events import job_group
 from generation.schemas import job_out
-from generation.selectors import job_for_user
+from generation.selectors import job_for_user, job_visible
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -48,11 +47,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _visible(self, user, job_id) -> bool:
-        try:
-            job_for_user(user=user, job_id=job_id)
-        except JobNotFound:
-            return False
-        return True
+        return job_visible(user=user, job_id=job_id)
 
     @database_sync_to_async
     def _snapshot(self, user, job_id) -> dict:

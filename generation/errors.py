@@ -82,6 +82,15 @@ class JobFinished(GenerationError):
     code = "job_finished"
 
 
+class Refused(GenerationError):
+    """A refusal of the API framework itself (e.g. a session POST without
+    its CSRF token), in the same shape as ours."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 PUBLIC_ERRORS = (GenerationError, InsufficientCredits, SpendingBlocked)
 
 

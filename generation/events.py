@@ -9,8 +9,8 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from generation.models import Job
 from generation.schemas import job_out
+from generation.selectors import job_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,6 @@ def job_send(job_id, message: dict) -> None:
 
 def job_announce(job_id) -> None:
     """Send the job's current state (after a commit that changed it)."""
-    job = Job.objects.select_related("checkpoint").prefetch_related("images").filter(id=job_id).first()
+    job = job_snapshot(job_id)
     if job is not None:
         job_send(job_id, {"type": "job", "job": job_out(job)})

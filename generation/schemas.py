@@ -3,7 +3,6 @@ per answer, documented in the OpenAPI schema at /api/v1/openapi.json."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 from django.urls import reverse
@@ -109,8 +108,10 @@ class JobOut(JobParams):
     credits_held: int
     credits_charged: int | None = Field(description="Null until it succeeds")
     parent_job: UUID | None
-    created_at: datetime
-    finished_at: datetime | None
+    # ISO 8601 as Python writes it (microseconds, +00:00), the same on the
+    # API and the websocket.
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
 
     @staticmethod
     def resolve_model(job: Job) -> str:
@@ -139,6 +140,14 @@ class JobOut(JobParams):
     @staticmethod
     def resolve_parent_job(job: Job) -> UUID | None:
         return job.parent_id
+
+    @staticmethod
+    def resolve_created_at(job: Job) -> str:
+        return job.created_at.isoformat()
+
+    @staticmethod
+    def resolve_finished_at(job: Job) -> str | None:
+        return job.finished_at.isoformat() if job.finished_at else None
 
 
 class JobsOut(Schema):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import ExpressionWrapper, IntegerField, QuerySet, Value
+from django.db.models import Case, Count, ExpressionWrapper, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django_cte import CTE, with_cte
 
 from generation.availability import available_slugs
@@ -53,37 +54,54 @@ def jobs_of(*, user) -> QuerySet[Job]:
     return Job.objects.filter(user=user).select_related("checkpoint")
 
 
+def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """What showing a job needs (generation.schemas.JobOut): its checkpoint,
+    its images, and for a queued job how many wait before it, in the same
+    query (a subquery), not one query per job."""
+    ahead = (
+        Job.objects.filter(
+            checkpoint_id=OuterRef("checkpoint_id"), status=Job.Status.QUEUED, created_at__lt=OuterRef("created_at")
+        )
+        .order_by()
+        .values("checkpoint_id")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    waiting = Case(
+        When(status=Job.Status.QUEUED, then=Coalesce(Subquery(ahead, output_field=IntegerField()), 0)),
+        default=None,
+        output_field=IntegerField(),
+    )
+    return jobs.select_related("checkpoint").prefetch_related("images").annotate(queue_ahead=waiting)
+
+
 def job_for_user(*, user, job_id) -> Job:
     """The job if `user` owns it (or is staff), with its checkpoint and
     images; JobNotFound otherwise, the same answer as for a job that does
     not exist or an id that is not one."""
-    job_uuid = _uuid(job_id)
-    jobs = Job.objects.select_related("checkpoint").prefetch_related("images")
-    if not user.is_staff:
-        jobs = jobs.filter(user=user)
-    job = jobs.filter(id=job_uuid).first() if job_uuid else None
+    job = _visible_one(jobs_shown(Job.objects.all()), user=user, owner="user", pk=job_id)
     if job is None:
         raise JobNotFound("No such job.")
     return job
 
 
 def image_for_user(*, user, image_id) -> JobImage:
-    image_uuid = _uuid(image_id)
-    images = JobImage.objects.select_related("job")
-    if not user.is_staff:
-        images = images.filter(job__user=user)
-    image = images.filter(id=image_uuid).first() if image_uuid else None
+    image = _visible_one(JobImage.objects.select_related("job"), user=user, owner="job__user", pk=image_id)
     if image is None:
         raise JobNotFound("No such image.")
     return image
 
 
 def queue_position(job: Job) -> int | None:
-    """1 for the next job its checkpoint's workers will take; None unless queued."""
+    """1 for the next job its checkpoint's workers will take; None unless
+    queued. Free for a job from jobs_shown(); one query otherwise."""
     if job.status != Job.Status.QUEUED:
         return None
-    ahead = Job.objects.filter(checkpoint_id=job.checkpoint_id, status=Job.Status.QUEUED, created_at__lt=job.created_at)
-    return ahead.count() + 1
+    ahead = getattr(job, "queue_ahead", None)
+    if ahead is None:
+        waiting = Job.objects.filter(checkpoint_id=job.checkpoint_id, status=Job.Status.QUEUED)
+        ahead = waiting.filter(created_at__lt=job.created_at).count()
+    return ahead + 1
 
 
 def job_lineage(*, job: Job, limit: int = LINEAGE_DEPTH) -> list[Job]:
@@ -93,9 +111,13 @@ def job_lineage(*, job: Job, limit: int = LINEAGE_DEPTH) -> list[Job]:
         return []
 
     def ancestors(cte):
-        parent = Job.objects.filter(id=job.parent_id).values("id", "parent_id", depth=Value(1, IntegerField()))
+        # No ORDER BY inside the union (Job's default ordering): SQLite refuses it.
+        parent = (
+            Job.objects.filter(id=job.parent_id).order_by().values("id", "parent_id", depth=Value(1, IntegerField()))
+        )
         further = (
             cte.join(Job, id=cte.col.parent_id)
+            .order_by()
             .values("id", "parent_id", depth=ExpressionWrapper(cte.col.depth + 1, output_field=IntegerField()))
             .filter(depth__lte=limit)
         )
@@ -104,6 +126,16 @@ def job_lineage(*, job: Job, limit: int = LINEAGE_DEPTH) -> list[Job]:
     cte = CTE.recursive(ancestors)
     rows = cte.join(Job, id=cte.col.id).annotate(depth=cte.col.depth).order_by("-depth")
     return list(with_cte(cte, select=rows))
+
+
+def job_snapshot(job_id) -> Job | None:
+    """A job as its websocket subscribers see it after a change."""
+    return jobs_shown(Job.objects.filter(id=job_id)).first()
+
+
+def job_visible(*, user, job_id) -> bool:
+    """Whether job_for_user would find it, without loading it."""
+    return _visible_one(Job.objects.only("id"), user=user, owner="user", pk=job_id) is not None
 
 
 def job_children(*, job: Job) -> list[Job]:
@@ -122,10 +154,13 @@ def job_history(*, user, model: str = "", status: str = "") -> QuerySet[Job]:
     return jobs
 
 
-def _uuid(value) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
+def _visible_one(rows: QuerySet, *, user, owner: str, pk):
+    """The row with this primary key if `user` owns it (or is staff); None
+    for anyone else, for a missing row and for a pk that is not a UUID."""
     try:
-        return uuid.UUID(str(value))
+        pk = pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk))
     except ValueError:
         return None
+    if not user.is_staff:
+        rows = rows.filter(**{owner: user})
+    return rows.filter(pk=pk).first()

@@ -21,6 +21,7 @@ from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 from generation.selectors import jobs_of
 from support.models import Conversation, Message
+from support.selectors import conversation_of
 from support.visitors import visitor_hash
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,13 @@ def conversation_group(conversation_id) -> str:
 def conversation_open(*, user, visitor_token: str | None) -> Conversation | None:
     """The person's (or visitor's) one conversation, created on first use.
     None for a visitor without a valid token."""
+    existing = conversation_of(user=user, visitor_token=visitor_token)
+    if existing is not None:
+        return existing
     if user is not None and user.is_authenticated:
-        return Conversation.objects.filter(user=user).first() or Conversation.objects.create(user=user)
+        return Conversation.objects.create(user=user)
     digest = visitor_hash(visitor_token)
-    if digest is None:
-        return None
-    existing = Conversation.objects.filter(visitor_hash=digest, user__isnull=True).first()
-    return existing or Conversation.objects.create(visitor_hash=digest)
+    return None if digest is None else Conversation.objects.create(visitor_hash=digest)
 
 
 def conversation_claim(*, user, visitor_token: str | None) -> None:

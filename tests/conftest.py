@@ -76,6 +76,10 @@ def _postgres_only(request):
 def pytest_configure(config) -> None:
     # whitenoise warns at every request when STATIC_ROOT does not exist yet.
     settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+    # A fresh clone has no var/ yet, where the SQLite test database goes.
+    test_db = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if test_db:
+        Path(test_db).parent.mkdir(parents=True, exist_ok=True)
 
 
 class WorkerProcess:

@@ -120,3 +120,9 @@ def test_the_models_page_shows_availability_from_live_heartbeats(client):
     finally:
         remove("pytest-fake")
     assert 'class="badge ok"' in card(html, "test-sd2")
+
+
+def test_the_runtime_runs_every_family_the_catalog_offers():
+    from workers.runtime import IMG2IMG_CLASSES
+
+    assert set(IMG2IMG_CLASSES) == set(FAMILIES), "a family the catalog offers would never be served"

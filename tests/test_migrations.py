@@ -31,6 +31,12 @@ def old_layout(migrator):
     Permission = apps.get_model("auth", "Permission")
     old_type = ContentType.objects.create(app_label="portal", model="conversation")
     Permission.objects.create(content_type=old_type, codename="view_conversation", name="Can view conversation")
+    # An earlier, partial migrate may already have made support's own row for
+    # messages: the staff's grant on the old one must survive it.
+    old_message_type = ContentType.objects.create(app_label="portal", model="message")
+    grant = Permission.objects.create(content_type=old_message_type, codename="view_message", name="Can view message")
+    apps.get_model("auth", "Group").objects.create(name="support staff").permissions.add(grant)
+    ContentType.objects.create(app_label="support", model="message")
     return {"conversation": conversation.id, "visitor": visitor.id, "content_type": old_type.id}
 
 
@@ -67,4 +73,8 @@ def test_conversations_and_messages_move_to_the_support_app_without_losing_a_row
     ContentType = apps.get_model("contenttypes", "ContentType")
     moved = ContentType.objects.get(id=old_layout["content_type"])
     assert (moved.app_label, moved.model) == ("support", "conversation")
-    assert apps.get_model("auth", "Permission").objects.get(codename="view_conversation").content_type_id == moved.id
+    Permission = apps.get_model("auth", "Permission")
+    assert Permission.objects.get(codename="view_conversation").content_type_id == moved.id
+    assert not ContentType.objects.filter(app_label="portal").exists()
+    group = apps.get_model("auth", "Group").objects.get(name="support staff")
+    assert [(p.content_type.app_label, p.codename) for p in group.permissions.all()] == [("support", "view_message")]

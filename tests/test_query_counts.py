@@ -42,12 +42,12 @@ def lineage_of(user, depth: int):
 
 
 @pytest.mark.parametrize("depth", [1, 12])
-def test_the_job_page_is_nine_queries_whatever_the_lineage(
+def test_the_job_page_is_eight_queries_whatever_the_lineage(
     client, alice, catalog, depth, django_assert_max_num_queries
 ):
     job = lineage_of(alice, depth)
     client.force_login(alice)
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(8):
         html = client.get(reverse("job", args=[job.id])).content.decode()
     ancestors = re.findall(r"ancestor (\d+)", html)
     assert ancestors == [str(n) for n in range(depth)], "the lineage is shown oldest first, every ancestor"
@@ -81,9 +81,19 @@ def test_the_inbox_is_five_queries_with_unread_counts(client, charlie, django_as
     assert sorted(re.findall(r"<strong>(\d)</strong>", html)) == sorted(str(n % 3 + 1) for n in range(12))
 
 
-def test_the_job_status_api_is_five_queries(alice, catalog, django_assert_max_num_queries):
+def test_the_job_status_api_is_four_queries(alice, catalog, django_assert_max_num_queries):
     job = lineage_of(alice, 3)
     api = api_client(alice)
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(4):
         body = api.get(f"/api/v1/jobs/{job.id}").json()
     assert body["queue_position"] >= 1 and len(body["images"]) == 3 and body["parent_job"]
+
+
+def test_the_job_list_api_is_a_fixed_few_queries(alice, catalog, django_assert_max_num_queries):
+    for n in range(12):
+        add_images(make_job(alice, "test-sd1", status="queued" if n % 2 else "succeeded"), 2)
+    api = api_client(alice)
+    with django_assert_max_num_queries(6):
+        body = api.get("/api/v1/jobs").json()
+    positions = sorted(job["queue_position"] for job in body["jobs"] if job["status"] == "queued")
+    assert positions == [1, 2, 3, 4, 5, 6] and all(len(job["images"]) == 2 for job in body["jobs"])

@@ -10,11 +10,11 @@ def content_types_to_support(apps, schema_editor):
         old = ContentType.objects.filter(app_label='portal', model=model).first()
         if old is None:
             continue
-        if ContentType.objects.filter(app_label='support', model=model).exists():
-            old.delete()  # support's own row was already made; the stale one goes
-        else:
-            old.app_label = 'support'
-            old.save(update_fields=['app_label'])
+        # A support row made by an earlier, partial migrate has no grants yet:
+        # it goes, and the old row (with the permissions people hold) moves.
+        ContentType.objects.filter(app_label='support', model=model).delete()
+        old.app_label = 'support'
+        old.save(update_fields=['app_label'])
 
 
 def content_types_to_portal(apps, schema_editor):
