@@ -93,7 +93,7 @@ def test_the_job_list_api_is_a_fixed_few_queries(alice, catalog, django_assert_m
     for n in range(12):
         add_images(make_job(alice, "test-sd1", status="queued" if n % 2 else "succeeded"), 2)
     api = api_client(alice)
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(5):
         body = api.get("/api/v1/jobs").json()
     positions = sorted(job["queue_position"] for job in body["jobs"] if job["status"] == "queued")
     assert positions == [1, 2, 3, 4, 5, 6] and all(len(job["images"]) == 2 for job in body["jobs"])
