@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Annotated
+from typing import Annotated, Self
 from uuid import UUID
 
 from django.conf import settings
@@ -74,10 +74,10 @@ class QuoteIn(Schema):
     parent_job: UUID | Omitted = Field(None, description="Iterate on this job of yours (its first result is the input)")
 
     @classmethod
-    def from_form(cls, data) -> QuoteIn:
-        """From a browser form: empty fields mean "the default"."""
+    def from_form(cls, data) -> Self:
+        """From a form: empty (or missing) fields mean "the default"."""
         try:
-            return cls.model_validate({key: value for key, value in data.items() if value != ""})
+            return cls.model_validate({key: value for key, value in data.items() if value not in ("", None)})
         except ValidationError as exc:
             raise invalid_params(exc.errors()) from None
 
@@ -118,8 +118,9 @@ class JobParams(Schema):
         return denoising_steps(self.steps, self.strength)
 
     def again(self, *, model: str, parent_job) -> Img2ImgIn:
-        """The same request with a new random seed ("again")."""
-        return Img2ImgIn(model=model, parent_job=parent_job, **self.model_dump(exclude={"seed"}))
+        """The same request with a new random seed ("again"). InvalidParams if
+        it no longer passes today's limits."""
+        return Img2ImgIn.from_form({"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed"})})
 
     def prefill(self, *, model: str, parent_job) -> dict:
         """The create page's fields for iterating on a job: its settings, a
