@@ -218,3 +218,19 @@ def test_a_model_preview_is_served_publicly(client, settings, tmp_path):
     response = client.get(f"/models/{checkpoint.slug}/preview")
     assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
     assert client.get("/models/nope/preview").status_code == 404
+
+
+def test_a_session_post_without_its_csrf_token_is_refused_in_the_error_shape(alice):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    response = browser.post("/api/v1/quote", {"model": "test-sd1"})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+def test_a_job_list_page_out_of_range_is_the_nearest_page(api):
+    for page in ("0", "-3", "999"):
+        body = api.get("/api/v1/jobs", {"page": page}).json()
+        assert (body["page"], body["pages"], body["jobs"]) == (1, 1, [])
+    assert api.get("/api/v1/jobs", {"page": "two"}).status_code == 400

@@ -141,3 +141,12 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(client, alice):
     assert api.get("/api/v1/account").json()["email"] == alice.email
     client.post(reverse("api_key_revoke", args=[key.id]))
     assert api.get("/api/v1/account").status_code == 401
+
+
+@pytest.mark.django_db
+def test_again_on_a_job_past_todays_limits_is_an_error_message_not_a_crash(client, alice, catalog):
+    job = make_job(alice, "test-sd1", status="succeeded", steps=200)  # above every model's limit now
+    client.force_login(alice)
+    response = client.post(reverse("job_again", args=[job.id]), follow=True)
+    assert response.status_code == 200 and "Some settings are not valid" in response.content.decode()
+    assert Job.objects.count() == 1
