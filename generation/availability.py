@@ -11,6 +11,8 @@ expires and its checkpoints become unavailable.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from functools import cache
 
 import redis
@@ -39,3 +41,30 @@ def live_workers() -> list[dict]:
 
 def available_slugs() -> set[str]:
     return {slug for worker in live_workers() for slug in worker.get("serves", [])}
+
+
+def worker_name() -> str:
+    """This process's name in heartbeats and job leases: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_is_gone(worker: str) -> bool:
+    """True only when `worker` (a lease owner, "host:pid") provably died: it
+    ran on this host and its process is gone or a zombie. Elsewhere the
+    lease's expiry is the proof; an unknown name is never called gone."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False

@@ -22,8 +22,8 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from billing.ledger import credits_capture, credits_hold, credits_release
-from generation.availability import available_slugs
-from generation.dispatch import job_dispatch, test_run_dispatch
+from generation.availability import available_slugs, heartbeat_client, worker_is_gone
+from generation.dispatch import job_dispatch, job_received, jobs_unsent, test_run_dispatch
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
@@ -34,6 +34,8 @@ from generation.selectors import checkpoint_for_submit, job_for_user
 
 log = logging.getLogger(__name__)
 Status = Job.Status
+REAPER_LOCK = "portal:reaper-lock"
+WORKER_LOST = "The worker stopped while making your picture."
 
 
 def job_quote(*, data: QuoteIn, upload=None) -> int:
@@ -59,8 +61,7 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
     params = job_params(checkpoint=checkpoint, data=data, image_size=(source.width, source.height))
     if checkpoint.slug not in available_slugs():
         raise ModelUnavailable(f"No worker can run {checkpoint.name} right now.", fields={"model": "unavailable"})
-    if Job.objects.filter(user=user, status__in=Job.ACTIVE).count() >= settings.MAX_ACTIVE_JOBS:
-        raise TooManyJobs(f"You have {settings.MAX_ACTIVE_JOBS} jobs waiting or running; wait for one to finish.")
+    _check_active_jobs(user)
 
     job = Job(id=uuid.uuid4(), user=user, checkpoint=checkpoint, parent=parent, **params.model_dump())
     job.credits_held = quote(checkpoint=checkpoint, params=params)
@@ -68,11 +69,16 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
     try:
         with transaction.atomic():
             credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
+            # Again under the account's row lock that the hold took: concurrent
+            # submits of one person are serialized here, so the cap holds.
+            _check_active_jobs(user)
             job.save(force_insert=True)
-            transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=checkpoint.slug))
     except Exception:
         job.input_image.delete(save=False)
         raise
+    # Outside the try: the job and its hold are committed, so its input must
+    # stay. A publish that fails is logged; the sweep in jobs_reap sends it.
+    transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=checkpoint.slug), robust=True)
     return job
 
 
@@ -109,19 +115,26 @@ def job_cancel(*, user, job_id) -> Job:
 
 
 def job_claim(*, job_id, worker: str) -> Job | None:
-    """queued -> running for one worker; None if someone else has it or it
-    ended (a duplicate delivery does nothing)."""
-    now = timezone.now()
-    claimed = Job.objects.filter(id=job_id, status=Status.QUEUED).update(
-        status=Status.RUNNING,
-        attempts=F("attempts") + 1,
-        worker=worker,
-        started_at=now,
-        progress_step=0,
-        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-    )
+    """queued -> running for one worker process; None if someone else has it
+    or it ended (a duplicate delivery does nothing). A running job whose
+    owner process is provably dead (the message came back after its worker
+    was killed) is taken over at once, or failed and released when it has
+    used its attempts, instead of waiting for its lease to run out."""
+    job_received(job_id)
+    claimed = Job.objects.filter(id=job_id, status=Status.QUEUED).update(**_claim_fields(worker))
     if not claimed:
-        return None
+        orphan = Job.objects.filter(id=job_id, status=Status.RUNNING).select_related("checkpoint").first()
+        if orphan is None or orphan.worker == worker or not worker_is_gone(orphan.worker):
+            return None
+        if orphan.attempts >= settings.JOB_MAX_ATTEMPTS:
+            job_fail(job=orphan, code="worker_lost", message=WORKER_LOST, retry=False)
+            return None
+        claimed = Job.objects.filter(
+            id=job_id, status=Status.RUNNING, worker=orphan.worker, attempts=orphan.attempts
+        ).update(**_claim_fields(worker))
+        if not claimed:
+            return None
+        log.warning("job %s: took over from %s, which died", job_id, orphan.worker)
     _announce(job_id)
     return Job.objects.select_related("checkpoint").get(id=job_id)
 
@@ -182,7 +195,8 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
                 error=message,
             )
             if requeued:
-                transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=job.checkpoint.slug, countdown=2))
+                slug = job.checkpoint.slug
+                transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=slug), robust=True)
                 _announce(job.id)
                 return "requeued"
         failed = _owned(job).update(
@@ -196,16 +210,19 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
 
 
 def jobs_reap() -> dict[str, int]:
-    """Periodic: a running job whose lease expired lost its worker (killed,
-    out of memory, machine gone): retry it or fail it and release. A job
-    queued too long with no worker to take it fails and is released too."""
+    """Periodic, idempotent, safe to run anywhere and concurrently:
+    - a running job whose lease expired, or whose owner process on this host
+      is gone, lost its worker (killed, out of memory, machine gone): retry
+      it or fail it and release;
+    - a job queued too long with no worker to take it fails and is released;
+    - a queued job whose message is no longer in the broker (a Redis restart,
+      a publish that failed after commit) is sent again."""
     now = timezone.now()
-    counts = {"requeued": 0, "failed": 0}
-    for job in Job.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now).select_related("checkpoint"):
-        outcome = job_fail(
-            job=job, code="worker_lost", message="The worker stopped while making your picture.", retry=True
-        )
-        counts[outcome] = counts.get(outcome, 0) + 1
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    for job in Job.objects.filter(status=Status.RUNNING).select_related("checkpoint"):
+        if job.lease_expires_at is None or job.lease_expires_at < now or worker_is_gone(job.worker):
+            outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
+            counts[outcome] = counts.get(outcome, 0) + 1
     stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
     for job in Job.objects.filter(status=Status.QUEUED, created_at__lt=stale):
         with transaction.atomic():
@@ -218,7 +235,26 @@ def jobs_reap() -> dict[str, int]:
                 credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="queue timeout")
                 _announce(job.id)
                 counts["failed"] += 1
+    waiting = dict(
+        Job.objects.filter(
+            status=Status.QUEUED, created_at__lt=now - timedelta(seconds=settings.JOB_RESEND_AFTER)
+        ).values_list("id", "checkpoint__slug")
+    )
+    for job_id in jobs_unsent(list(waiting)):
+        job_dispatch(job_id=job_id, slug=waiting[job_id])
+        counts["resent"] += 1
+    if any(counts.values()):
+        log.warning("reaper: %s", counts)
     return counts
+
+
+def jobs_reap_if_due(*, owner: str) -> dict[str, int] | None:
+    """Run jobs_reap unless someone ran it less than REAPER_INTERVAL ago:
+    every worker calls this from its heartbeat (and beat from its schedule),
+    so the reaper runs while any one of them is alive. None when skipped."""
+    if not heartbeat_client().set(REAPER_LOCK, owner, nx=True, px=settings.REAPER_INTERVAL * 1000):
+        return None
+    return jobs_reap()
 
 
 # --- Test loads (admin) -------------------------------------------------------------
@@ -246,6 +282,23 @@ def checkpoints_set_enabled(*, checkpoints, enabled: bool) -> int:
 
 
 # --- Internals ----------------------------------------------------------------------
+
+
+def _claim_fields(worker: str) -> dict:
+    now = timezone.now()
+    return {
+        "status": Status.RUNNING,
+        "attempts": F("attempts") + 1,
+        "worker": worker,
+        "started_at": now,
+        "progress_step": 0,
+        "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+    }
+
+
+def _check_active_jobs(user) -> None:
+    if Job.objects.filter(user=user, status__in=Job.ACTIVE).count() >= settings.MAX_ACTIVE_JOBS:
+        raise TooManyJobs(f"You have {settings.MAX_ACTIVE_JOBS} jobs waiting or running; wait for one to finish.")
 
 
 def _owned(job: Job):

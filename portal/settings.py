@@ -17,9 +17,11 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+# Local state of the embedded defaults (SQLite, media, models, the private
+# Redis's data): var/ in the checkout unless VAR_DIR says otherwise.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).expanduser().resolve()
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -251,9 +253,17 @@ PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 1000, minimum=1)
 SUBMIT_RATE_LIMIT = env.str("SUBMIT_RATE_LIMIT", default="20/m")
 MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
-JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
+# A running job's lease names its worker process and is renewed by that
+# process's heartbeat thread every third of it: a dead worker's job is taken
+# back within about LEASE + REAPER_INTERVAL seconds anywhere, and at once on
+# the dead process's own host (its pid is gone).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 10, minimum=3)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
-REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
+# Every worker process runs the reaper from its heartbeat thread, at most
+# once per interval across the fleet (a Redis lock); beat runs it too.
+REAPER_INTERVAL = env_int("REAPER_INTERVAL", 3, minimum=1)
+# A queued job with no message in the broker for this long is sent again.
+JOB_RESEND_AFTER = env_int("JOB_RESEND_AFTER", 10, minimum=1)
 
 # Support chat: per-person rate, when an unread staff reply is emailed, and
 # what the widget promises.

@@ -89,12 +89,12 @@ def test_the_reaper_fails_and_releases_after_the_last_attempt(api, alice, settin
     Job.objects.filter(id=job_id).update(
         status="running", attempts=2, lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert jobs_reap() == {"requeued": 0, "failed": 1}
+    assert jobs_reap() == {"requeued": 0, "failed": 1, "resent": 0}
     job = Job.objects.get(id=job_id)
     assert (job.status, job.error_code) == ("failed", "worker_lost")
     assert resolutions(job) == ["release"]
     assert balance_of(user=alice) == 100
-    assert jobs_reap() == {"requeued": 0, "failed": 0}  # nothing left: a second run changes nothing
+    assert jobs_reap() == {"requeued": 0, "failed": 0, "resent": 0}  # nothing left: a second run changes nothing
 
 
 @pytest.mark.django_db

@@ -35,7 +35,7 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat
     from workers.heartbeat import Heartbeat
-    from workers.services import pipeline_cache, renew_current_lease, worker_id
+    from workers.services import on_beat, pipeline_cache, worker_id
 
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
@@ -43,7 +43,7 @@ def start_heartbeat(**kwargs) -> None:
         serves=list(_served),
         loaded=cache.loaded,
         device=cache.device,
-        on_beat=renew_current_lease,
+        on_beat=on_beat,
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()

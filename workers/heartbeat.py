@@ -1,6 +1,11 @@
 """Worker heartbeats, the writing side: each worker process refreshes its
-key every TTL/3 seconds (the format and the reading side are in
-generation.availability)."""
+key several times per TTL (the format and the reading side are in
+generation.availability), and on the same beat renews its running job's
+lease and offers to run the reaper (workers.services.on_beat).
+
+The thread must outlive any outage: each duty fails alone, and a database
+error closes this thread's connection so the next beat opens a new one (a
+PostgreSQL restart would otherwise stop lease renewal for good)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from collections.abc import Callable
 
 import redis
 from django.conf import settings
+from django.db import Error as DatabaseError
+from django.db import connection
 
 from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
 
@@ -27,9 +34,15 @@ def remove(worker_id: str) -> None:
     heartbeat_client().delete(HEARTBEAT_PREFIX + worker_id)
 
 
+def beat_interval() -> float:
+    """Often enough for the heartbeat key, the job lease (three renewals per
+    lease) and the reaper's schedule."""
+    return max(0.5, min(settings.WORKER_HEARTBEAT_TTL / 3, settings.JOB_LEASE_SECONDS / 3, settings.REAPER_INTERVAL))
+
+
 class Heartbeat(threading.Thread):
-    """Publishes every TTL/3 seconds until stopped; a failed publish is
-    logged and retried on the next beat (the key may expire meanwhile)."""
+    """Beats every beat_interval() seconds until stopped; a failed beat is
+    logged and retried on the next one (the key may expire meanwhile)."""
 
     def __init__(
         self,
@@ -46,18 +59,24 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
-        publish(worker_id=self.worker_id, serves=self.serves, loaded=self.loaded(), device=self.device)
+        """Publish, then the other duties; each may fail without the rest."""
+        try:
+            publish(worker_id=self.worker_id, serves=self.serves, loaded=self.loaded(), device=self.device)
+        except Exception:
+            log.exception("heartbeat publish failed; retrying at the next beat")
         if self.on_beat is not None:
-            self.on_beat()
+            try:
+                self.on_beat()
+            except DatabaseError:
+                log.warning("database error on the heartbeat; reconnecting at the next beat", exc_info=True)
+                connection.close()
+            except Exception:
+                log.exception("heartbeat duty failed; retrying at the next beat")
 
     def run(self) -> None:
-        interval = max(0.5, settings.WORKER_HEARTBEAT_TTL / 3)
         while not self._stop_event.is_set():
-            try:
-                self.beat()
-            except Exception:
-                log.exception("heartbeat failed; retrying at the next beat")
-            self._stop_event.wait(interval)
+            self.beat()
+            self._stop_event.wait(beat_interval())
 
     def stop(self) -> None:
         self._stop_event.set()

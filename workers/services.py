@@ -5,20 +5,21 @@ from __future__ import annotations
 import io
 import logging
 import os
-import socket
 import time
 from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import Error as DatabaseError
+from django.db import connection, transaction
 from django.utils import timezone
 from PIL import Image
 
+from generation.availability import worker_name
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
 from generation.params import JobParams, fewest_steps
-from generation.services import job_claim, job_fail, job_progress, job_succeed
+from generation.services import job_claim, job_fail, job_progress, job_succeed, jobs_reap_if_due
 from workers.errors import ErrorKind, classify
 from workers.preview import data_url
 from workers.runtime import IMG2IMG_CLASSES, run_img2img
@@ -30,7 +31,8 @@ TEST_LOAD_STEPS = 4
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name in its heartbeat and in the leases it holds."""
+    return worker_name()
 
 
 @cache
@@ -84,12 +86,26 @@ def servable_slugs(requested: str) -> list[str]:
 _current_job: dict[str, Job] = {}
 
 
-def renew_current_lease() -> None:
-    """Called by the heartbeat thread: keep the running job's lease alive
-    while the pipeline loads or runs (steps alone may be minutes apart)."""
+def on_beat() -> None:
+    """The heartbeat thread's duties besides the key itself: keep the running
+    job's lease alive while the pipeline loads or runs (steps alone may be
+    minutes apart), then run the reaper if no process ran it lately."""
     job = _current_job.get("job")
     if job is not None:
         job_progress(job=job)
+    jobs_reap_if_due(owner=worker_id())
+
+
+def _report_progress(job: Job, step: int, total: int) -> bool:
+    """The step callback. A database outage must not end a running job: the
+    step is logged and dropped, the connection reopened on the next one, and
+    the heartbeat keeps the lease once the database is back."""
+    try:
+        return job_progress(job=job, step=step, total=total)
+    except DatabaseError:
+        log.warning("job %s: could not record step %s; going on", job.id, step, exc_info=True)
+        connection.close()
+        return True
 
 
 def job_run(*, job_id: str) -> str:
@@ -111,7 +127,7 @@ def job_run(*, job_id: str) -> str:
             spec,
             source,
             JobParams.of(job),
-            on_step=lambda step, total: job_progress(job=job, step=step, total=total),
+            on_step=lambda step, total: _report_progress(job, step, total),
             on_preview=lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)}),
         )
         return "succeeded" if job_succeed(job=job, images=images) else "not owned"
