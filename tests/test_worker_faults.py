@@ -1,0 +1,105 @@
+"""A worker process that dies mid-job is replaced in seconds, with default
+lease and reaper settings and no Celery beat: the redelivered message or any
+other worker's heartbeat sees that the lease's owner process is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from billing.ledger import credits_grant
+from generation.availability import available_slugs
+from generation.catalog import catalog_register_test_checkpoints
+from generation.models import Job
+from tests.conftest import wait_for
+from tests.faults import assert_books_balance, long_job
+from tests.helpers import api_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+RECOVERY_BOUND = 15.0  # seconds, the issue's promise with default settings
+DEFAULTS = {"WORKER_HEARTBEAT_TTL": "30"}  # lease, reaper interval: the defaults
+
+
+@pytest.fixture
+def api(alice, test_checkpoints):
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    credits_grant(user=alice, amount=100, ref="g:alice")
+    return api_client(alice)
+
+
+def running_job(api, job_id: str) -> Job:
+    return wait_for(
+        lambda: (j := Job.objects.get(id=job_id)).status == "running" and j.progress_step >= 1 and j,
+        timeout=120,
+        message="the job to run",
+    )
+
+
+def back_again(job_id: str, attempts: int) -> float:
+    """Seconds until the job runs again as its next attempt (or ends)."""
+    started = time.monotonic()
+    wait_for(
+        lambda: (j := Job.objects.get(id=job_id)).attempts >= attempts and j.status != "queued",
+        timeout=60,
+        interval=0.1,
+        message="the job to run again",
+    )
+    return time.monotonic() - started
+
+
+def test_a_killed_pool_process_s_job_runs_again_within_seconds(api, alice, start_worker):
+    start_worker("test-sd1-alt", **DEFAULTS)
+    wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
+    job_id = long_job(api)
+    job = running_job(api, job_id)
+    owner_pid = int(job.worker.rpartition(":")[2])
+
+    os.kill(owner_pid, signal.SIGKILL)  # the pool process holding the pipeline: what the OOM killer picks
+    elapsed = back_again(job_id, attempts=2)
+
+    assert elapsed < RECOVERY_BOUND, f"back after {elapsed:.1f} s"
+    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=180, message="the job")
+    assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.error)
+    assert job.worker != f"{job.worker.rpartition(':')[0]}:{owner_pid}"
+    assert_books_balance(alice, granted=100)
+
+
+def test_a_killed_worker_s_job_is_taken_by_another_without_beat(api, alice, start_worker):
+    first = start_worker("test-sd1-alt", **DEFAULTS)
+    second = start_worker("test-sd1-alt", **DEFAULTS)
+    wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the workers")
+    time.sleep(3)  # both consuming
+    job_id = long_job(api)
+    job = running_job(api, job_id)
+    owner_pid = int(job.worker.rpartition(":")[2])
+    doomed = next(w for w in (first, second) if owner_pid in child_pids(w.proc.pid))
+
+    doomed.kill()  # the whole worker, main process and pool, no clean-up
+    elapsed = back_again(job_id, attempts=2)
+
+    assert elapsed < RECOVERY_BOUND, f"back after {elapsed:.1f} s"
+    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=180, message="the job")
+    assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.error)
+    assert_books_balance(alice, granted=100)
+
+
+def test_the_last_attempt_s_death_fails_and_releases_at_once(api, alice, start_worker, settings):
+    start_worker("test-sd1-alt", JOB_MAX_ATTEMPTS="1", **DEFAULTS)
+    wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
+    job_id = long_job(api)
+    job = running_job(api, job_id)
+    os.kill(int(job.worker.rpartition(":")[2]), signal.SIGKILL)
+
+    started = time.monotonic()
+    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=60, message="the job")
+    assert time.monotonic() - started < RECOVERY_BOUND
+    assert (job.status, job.error_code) == ("failed", "worker_lost")
+    assert_books_balance(alice, granted=100)
+
+
+def child_pids(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return {int(child) for child in children.read().split()}
