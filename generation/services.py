@@ -4,7 +4,8 @@ tasks call these; none re-implements them. Reads live in generation.selectors.
 A job's life: job_submit (hold + create, task sent after commit) ->
 job_claim (queued -> running, conditional) -> job_progress ... ->
 job_succeed (capture) | job_fail (release, or requeue while attempts last) |
-job_cancel (release). jobs_reap fails or requeues what a dead worker left.
+job_cancel (release). jobs_reap fails or requeues what a dead worker left and
+sends again what the broker lost; every worker runs it (jobs_reap_if_due).
 """
 
 from __future__ import annotations
