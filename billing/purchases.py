@@ -9,7 +9,8 @@ Rules:
   handler error rolls back everything and answers non-2xx so Stripe retries.
 - Refunds claw back the refunded share from Stripe's cumulative
   `amount_refunded`, so redeliveries and partial refunds apply once each.
-  Credits already spent become debt (billing.ledger.credits_reverse).
+  Credits already spent become debt (billing.ledger.credits_reverse); the
+  next purchase pays the debt first (billing.ledger.credits_grant).
 - A dispute freezes spending; won: unfrozen; lost: the rest is clawed back.
 """
 

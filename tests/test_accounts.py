@@ -131,6 +131,34 @@ def test_the_account_page_shows_only_your_own_ledger(client, alice, bob):
     assert "0 credits" in html
 
 
+def test_an_account_in_debt_sees_why_and_how_to_clear_it(client, alice):
+    from billing.ledger import credits_capture, credits_hold, credits_reverse
+
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE, memo="Small pack")
+    credits_hold(user=alice, amount=7, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:1", memo="Refund of 10.00 USD")
+    client.force_login(alice)
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="debt"' in html and "You owe 7 credits" in html
+    assert "Refund of 10.00 USD, 7 credits already spent" in html  # why
+    assert reverse("pricing") in html and "pay the debt first" in html  # how to clear it
+    credits_grant(user=alice, amount=10, ref="stripe:cs_2", kind=LedgerEntry.Kind.PURCHASE, memo="Small pack")
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="debt"' not in html and 'data-testid="balance">3 credits' in html
+    assert "(7 paid your debt)" in html
+
+
+def test_a_disputed_payment_says_spending_is_paused(client, alice):
+    from billing.ledger import account_freeze
+
+    credits_grant(user=alice, amount=10, ref="g")
+    account_freeze(user=alice, frozen=True)
+    client.force_login(alice)
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="frozen"' in html and "disputed" in html and 'data-testid="debt"' not in html
+
+
 def test_ensure_staff_writes_the_password_owner_only_and_prints_it_the_first_time_only(settings, tmp_path):
     import io
     import stat

@@ -91,3 +91,19 @@ def test_staff_without_the_permission_cannot_adjust(client, alice):
     assert page.status_code == 200 and b"adjust_credits" not in page.content
     adjust(client, [account_of(user=alice)], amount=100, memo="self-service")
     assert balance_of(user=alice) == 0
+
+
+def test_a_staff_credit_pays_the_debt_first(client, charlie, alice):
+    from billing.ledger import credits_capture, credits_hold, credits_reverse
+    from billing.models import CreditAccount
+
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind="purchase")
+    credits_hold(user=alice, amount=6, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:1")
+    client.force_login(charlie)
+    adjust(client, [account_of(user=alice)], amount=10, memo="goodwill after the refund")
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (4, 0)
+    entry = LedgerEntry.objects.get(kind="adjustment")
+    assert (entry.amount, entry.debt_paid, entry.actor) == (4, 6, charlie)

@@ -277,6 +277,22 @@ def test_a_refund_after_the_credits_were_spent_records_debt_and_blocks_spending(
 
 
 @pytest.mark.django_db
+def test_the_next_purchase_pays_the_debt_first_and_unblocks_spending(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    credits_hold(user=alice, amount=80, ref="hold:job:x")
+    credits_capture(hold_ref="hold:job:x", ref="capture:job:x")
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    second = paid(client, alice, pack, stripe_on)
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.sessions[second]))  # redelivered
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (20, 0)
+    purchase = LedgerEntry.objects.get(reference=f"stripe:{second}")
+    assert (purchase.amount, purchase.debt_paid) == (20, 80)
+    assert sum(LedgerEntry.objects.filter(account__user=alice).values_list("amount", flat=True)) == 20
+    credits_hold(user=alice, amount=20, ref="hold:job:y")  # spending works again
+
+
+@pytest.mark.django_db
 def test_a_refund_before_the_completed_event_ends_consistent(client, alice, pack, stripe_on):
     session_id = buy(client, alice, pack, stripe_on)
     stripe_on.pay(session_id)
