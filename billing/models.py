@@ -194,6 +194,7 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("refund_order", "Can refund an order through Stripe")]
 
     def __str__(self) -> str:
         return f"order {self.id} ({self.status})"

@@ -317,6 +317,46 @@ def test_staff_refund_goes_through_stripe_and_the_webhook_claws_back(client, ali
     assert balance_of(user=alice) == 0
 
 
+def refund_as(user, order):
+    from django.contrib.admin.models import LogEntry
+
+    staff = Client()
+    staff.force_login(user)
+    staff.post(reverse("admin:billing_order_changelist"), {"action": "refund", "_selected_action": [order.id]})
+    return LogEntry.objects.filter(user=user, object_id=str(order.id))
+
+
+@pytest.mark.django_db
+def test_refunds_need_the_refund_permission_not_just_staff_or_the_credits_one(client, alice, pack, stripe_on):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    order = Order.objects.get(checkout_session_id=paid(client, alice, pack, stripe_on))
+    clerk = make_user("clerk@example.com", staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "adjust_credits"]))
+    refunds = len(stripe_on.refunds)
+    assert not refund_as(clerk, order).exists()
+    assert len(stripe_on.refunds) == refunds and balance_of(user=alice) == 100
+
+
+@pytest.mark.django_db
+def test_a_refund_by_staff_with_the_permission_is_written_to_the_admin_log(client, alice, pack, stripe_on):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    session_id = paid(client, alice, pack, stripe_on)
+    order = Order.objects.get(checkout_session_id=session_id)
+    refunder = make_user("refunder@example.com", staff=True)
+    refunder.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "refund_order"]))
+    log = refund_as(refunder, order).get()
+    assert stripe_on.refunds[-1]["payment_intent"] == order.payment_intent_id
+    assert stripe_on.refunds[-1]["id"] in log.change_message
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    assert balance_of(user=alice) == 0 and LedgerEntry.objects.filter(account__user=alice, kind="reversal").count() == 1
+
+
 # --- Disputes ------------------------------------------------------------------------------
 
 
