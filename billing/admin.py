@@ -150,8 +150,14 @@ class OrderAdmin(ReadOnlyAdmin):
         for order in queryset:
             try:
                 refund_id = order_refund(order=order)
-            except (UnknownOrder, stripe.StripeError) as exc:
+            except UnknownOrder as exc:
                 self.message_user(request, f"{order}: {exc}", messages.ERROR)
+            except stripe.StripeError as exc:
+                self.message_user(
+                    request,
+                    f"{order}: Stripe refused or could not be reached, nothing was refunded ({exc}).",
+                    messages.ERROR,
+                )
             else:
                 self.log_change(request, order, f"Refund {refund_id} requested through Stripe.")
                 self.message_user(request, f"{order}: refund {refund_id} requested.", messages.SUCCESS)

@@ -572,3 +572,88 @@ def test_stripe_is_never_called_inside_a_database_transaction(client, alice, cha
     }
     assert [call for call in stripe_calls if call[2] != outside] == []
     assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 2
+
+
+# --- Stripe outages: a clear answer, never a 500 -------------------------------------------
+
+
+class Outage:
+    """Takes the fake Stripe down (nothing listens, or every answer a 500)
+    and brings it back."""
+
+    def __init__(self, kind: str, fake: FakeStripe, settings) -> None:
+        self.kind, self.fake, self.settings = kind, fake, settings
+        self.route = fake._route
+
+    def start(self) -> None:
+        if self.kind == "refused":
+            self.settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+        else:
+            self.fake._route = lambda *a: (500, {"error": {"type": "api_error", "message": "down"}})
+
+    def end(self) -> None:
+        self.settings.STRIPE_API_BASE = self.fake.url
+        self.fake._route = self.route
+
+
+@pytest.fixture(params=["refused", "500"])
+def outage(request, stripe_on, settings):
+    outage = Outage(request.param, stripe_on, settings)
+    yield outage
+    outage.end()
+
+
+@pytest.mark.django_db
+def test_buying_while_stripe_is_down_says_so_with_503_and_charges_nothing(client, alice, pack, stripe_on, outage):
+    outage.start()
+    client.force_login(alice)
+    response = client.post(reverse("billing_buy", args=[pack.id]))
+    html = response.content.decode()
+    assert response.status_code == 503
+    assert "Payments are unavailable right now" in html and "Nothing was charged" in html
+    assert balance_of(user=alice) == 0 and not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_success_page_while_stripe_is_down_says_the_credits_will_follow(client, alice, pack, stripe_on, outage):
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    outage.start()  # the customer paid, then Stripe's API went away
+    response = client.get(reverse("billing_success"), {"session_id": session_id})
+    assert response.status_code == 503 and "arrive automatically" in response.content.decode()
+    assert balance_of(user=alice) == 0
+    outage.end()
+    html = client.get(reverse("billing_success"), {"session_id": session_id}).content.decode()
+    assert "100 credits were added" in html
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_webhook_while_stripe_is_down_is_503_in_the_error_shape_and_applies_on_redelivery(
+    client, alice, pack, stripe_on, outage
+):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    outage.start()
+    response = deliver(event)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "payments_unavailable"
+    assert not StripeEvent.objects.exists() and balance_of(user=alice) == 0
+    outage.end()
+    assert deliver(event).json()["outcome"] == "applied"
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_staff_refund_while_stripe_is_down_says_so_and_changes_nothing(
+    client, alice, charlie, pack, stripe_on, outage
+):
+    order = Order.objects.get(checkout_session_id=paid(client, alice, pack, stripe_on))
+    refunds = len(stripe_on.refunds)
+    outage.start()
+    staff = Client()
+    staff.force_login(charlie)
+    response = staff.post(
+        reverse("admin:billing_order_changelist"), {"action": "refund", "_selected_action": [order.id]}, follow=True
+    )
+    assert response.status_code == 200 and "nothing was refunded" in response.content.decode()
+    assert len(stripe_on.refunds) == refunds and balance_of(user=alice) == 100 == ledger_total(alice)
