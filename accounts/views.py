@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
-from billing.selectors import balance_of, entries_of
+from billing.selectors import debts_of, entries_of, standing_of
 
 LEDGER_PAGE_SIZE = 25
 
@@ -39,5 +39,13 @@ def api_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
 def _account_page(request: HttpRequest, *, new_key: str | None = None) -> HttpResponse:
     page = Paginator(entries_of(user=request.user), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
     keys = ApiKey.objects.filter(user=request.user, revoked_at__isnull=True)
-    context = {"balance": balance_of(user=request.user), "page": page, "api_keys": keys, "new_key": new_key}
+    standing = standing_of(user=request.user)
+    context = {
+        "balance": standing.balance,
+        "standing": standing,
+        "debts": debts_of(user=request.user) if standing.debt else [],
+        "page": page,
+        "api_keys": keys,
+        "new_key": new_key,
+    }
     return render(request, "accounts/account.html", context)

@@ -82,7 +82,7 @@ class CreditAccountAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"Account {account.pk} has no user; skipped.", messages.WARNING)
                 continue
             try:
-                credits_adjust(
+                entry = credits_adjust(
                     user=account.user,
                     amount=data["amount"],
                     ref=f"adjust:{data['token']}:{account.pk}",
@@ -93,6 +93,9 @@ class CreditAccountAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{account.user}: {exc}", messages.ERROR)
             else:
                 done += 1
+                self.log_change(
+                    request, account, f"Adjusted credits by {data['amount']:+d} ({entry.reference}): {data['memo']}"
+                )
         if done:
             self.message_user(request, f"Adjusted {done} account(s) by {data['amount']:+d} credits.", messages.SUCCESS)
 
@@ -140,14 +143,21 @@ class OrderAdmin(ReadOnlyAdmin):
         return format_html_join(", ", "{} {:+d}", ((row.reference, row.amount) for row in rows)) or "—"
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("billing.adjust_credits")
+        return request.user.has_perm("billing.refund_order")
 
     @admin.action(description="Refund through Stripe (the webhook claws the credits back)", permissions=["refund"])
     def refund(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         for order in queryset:
             try:
                 refund_id = order_refund(order=order)
-            except (UnknownOrder, stripe.StripeError) as exc:
+            except UnknownOrder as exc:
                 self.message_user(request, f"{order}: {exc}", messages.ERROR)
+            except stripe.StripeError as exc:
+                self.message_user(
+                    request,
+                    f"{order}: Stripe refused or could not be reached, nothing was refunded ({exc}).",
+                    messages.ERROR,
+                )
             else:
+                self.log_change(request, order, f"Refund {refund_id} requested through Stripe.")
                 self.message_user(request, f"{order}: refund {refund_id} requested.", messages.SUCCESS)

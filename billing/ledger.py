@@ -10,6 +10,10 @@ Every function here:
 
 Reads (balances, ledgers, orders) are in billing.selectors.
 
+Debt: a reversal the balance cannot cover records the rest as debt, which
+blocks spending; every later credit (purchase, staff credit, grant) pays the
+debt first and only the rest reaches the balance.
+
 Holds: `credits_hold` debits the quoted amount; the hold then resolves once,
 by `credits_capture` (charge up to the held amount, return the rest) or by
 `credits_release` (return all of it).
@@ -55,7 +59,9 @@ def credits_grant(
     actor=None,
     memo: str = "",
 ) -> LedgerEntry:
-    """Add credits (free grant, purchase, refund of a charge, staff credit)."""
+    """Add credits (free grant, purchase, refund of a charge, staff credit).
+    They pay the account's debt first; only the rest reaches the balance
+    (still one entry: `amount` the balance change, `debt_paid` the rest)."""
     if kind not in CREDIT_KINDS:
         raise InvalidAmount(f"{kind!r} is not a kind that adds credits")
     _require_positive(amount)
@@ -63,7 +69,9 @@ def credits_grant(
         account = _lock_account_of(user)
         if existing := _existing(ref, account=account, kind=kind, amount=amount):
             return existing
-        return _append(account, kind=kind, amount=amount, ref=ref, actor=actor, memo=memo)
+        paid = min(account.debt, amount)
+        account.debt -= paid
+        return _append(account, kind=kind, amount=amount - paid, ref=ref, actor=actor, memo=memo, debt_paid=paid)
 
 
 def credits_adjust(*, user, amount: int, ref: str, actor, memo: str) -> LedgerEntry:
@@ -136,7 +144,7 @@ def credits_reverse(
     `shortfall`), which blocks spending until settled."""
     with transaction.atomic():
         original = LedgerEntry.objects.filter(reference=entry_ref).first()
-        if original is None or original.kind not in CREDIT_KINDS or original.amount <= 0:
+        if original is None or original.kind not in CREDIT_KINDS or original.credited <= 0:
             raise InvalidAmount(f"{entry_ref!r} is not a credit that can be reversed")
         account = CreditAccount.objects.select_for_update().get(pk=original.account_id)
         if existing := LedgerEntry.objects.filter(reference=ref).first():
@@ -144,7 +152,7 @@ def credits_reverse(
                 raise ReferenceConflict(ref)
             return existing
         already = original.reversals.aggregate(taken=Sum("amount", default=0), owed=Sum("shortfall", default=0))
-        remaining = original.amount + already["taken"] - already["owed"]
+        remaining = original.credited + already["taken"] - already["owed"]
         wanted = remaining if amount is None else amount
         if not 0 < wanted <= remaining:
             raise InvalidAmount(f"cannot reverse {wanted}; {remaining} of {entry_ref} is left")
@@ -201,7 +209,7 @@ def _existing(ref: str, *, account: CreditAccount, kind: str, amount: int) -> Le
     entry = LedgerEntry.objects.filter(reference=ref).first()
     if entry is None:
         return None
-    if (entry.account_id, entry.kind, entry.amount) != (account.pk, kind, amount):
+    if (entry.account_id, entry.kind, entry.credited) != (account.pk, kind, amount):
         raise ReferenceConflict(ref)
     return entry
 

@@ -32,7 +32,9 @@ class CreditAccount(models.Model):
     )
     balance = models.IntegerField(default=0)
     # Credits clawed back (refund, lost dispute) that the balance could not
-    # cover. While it is above zero the account cannot spend.
+    # cover. While it is above zero the account cannot spend; the next
+    # credits that arrive (a purchase, a staff credit) pay it first.
+    # Always the sum of the entries' `shortfall` less their `debt_paid`.
     debt = models.IntegerField(default=0)
     # Spending is frozen while a payment of this account is disputed.
     frozen = models.BooleanField(default=False)
@@ -88,6 +90,11 @@ class LedgerEntry(models.Model):
     # Reversals only: the part the balance could not cover, added to the
     # account's debt instead (the balance never goes negative).
     shortfall = models.IntegerField(default=0)
+    # Credits only: the part of the credit that paid the account's debt
+    # instead of reaching the balance. `amount + debt_paid` is what was
+    # credited (the pack's credits, the staff grant); `amount` is the
+    # balance change, so the entries still sum to the balance.
+    debt_paid = models.IntegerField(default=0)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -115,10 +122,19 @@ class LedgerEntry(models.Model):
                 name="ledger_hold_debits",
             ),
             models.CheckConstraint(condition=Q(shortfall__gte=0), name="ledger_shortfall_non_negative"),
+            models.CheckConstraint(
+                condition=Q(debt_paid=0) | Q(debt_paid__gt=0, kind__in=["grant", "purchase", "refund", "adjustment"]),
+                name="ledger_debt_paid_by_credits_only",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.reference} {self.amount:+d}"
+
+    @property
+    def credited(self) -> int:
+        """What a credit row gave in all: to the balance plus to the debt."""
+        return self.amount + self.debt_paid
 
 
 def money(cents: int, currency: str) -> str:
@@ -178,6 +194,7 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("refund_order", "Can refund an order through Stripe")]
 
     def __str__(self) -> str:
         return f"order {self.id} ({self.status})"

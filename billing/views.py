@@ -35,8 +35,7 @@ def buy(request: HttpRequest, pack_id: int) -> HttpResponse:
         )
     except stripe.StripeError:
         log.exception("could not create a Checkout Session")
-        messages.error(request, "The payment page could not be opened. Please try again in a minute.")
-        return redirect("pricing")
+        return _payments_unavailable(request, paid_maybe=False)
     return redirect(url)
 
 
@@ -48,6 +47,9 @@ def success(request: HttpRequest) -> HttpResponse:
         order = checkout_fulfil(session_id=session_id, user=request.user)
     except UnknownOrder:
         raise Http404 from None
+    except stripe.StripeError:
+        log.exception("could not confirm Checkout Session %s", session_id)
+        return _payments_unavailable(request, paid_maybe=True)
     return render(request, "billing/success.html", {"order": order, "balance": balance_of(user=request.user)})
 
 
@@ -74,8 +76,23 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return HttpResponseBadRequest("invalid payload or signature")
     try:
         outcome = stripe_event_apply(event=event)
+    except stripe.StripeError:
+        # Stripe could not be asked (outage); nothing was written. A non-2xx
+        # makes Stripe deliver the event again later.
+        log.exception("webhook %s (%s): Stripe unreachable", event.get("id"), event.get("type"))
+        return _error("payments_unavailable", "Stripe could not be reached; deliver again later.", status=503)
     except Exception:
         # Everything rolled back; a non-2xx makes Stripe deliver it again.
         log.exception("webhook %s (%s) failed", event.get("id"), event.get("type"))
-        return JsonResponse({"error": "handler failed"}, status=500)
+        return _error("handler_failed", "The event could not be applied; deliver again later.", status=500)
     return JsonResponse({"received": True, "outcome": outcome})
+
+
+def _error(code: str, message: str, *, status: int) -> JsonResponse:
+    """The project's JSON error shape (DESIGN.md, "Public contracts")."""
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def _payments_unavailable(request: HttpRequest, *, paid_maybe: bool) -> HttpResponse:
+    """Stripe is down or slow: say so plainly, with 503, never a 500."""
+    return render(request, "billing/unavailable.html", {"paid_maybe": paid_maybe}, status=503)

@@ -225,6 +225,9 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Staff see other people's jobs and images only with this permission,
+        # not for being staff; each image they open is written to the admin log.
+        permissions = [("view_others_jobs", "Can see other people's jobs and result images (logged)")]
         indexes = [
             models.Index(fields=["user", "-created_at"], name="job_user_recent"),
             models.Index(fields=["checkpoint", "status", "created_at"], name="job_queue_order"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import Case, Count, ExpressionWrapper, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django_cte import CTE, with_cte
@@ -86,9 +87,19 @@ def job_for_user(*, user, job_id) -> Job:
 
 
 def image_for_user(*, user, image_id) -> JobImage:
+    """The image if `user` owns its job or may see everyone's; a look at
+    someone else's private image is written to the admin log."""
     image = _visible_one(JobImage.objects.select_related("job"), user=user, owner="job__user", pk=image_id)
     if image is None:
         raise JobNotFound("No such image.")
+    if image.job.user_id != user.pk:
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[image.job],
+            action_flag=CHANGE,
+            change_message=f"Viewed result image {image.index + 1} of another person's job (not changed).",
+            single_object=True,
+        )
     return image
 
 
@@ -155,12 +166,14 @@ def job_history(*, user, model: str = "", status: str = "") -> QuerySet[Job]:
 
 
 def _visible_one(rows: QuerySet, *, user, owner: str, pk):
-    """The row with this primary key if `user` owns it (or is staff); None
-    for anyone else, for a missing row and for a pk that is not a UUID."""
+    """The row with this primary key if `user` owns it (or holds
+    generation.view_others_jobs); None for anyone else, for a missing row and
+    for a pk that is not a UUID."""
     try:
         pk = pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk))
     except ValueError:
         return None
-    if not user.is_staff:
+    # is_staff first: people who are not staff never pay the permission query.
+    if not (user.is_staff and user.has_perm("generation.view_others_jobs")):
         rows = rows.filter(**{owner: user})
     return rows.filter(pk=pk).first()

@@ -129,3 +129,78 @@ def test_the_account_page_shows_only_your_own_ledger(client, alice, bob):
     html = client.get(reverse("account")).content.decode()
     assert "bob&#x27;s secret gift" not in html and "bob's secret gift" not in html
     assert "0 credits" in html
+
+
+def test_an_account_in_debt_sees_why_and_how_to_clear_it(client, alice):
+    from billing.ledger import credits_capture, credits_hold, credits_reverse
+
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE, memo="Small pack")
+    credits_hold(user=alice, amount=7, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:1", memo="Refund of 10.00 USD")
+    client.force_login(alice)
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="debt"' in html and "You owe 7 credits" in html
+    assert "Refund of 10.00 USD, 7 credits already spent" in html  # why
+    assert reverse("pricing") in html and "pay the debt first" in html  # how to clear it
+    credits_grant(user=alice, amount=10, ref="stripe:cs_2", kind=LedgerEntry.Kind.PURCHASE, memo="Small pack")
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="debt"' not in html and 'data-testid="balance">3 credits' in html
+    assert "(7 paid your debt)" in html
+
+
+def test_a_disputed_payment_says_spending_is_paused(client, alice):
+    from billing.ledger import account_freeze
+
+    credits_grant(user=alice, amount=10, ref="g")
+    account_freeze(user=alice, frozen=True)
+    client.force_login(alice)
+    html = client.get(reverse("account")).content.decode()
+    assert 'data-testid="frozen"' in html and "disputed" in html and 'data-testid="debt"' not in html
+
+
+def test_ensure_staff_writes_the_password_owner_only_and_prints_it_the_first_time_only(settings, tmp_path):
+    import io
+    import stat
+
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    first, second = io.StringIO(), io.StringIO()
+    call_command("ensure_staff", stdout=first)
+    path = settings.VAR_DIR / "staff-login.txt"
+    email, password = path.read_text().split()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert password in first.getvalue()
+    call_command("ensure_staff", stdout=second)
+    assert password not in second.getvalue() and str(path) in second.getvalue()
+    assert get_user_model().objects.get(email=email).check_password(password)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_ensure_staff_never_makes_the_password_file_readable_by_others(settings, tmp_path, monkeypatch):
+    """The mode is set when the file is created, before the secret goes in:
+    a umask of 0 (every file world-readable) changes nothing."""
+    import io
+    import os
+    import stat
+
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    modes = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        if str(path).endswith("staff-login.txt"):
+            modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return fd
+
+    old = os.umask(0)
+    try:
+        monkeypatch.setattr(os, "open", spy)
+        call_command("ensure_staff", stdout=io.StringIO())
+    finally:
+        os.umask(old)
+    assert modes == [0o600]

@@ -91,3 +91,79 @@ def test_staff_without_the_permission_cannot_adjust(client, alice):
     assert page.status_code == 200 and b"adjust_credits" not in page.content
     adjust(client, [account_of(user=alice)], amount=100, memo="self-service")
     assert balance_of(user=alice) == 0
+
+
+def test_a_staff_credit_pays_the_debt_first(client, charlie, alice):
+    from billing.ledger import credits_capture, credits_hold, credits_reverse
+    from billing.models import CreditAccount
+
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind="purchase")
+    credits_hold(user=alice, amount=6, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:1")
+    client.force_login(charlie)
+    adjust(client, [account_of(user=alice)], amount=10, memo="goodwill after the refund")
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (4, 0)
+    entry = LedgerEntry.objects.get(kind="adjustment")
+    assert (entry.amount, entry.debt_paid, entry.actor) == (4, 6, charlie)
+
+
+def test_a_staff_adjustment_is_written_to_the_admin_log(client, alice):
+    from django.contrib.admin.models import LogEntry
+
+    clerk = make_user("clerk@example.com", staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_creditaccount", "adjust_credits"]))
+    client.force_login(clerk)
+    account = account_of(user=alice)
+    assert adjust(client, [account], amount=5, memo="Sorry for the outage").status_code == 302
+    assert balance_of(user=alice) == 5 and LedgerEntry.objects.get(account=account).actor == clerk
+    log = LogEntry.objects.get(user=clerk)
+    assert (
+        log.object_id == str(account.pk) and "+5" in log.change_message and "Sorry for the outage" in log.change_message
+    )
+
+
+# --- Other people's images: a permission of its own, and every look is logged -----------
+
+
+@pytest.fixture
+def someone_elses_image(alice, test_checkpoints):
+    from django.core.files.base import ContentFile
+
+    from generation.catalog import catalog_register_test_checkpoints
+    from generation.models import JobImage
+    from tests.helpers import make_job, png_bytes
+
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    job = make_job(alice, "test-sd1", status="succeeded")
+    image = JobImage(job=job, index=0, width=96, height=80)
+    image.file.save("result.png", ContentFile(png_bytes()), save=True)
+    return image
+
+
+def test_staff_without_the_permission_cannot_see_someone_elses_image(client, someone_elses_image):
+    from django.contrib.admin.models import LogEntry
+
+    staff = make_user("staff@example.com", staff=True)
+    client.force_login(staff)
+    image = someone_elses_image
+    assert client.get(f"/api/v1/images/{image.id}").status_code == 404
+    assert client.get(f"/api/v1/jobs/{image.job_id}").status_code == 404
+    assert not LogEntry.objects.exists()
+
+
+def test_staff_with_the_permission_see_someone_elses_image_and_it_is_logged(client, alice, someone_elses_image):
+    from django.contrib.admin.models import LogEntry
+
+    staff = make_user("auditor@example.com", staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_others_jobs"))
+    client.force_login(staff)
+    image = someone_elses_image
+    response = client.get(f"/api/v1/images/{image.id}")
+    assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
+    log = LogEntry.objects.get(user=staff)
+    assert log.object_id == str(image.job_id) and "another person" in log.change_message
+    client.force_login(alice)  # the owner's own looks are not audited
+    assert client.get(f"/api/v1/images/{image.id}").status_code == 200
+    assert LogEntry.objects.count() == 1

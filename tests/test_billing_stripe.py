@@ -277,6 +277,22 @@ def test_a_refund_after_the_credits_were_spent_records_debt_and_blocks_spending(
 
 
 @pytest.mark.django_db
+def test_the_next_purchase_pays_the_debt_first_and_unblocks_spending(client, alice, pack, stripe_on):
+    session_id = paid(client, alice, pack, stripe_on)
+    credits_hold(user=alice, amount=80, ref="hold:job:x")
+    credits_capture(hold_ref="hold:job:x", ref="capture:job:x")
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    second = paid(client, alice, pack, stripe_on)
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.sessions[second]))  # redelivered
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (20, 0)
+    purchase = LedgerEntry.objects.get(reference=f"stripe:{second}")
+    assert (purchase.amount, purchase.debt_paid) == (20, 80)
+    assert sum(LedgerEntry.objects.filter(account__user=alice).values_list("amount", flat=True)) == 20
+    credits_hold(user=alice, amount=20, ref="hold:job:y")  # spending works again
+
+
+@pytest.mark.django_db
 def test_a_refund_before_the_completed_event_ends_consistent(client, alice, pack, stripe_on):
     session_id = buy(client, alice, pack, stripe_on)
     stripe_on.pay(session_id)
@@ -299,6 +315,46 @@ def test_staff_refund_goes_through_stripe_and_the_webhook_claws_back(client, ali
     assert balance_of(user=alice) == 100  # nothing moves until Stripe confirms
     deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
     assert balance_of(user=alice) == 0
+
+
+def refund_as(user, order):
+    from django.contrib.admin.models import LogEntry
+
+    staff = Client()
+    staff.force_login(user)
+    staff.post(reverse("admin:billing_order_changelist"), {"action": "refund", "_selected_action": [order.id]})
+    return LogEntry.objects.filter(user=user, object_id=str(order.id))
+
+
+@pytest.mark.django_db
+def test_refunds_need_the_refund_permission_not_just_staff_or_the_credits_one(client, alice, pack, stripe_on):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    order = Order.objects.get(checkout_session_id=paid(client, alice, pack, stripe_on))
+    clerk = make_user("clerk@example.com", staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "adjust_credits"]))
+    refunds = len(stripe_on.refunds)
+    assert not refund_as(clerk, order).exists()
+    assert len(stripe_on.refunds) == refunds and balance_of(user=alice) == 100
+
+
+@pytest.mark.django_db
+def test_a_refund_by_staff_with_the_permission_is_written_to_the_admin_log(client, alice, pack, stripe_on):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    session_id = paid(client, alice, pack, stripe_on)
+    order = Order.objects.get(checkout_session_id=session_id)
+    refunder = make_user("refunder@example.com", staff=True)
+    refunder.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "refund_order"]))
+    log = refund_as(refunder, order).get()
+    assert stripe_on.refunds[-1]["payment_intent"] == order.payment_intent_id
+    assert stripe_on.refunds[-1]["id"] in log.change_message
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(session_id, amount_refunded=1000)))
+    assert balance_of(user=alice) == 0 and LedgerEntry.objects.filter(account__user=alice, kind="reversal").count() == 1
 
 
 # --- Disputes ------------------------------------------------------------------------------
@@ -352,3 +408,252 @@ def test_the_purchases_page_lists_orders_with_their_status(client, alice, pack, 
     client.force_login(alice)
     html = client.get(reverse("purchases")).content.decode()
     assert "Test pack" in html and "Partially refunded" in html and "10.00 USD" in html
+
+
+# --- Disputes out of order ----------------------------------------------------------------
+
+
+def ledger_total(user) -> int:
+    return sum(LedgerEntry.objects.filter(account__user=user).values_list("amount", flat=True))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_a_dispute_created_retried_after_it_closed_changes_nothing(client, alice, pack, stripe_on, outcome):
+    session_id = paid(client, alice, pack, stripe_on)
+    dispute = stripe_on.dispute(session_id)
+    created = stripe_on.event("charge.dispute.created", dispute)
+    deliver(created)
+    deliver(stripe_on.event("charge.dispute.closed", {**dispute, "status": outcome}))
+    deliver(stripe_on.event("charge.dispute.created", dispute))  # a retry, late, with its own event id
+    assert deliver(created).json()["outcome"] == "duplicate"
+    order = Order.objects.get(checkout_session_id=session_id)
+    account = CreditAccount.objects.get(user=alice)
+    expected = ("paid", 100, 0) if outcome == "won" else ("dispute_lost", 0, 1)
+    reversals = LedgerEntry.objects.filter(account__user=alice, kind="reversal").count()
+    assert (order.status, account.balance, reversals) == expected
+    assert not account.frozen and account.debt == 0 and ledger_total(alice) == account.balance
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_a_dispute_closed_before_its_created_event_ends_the_same(client, alice, pack, stripe_on, outcome):
+    session_id = paid(client, alice, pack, stripe_on)
+    credits_hold(user=alice, amount=30, ref="hold:job:x")
+    credits_capture(hold_ref="hold:job:x", ref="capture:job:x")
+    dispute = stripe_on.dispute(session_id)
+    closed = stripe_on.event("charge.dispute.closed", {**dispute, "status": outcome})
+    deliver(closed)
+    deliver(stripe_on.event("charge.dispute.created", dispute))
+    deliver(closed)  # a duplicate
+    order = Order.objects.get(checkout_session_id=session_id)
+    account = CreditAccount.objects.get(user=alice)
+    # lost: the 70 credits left are taken back, the 30 spent are owed
+    expected = ("paid", 70, 0) if outcome == "won" else ("dispute_lost", 0, 30)
+    assert (order.status, account.balance, account.debt) == expected
+    assert not account.frozen and ledger_total(alice) == account.balance
+    if outcome == "won":
+        credits_hold(user=alice, amount=70, ref="hold:job:y")  # not frozen for good
+
+
+@pytest.mark.django_db
+def test_another_open_dispute_keeps_the_account_frozen_after_one_closes(client, alice, pack, stripe_on):
+    first, second = paid(client, alice, pack, stripe_on), paid(client, alice, pack, stripe_on)
+    one, two = stripe_on.dispute(first), stripe_on.dispute(second)
+    deliver(stripe_on.event("charge.dispute.created", one))
+    deliver(stripe_on.event("charge.dispute.created", two))
+    deliver(stripe_on.event("charge.dispute.closed", {**one, "status": "won"}))
+    assert CreditAccount.objects.get(user=alice).frozen
+    deliver(stripe_on.event("charge.dispute.closed", {**two, "status": "won"}))
+    account = CreditAccount.objects.get(user=alice)
+    assert not account.frozen and account.balance == 200 == ledger_total(alice)
+
+
+# --- A session Stripe made but we never saved on the order ---------------------------------
+
+
+def crash_before_saving(session_id: str) -> Order:
+    """As if the process died between Stripe's answer and saving its id."""
+    order = Order.objects.get(checkout_session_id=session_id)
+    Order.objects.filter(id=order.id).update(checkout_session_id=None)
+    return order
+
+
+@pytest.mark.django_db
+def test_a_session_never_saved_on_its_order_is_fulfilled_by_the_webhook(client, alice, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    order = crash_before_saving(session_id)
+    assert deliver(stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))).json() == {
+        "received": True,
+        "outcome": "applied",
+    }
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.sessions[session_id]))  # another event id
+    order.refresh_from_db()
+    assert (order.checkout_session_id, order.status) == (session_id, "paid")
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_session_never_saved_on_its_order_is_fulfilled_by_the_success_page(client, alice, bob, pack, stripe_on):
+    session_id = buy(client, alice, pack, stripe_on)
+    crash_before_saving(session_id)
+    stripe_on.pay(session_id)
+    other = Client()
+    other.force_login(bob)
+    assert other.get(reverse("billing_success"), {"session_id": session_id}).status_code == 404
+    html = client.get(reverse("billing_success"), {"session_id": session_id}).content.decode()
+    assert "100 credits were added" in html
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and balance_of(user=bob) == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lie", ["someone else's order", "another pack's order", "an order with its own session"])
+def test_a_session_that_does_not_match_the_order_in_its_metadata_is_refused_and_logged(
+    client, alice, bob, pack, stripe_on, caplog, lie
+):
+    session_id = buy(client, alice, pack, stripe_on)
+    crash_before_saving(session_id)
+    if lie == "someone else's order":
+        target = crash_before_saving(buy(Client(), bob, pack, stripe_on))
+    elif lie == "another pack's order":
+        big = CreditPack.objects.create(name="Big", credits=1000, price_cents=5000, currency="usd")
+        target = crash_before_saving(buy(Client(), alice, big, stripe_on))
+    else:
+        target = Order.objects.get(checkout_session_id=buy(Client(), alice, pack, stripe_on))
+    stripe_on.sessions[session_id]["metadata"]["order_id"] = str(target.id)
+    stripe_on.sessions[session_id]["client_reference_id"] = str(target.id)
+    response = deliver(stripe_on.event("checkout.session.completed", stripe_on.pay(session_id)))
+    assert response.status_code == 200 and response.json()["outcome"] == "ignored"
+    assert "refused Checkout Session" in caplog.text
+    assert balance_of(user=alice) == 0 and balance_of(user=bob) == 0 and not LedgerEntry.objects.exists()
+    target.refresh_from_db()
+    assert target.status == "pending" and target.checkout_session_id != session_id
+
+
+# --- No transaction open while Stripe is called ---------------------------------------------
+
+
+@pytest.fixture
+def stripe_calls(stripe_on, monkeypatch):
+    """Each request the fake Stripe serves, with how many atomic blocks the
+    test's database connection had open at that moment (read from the
+    server's thread while our side waits for the answer)."""
+    from django.db import connections
+
+    ours = connections["default"]
+    calls = []
+    route = stripe_on._route
+
+    def spy(method, path, query, form):
+        calls.append((method, path.rsplit("/", 1)[0] if path.count("/") > 3 else path, len(ours.atomic_blocks)))
+        return route(method, path, query, form)
+
+    monkeypatch.setattr(stripe_on, "_route", spy)
+    return calls
+
+
+@pytest.mark.django_db
+def test_stripe_is_never_called_inside_a_database_transaction(client, alice, charlie, pack, stripe_on, stripe_calls):
+    from django.db import connections
+
+    outside = len(connections["default"].atomic_blocks)  # the test's own wrapping, if any
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    client.get(reverse("billing_success"), {"session_id": session_id})
+    deliver(stripe_on.event("checkout.session.completed", stripe_on.sessions[session_id]))
+    late = buy(client, alice, pack, stripe_on)  # a refund that arrives before its checkout events
+    stripe_on.pay(late)
+    deliver(stripe_on.event("charge.refunded", stripe_on.charge(late, amount_refunded=1000)))
+    refund_as(charlie, Order.objects.get(checkout_session_id=session_id))
+    assert {(method, path) for method, path, _ in stripe_calls} == {
+        ("POST", "/v1/checkout/sessions"),
+        ("GET", "/v1/checkout/sessions"),
+        ("POST", "/v1/refunds"),
+    }
+    assert [call for call in stripe_calls if call[2] != outside] == []
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 2
+
+
+# --- Stripe outages: a clear answer, never a 500 -------------------------------------------
+
+
+class Outage:
+    """Takes the fake Stripe down (nothing listens, or every answer a 500)
+    and brings it back."""
+
+    def __init__(self, kind: str, fake: FakeStripe, settings) -> None:
+        self.kind, self.fake, self.settings = kind, fake, settings
+        self.route = fake._route
+
+    def start(self) -> None:
+        if self.kind == "refused":
+            self.settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+        else:
+            self.fake._route = lambda *a: (500, {"error": {"type": "api_error", "message": "down"}})
+
+    def end(self) -> None:
+        self.settings.STRIPE_API_BASE = self.fake.url
+        self.fake._route = self.route
+
+
+@pytest.fixture(params=["refused", "500"])
+def outage(request, stripe_on, settings):
+    outage = Outage(request.param, stripe_on, settings)
+    yield outage
+    outage.end()
+
+
+@pytest.mark.django_db
+def test_buying_while_stripe_is_down_says_so_with_503_and_charges_nothing(client, alice, pack, stripe_on, outage):
+    outage.start()
+    client.force_login(alice)
+    response = client.post(reverse("billing_buy", args=[pack.id]))
+    html = response.content.decode()
+    assert response.status_code == 503
+    assert "Payments are unavailable right now" in html and "Nothing was charged" in html
+    assert balance_of(user=alice) == 0 and not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_success_page_while_stripe_is_down_says_the_credits_will_follow(client, alice, pack, stripe_on, outage):
+    session_id = buy(client, alice, pack, stripe_on)
+    stripe_on.pay(session_id)
+    outage.start()  # the customer paid, then Stripe's API went away
+    response = client.get(reverse("billing_success"), {"session_id": session_id})
+    assert response.status_code == 503 and "arrive automatically" in response.content.decode()
+    assert balance_of(user=alice) == 0
+    outage.end()
+    html = client.get(reverse("billing_success"), {"session_id": session_id}).content.decode()
+    assert "100 credits were added" in html
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_webhook_while_stripe_is_down_is_503_in_the_error_shape_and_applies_on_redelivery(
+    client, alice, pack, stripe_on, outage
+):
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    outage.start()
+    response = deliver(event)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "payments_unavailable"
+    assert not StripeEvent.objects.exists() and balance_of(user=alice) == 0
+    outage.end()
+    assert deliver(event).json()["outcome"] == "applied"
+    assert balance_of(user=alice) == 100 == ledger_total(alice) and grants(alice) == 1
+
+
+@pytest.mark.django_db
+def test_a_staff_refund_while_stripe_is_down_says_so_and_changes_nothing(
+    client, alice, charlie, pack, stripe_on, outage
+):
+    order = Order.objects.get(checkout_session_id=paid(client, alice, pack, stripe_on))
+    refunds = len(stripe_on.refunds)
+    outage.start()
+    staff = Client()
+    staff.force_login(charlie)
+    response = staff.post(
+        reverse("admin:billing_order_changelist"), {"action": "refund", "_selected_action": [order.id]}, follow=True
+    )
+    assert response.status_code == 200 and "nothing was refunded" in response.content.decode()
+    assert len(stripe_on.refunds) == refunds and balance_of(user=alice) == 100 == ledger_total(alice)

@@ -164,6 +164,47 @@ def test_a_reversal_of_spent_credits_records_debt_and_blocks_spending(alice):
         credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_2", amount=1)
 
 
+def in_debt(user, spent: int = 7) -> None:
+    """A 10-credit purchase, `spent` of it spent, then refunded in full."""
+    credits_grant(user=user, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE)
+    credits_hold(user=user, amount=spent, ref="h")
+    credits_capture(hold_ref="h", ref="c")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_1")
+
+
+def test_a_purchase_pays_the_debt_first_and_adds_the_rest_in_one_entry(alice):
+    in_debt(alice)
+    entry = credits_grant(user=alice, amount=10, ref="stripe:cs_2", kind=LedgerEntry.Kind.PURCHASE)
+    assert (entry.amount, entry.debt_paid, entry.credited, entry.balance_after) == (3, 7, 10, 3)
+    again = credits_grant(user=alice, amount=10, ref="stripe:cs_2", kind=LedgerEntry.Kind.PURCHASE)  # a retry
+    assert again.pk == entry.pk
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (3, 0) and ledger_sum(alice) == 3
+    credits_hold(user=alice, amount=3, ref="h2")  # spending works again
+    assert balance_of(user=alice) == 0
+
+
+def test_a_credit_smaller_than_the_debt_pays_part_of_it_and_spending_stays_blocked(alice):
+    in_debt(alice)
+    entry = credits_adjust(user=alice, amount=5, ref="adjust:1", actor=None, memo="goodwill")
+    assert (entry.amount, entry.debt_paid, entry.balance_after) == (0, 5, 0)
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (0, 2) and ledger_sum(alice) == 0
+    with pytest.raises(SpendingBlocked):
+        credits_hold(user=alice, amount=1, ref="h2")
+
+
+def test_refunding_a_purchase_that_paid_debt_takes_back_all_its_credits(alice):
+    in_debt(alice)
+    credits_grant(user=alice, amount=10, ref="stripe:cs_2", kind=LedgerEntry.Kind.PURCHASE)
+    reversal = credits_reverse(entry_ref="stripe:cs_2", ref="refund:re_2")
+    assert (reversal.amount, reversal.shortfall) == (-3, 7)
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (0, 7) and ledger_sum(alice) == 0
+    with pytest.raises(InvalidAmount):
+        credits_reverse(entry_ref="stripe:cs_2", ref="refund:re_3", amount=1)
+
+
 def test_a_raw_update_to_a_negative_balance_is_refused_by_the_database(alice):
     credits_grant(user=alice, amount=1, ref="g")
     with pytest.raises(IntegrityError), transaction.atomic():

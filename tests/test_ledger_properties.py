@@ -90,7 +90,9 @@ class LedgerPropertyTests(TestCase):
             return model.done[ref]
         error = None
         if name == "grant":
-            model.balance[target] += amount
+            paid = min(model.debt[target], amount)  # credits pay the debt first
+            model.debt[target] -= paid
+            model.balance[target] += amount - paid
             model.grants.append({"ref": ref, "user": target, "left": amount})
         elif name == "hold":
             if model.debt[target]:
@@ -134,6 +136,10 @@ class LedgerPropertyTests(TestCase):
             self.assertEqual(total, balance)
             self.assertGreaterEqual(balance, 0)
             self.assertEqual((balance, debt), (model.balance[i], model.debt[i]))
+            owed = LedgerEntry.objects.filter(account__user=user).aggregate(
+                made=Sum("shortfall", default=0), paid=Sum("debt_paid", default=0)
+            )
+            self.assertEqual(owed["made"] - owed["paid"], debt)
             last = LedgerEntry.objects.filter(account__user=user).order_by("-id").first()
             self.assertEqual(last.balance_after if last else 0, balance)
         over_resolved = LedgerEntry.objects.filter(kind="hold").annotate(n=Count("resolution")).filter(n__gt=1).count()
