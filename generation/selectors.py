@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import Case, Count, ExpressionWrapper, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django_cte import CTE, with_cte
@@ -87,19 +86,11 @@ def job_for_user(*, user, job_id) -> Job:
 
 
 def image_for_user(*, user, image_id) -> JobImage:
-    """The image if `user` owns its job or may see everyone's; a look at
-    someone else's private image is written to the admin log."""
+    """The image if `user` owns its job or may see everyone's (a look at
+    someone else's is logged by generation.services.image_viewed)."""
     image = _visible_one(JobImage.objects.select_related("job"), user=user, owner="job__user", pk=image_id)
     if image is None:
         raise JobNotFound("No such image.")
-    if image.job.user_id != user.pk:
-        LogEntry.objects.log_actions(
-            user_id=user.pk,
-            queryset=[image.job],
-            action_flag=CHANGE,
-            change_message=f"Viewed result image {image.index + 1} of another person's job (not changed).",
-            single_object=True,
-        )
     return image
 
 

@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
@@ -256,6 +257,19 @@ def jobs_reap_if_due(*, owner: str) -> dict[str, int] | None:
     if not heartbeat_client().set(REAPER_LOCK, owner, nx=True, px=settings.REAPER_INTERVAL * 1000):
         return None
     return jobs_reap()
+
+
+def image_viewed(*, user, image: JobImage) -> None:
+    """Staff looking at someone else's private image leave a line in the
+    admin log (the permission that allows it is generation.view_others_jobs)."""
+    if image.job.user_id != user.pk:
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[image.job],
+            action_flag=CHANGE,
+            change_message=f"Viewed result image {image.index + 1} of another person's job (not changed).",
+            single_object=True,
+        )
 
 
 # --- Test loads (admin) -------------------------------------------------------------
