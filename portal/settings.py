@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django_ratelimit.core import rate_re
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -60,6 +61,21 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 def env_path(name: str, default: Path) -> Path:
     return Path(env.str(name, default=str(default))).expanduser().resolve()
+
+
+def env_rate(name: str, default: str) -> str:
+    """A django-ratelimit rate ("count/period": "20/m", "5/10m"; period s, m,
+    h or d, seconds when left out), checked at start rather than at the first
+    request. The library's own pattern, matched whole: the library reads only
+    a prefix and would take "20/mbanana" as "20/m"."""
+    value = env.str(name, default=default).strip()
+    match = rate_re.fullmatch(value)
+    if match is None:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like '20/m' (count/period; period s, m, h or d)")
+    count, multiplier, _unit = match.groups()
+    if int(count) < 1 or (multiplier and int(multiplier) < 1):
+        raise ImproperlyConfigured(f"{name}={value!r}: the count and the period must be at least 1")
+    return value
 
 
 # --- Core -------------------------------------------------------------------
@@ -248,7 +264,10 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 4096 * 4096, minimum=64 * 64)
 PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 1000, minimum=1)
-SUBMIT_RATE_LIMIT = env.str("SUBMIT_RATE_LIMIT", default="20/m")
+SUBMIT_RATE_LIMIT = env_rate("SUBMIT_RATE_LIMIT", "20/m")
+# A quote with an image decodes and re-encodes it like a submit: limited per
+# person (per client IP without one). The create page quotes without the image.
+QUOTE_RATE_LIMIT = env_rate("QUOTE_RATE_LIMIT", SUBMIT_RATE_LIMIT)
 MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=2)
@@ -257,8 +276,11 @@ REAPER_INTERVAL = env_int("REAPER_INTERVAL", 30, minimum=1)
 
 # Support chat: per-person rate, when an unread staff reply is emailed, and
 # what the widget promises.
-CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="10/m")
-CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
+CHAT_RATE_LIMIT = env_rate("CHAT_RATE_LIMIT", "10/m")
+CHAT_IP_RATE_LIMIT = env_rate("CHAT_IP_RATE_LIMIT", "60/m")
+# New anonymous conversations per client IP: a post without the visitor
+# cookie starts one, so without this cap a script could start any number.
+CHAT_NEW_CONVERSATION_RATE_LIMIT = env_rate("CHAT_NEW_CONVERSATION_RATE_LIMIT", "5/h")
 CHAT_EMAIL_AFTER = env_int("CHAT_EMAIL_AFTER", 15 * 60, minimum=1)
 SUPPORT_HOURS = env.str("SUPPORT_HOURS", default="Monday to Friday, 9:00-18:00 UTC")
 SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")
