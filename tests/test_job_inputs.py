@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from billing.ledger import credits_adjust, credits_grant
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
+from generation.errors import InvalidImage
 from generation.images import image_clean
 from generation.models import Job
 from tests.helpers import api_client, jpeg_bytes, png_bytes
@@ -170,6 +172,22 @@ def test_jobs_waiting_at_once_are_capped_per_person(api, alice, settings, gpu_wo
 
 def upload(data: bytes, name: str = "x.png"):
     return SimpleUploadedFile(name, data)
+
+
+def test_the_pixel_limit_is_ours_whatever_pillows_process_wide_state(settings, monkeypatch):
+    """Width x height is compared from the header, not through Pillow's
+    MAX_IMAGE_PIXELS and bomb warnings, which other code (or a thread) may
+    have changed or filtered."""
+    settings.UPLOAD_MAX_PIXELS = 128 * 128
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InvalidImage) as refused:
+            image_clean(upload(png_bytes(size=(129, 128))))
+        assert image_clean(upload(png_bytes(size=(128, 128)))).width == 128  # at the limit: fine
+    assert refused.value.status == 400
+    assert refused.value.fields == {"image": "too many pixels"}
+    assert "16,384 pixels" in refused.value.message
 
 
 def test_exif_orientation_is_applied_and_metadata_stripped():
