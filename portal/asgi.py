@@ -14,11 +14,25 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from portal.clientip import scope_with_client_ip  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+
+
+def client_ip_resolved(app):
+    """scope["client"] is the client behind TRUSTED_PROXIES (the websocket
+    consumers' per-address limits read it), as REMOTE_ADDR is for HTTP."""
+
+    async def asgi(scope, receive, send):
+        return await app(scope_with_client_ip(scope), receive, send)
+
+    return asgi
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_http,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": client_ip_resolved(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -1,12 +1,29 @@
-"""Refuse oversized request bodies before Django reads them."""
+"""Request guards at the edge: the client's real address, and bodies too
+large for any upload refused before Django reads them."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from portal.clientip import request_client_ip
+
 # Room for the form fields and multipart framing around the largest upload.
 _MARGIN = 256 * 1024
+
+
+class ClientIpMiddleware:
+    """REMOTE_ADDR becomes the client's address behind TRUSTED_PROXIES
+    (portal.clientip), before anything reads it: allauth's rate limits,
+    django-ratelimit's "ip" key and the chat's per-address limit."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.TRUSTED_PROXIES:
+            request.META["REMOTE_ADDR"] = request_client_ip(request.META)
+        return self.get_response(request)
 
 
 class RequestSizeLimitMiddleware:

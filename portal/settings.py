@@ -10,6 +10,7 @@ lists every variable.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -61,6 +62,17 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 def env_path(name: str, default: Path) -> Path:
     return Path(env.str(name, default=str(default))).expanduser().resolve()
+
+
+def env_networks(name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks (CIDR), normalised."""
+    networks = []
+    for item in env.list(name, default=[]):
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def env_rate(name: str, default: str) -> str:
@@ -119,6 +131,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.ClientIpMiddleware",  # first: everything after sees the client's address
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -238,7 +251,19 @@ ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if HTTPS_ONLY else "http"
 # to the rest (signup 20/m/ip, password reset 20/m/ip,5/m/key, ...). The
 # admin login goes through allauth (portal/urls.py), so this covers it too.
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
-ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# Reverse proxies in front of the app (comma-separated IPs or CIDRs; default:
+# none). A request's client address is its peer's, unless the peer is one of
+# these; then the right-most X-Forwarded-For entry that is not one of them.
+# portal.middleware.ClientIpMiddleware (HTTP) and portal.asgi (websockets)
+# put that address in REMOTE_ADDR / scope["client"], so allauth's and
+# django-ratelimit's "ip" keys and the chat's limits all count real clients.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+if env_int("TRUSTED_PROXY_COUNT", 0):
+    raise ImproperlyConfigured(
+        "TRUSTED_PROXY_COUNT was replaced by TRUSTED_PROXIES (the proxies' addresses or networks): "
+        "a count trusts X-Forwarded-For from any client that connects directly."
+    )
 
 FREE_CREDITS = env_int("FREE_CREDITS", 10)
 

@@ -35,6 +35,8 @@ def start(env_changes: dict[str, str | None], code: str = SETUP) -> subprocess.C
         ("DATABASE_URL", "nosuchdb://x/y"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("HTTPS_ONLY", "perhaps"),
+        ("TRUSTED_PROXIES", "10.0.0.1,10.0.0.300"),
+        ("TRUSTED_PROXY_COUNT", "1"),  # replaced by TRUSTED_PROXIES: a count trusts anyone's header
     ],
 )
 def test_a_bad_value_fails_loudly_at_start(name, value):
