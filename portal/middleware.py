@@ -12,6 +12,19 @@ from portal.clientip import request_client_ip
 _MARGIN = 256 * 1024
 
 
+def body_limit() -> int:
+    """The largest request body accepted anywhere (here and in portal.asgi_guards)."""
+    return settings.UPLOAD_MAX_BYTES + _MARGIN
+
+
+def too_large(path: str) -> HttpResponse:
+    """The 413 answer: the API's error shape under /api/, plain text elsewhere."""
+    message = f"The upload is larger than {settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB."
+    if path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "upload_too_large", "message": message}}, status=413)
+    return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+
+
 class ClientIpMiddleware:
     """REMOTE_ADDR becomes the client's address behind TRUSTED_PROXIES
     (portal.clientip), before anything reads it: allauth's rate limits,
@@ -28,7 +41,8 @@ class ClientIpMiddleware:
 
 class RequestSizeLimitMiddleware:
     """A body larger than the upload limit gets 413 from its Content-Length
-    alone, so a huge upload is not spooled to disk first."""
+    alone, so a huge upload is not spooled to disk first (under WSGI; under
+    ASGI portal.asgi_guards refuses it before Django reads the body)."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -38,10 +52,6 @@ class RequestSizeLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        limit = settings.UPLOAD_MAX_BYTES
-        if length > limit + _MARGIN:
-            message = f"The upload is larger than {limit // (1024 * 1024)} MB."
-            if request.path.startswith("/api/"):
-                return JsonResponse({"error": {"code": "upload_too_large", "message": message}}, status=413)
-            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        if length > body_limit():
+            return too_large(request.path)
         return self.get_response(request)
