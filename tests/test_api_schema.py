@@ -101,6 +101,7 @@ def fuzzer(in_process, alice, test_checkpoints, settings):
     from accounts.services import api_key_create
 
     settings.SUBMIT_RATE_LIMIT = "1000/m"
+    settings.QUOTE_RATE_LIMIT = "1000/m"
     catalog_register_test_checkpoints(test_checkpoints.values())
     publish(worker_id="fuzz", serves=list(test_checkpoints), loaded=[], device="cpu")
     credits_grant(user=alice, amount=500, ref="g:fuzz")

@@ -140,6 +140,20 @@ def test_submissions_are_rate_limited_per_person(api, alice, settings, gpu_worke
     assert codes[-1] == 429 and 429 not in codes[:2]
 
 
+def test_quotes_with_a_picture_are_rate_limited_per_person(api, bob, settings):
+    settings.QUOTE_RATE_LIMIT = "2/m"
+
+    def quote(client, **extra):
+        return client.post("/api/v1/quote", {"model": "test-sd1", "steps": 4, **extra})
+
+    codes = [quote(api, image=upload(png_bytes())).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    refused = quote(api, image=upload(png_bytes()))
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert quote(api).status_code == 200  # the create page's quote sends no picture
+    assert quote(api_client(bob), image=upload(png_bytes())).status_code == 200
+
+
 def test_jobs_waiting_at_once_are_capped_per_person(api, alice, settings, gpu_worker):
     settings.MAX_ACTIVE_JOBS = 2
     for _ in range(2):
