@@ -3,6 +3,8 @@ large for any upload refused before Django reads them."""
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -55,3 +57,70 @@ class RequestSizeLimitMiddleware:
         if length > body_limit():
             return too_large(request.path)
         return self.get_response(request)
+
+
+class UnstorableTextMiddleware:
+    """400 for a NUL character (or a lone surrogate) in any query or form
+    field, or any string of a JSON body: PostgreSQL cannot store them in a
+    text column, so they would otherwise end as a 500 wherever they reach
+    the database. Checked up front, once, for every view."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        field = _unstorable_field(request)
+        if field is None:
+            return self.get_response(request)
+        message = f"The field “{field}” contains a NUL character (or another that cannot be stored)."
+        if request.path.startswith("/api/") or "text/html" not in request.headers.get("Accept", ""):
+            body = {"code": "invalid_params", "message": message, "fields": {field: "contains a NUL character"}}
+            return JsonResponse({"error": body}, status=400)
+        return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+
+
+def _unstorable_field(request: HttpRequest) -> str | None:
+    """The name of the first field whose name or value cannot be stored."""
+    sources = [request.GET]
+    if request.method == "POST" and request.content_type in (
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+    ):
+        sources.append(request.POST)
+    for source in sources:
+        for name, values in source.lists():
+            if _unstorable(name) or any(_unstorable(value) for value in values):
+                return name
+    if request.content_type == "application/json" and request.body:
+        try:
+            return _unstorable_json(json.loads(request.body))
+        except (ValueError, RecursionError):
+            return None  # not JSON we can read: the view refuses it as it always did
+    return None
+
+
+def _unstorable_json(document) -> str | None:
+    """The path ("body.items.0.name") of the first unstorable key or string."""
+    pending = [("body", document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if _unstorable(value):
+                return path
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and _unstorable(key):
+                return path
+            pending.append((f"{path}.{key}", item))
+    return None
+
+
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" in JSON
+        return True
+    return False

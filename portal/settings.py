@@ -134,6 +134,7 @@ MIDDLEWARE = [
     "portal.middleware.ClientIpMiddleware",  # first: everything after sees the client's address
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RequestSizeLimitMiddleware",
+    "portal.middleware.UnstorableTextMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -112,6 +112,8 @@ def message_post(
     body = (body or "").strip()
     if not body:
         raise ChatError("empty", "Write a message first.")
+    if _unstorable(body) or _unstorable(client_id or ""):
+        raise ChatError("invalid_text", "Messages cannot contain NUL characters.")
     if len(body) > MAX_CHARS:
         raise ChatError("too_long", f"Messages are at most {MAX_CHARS} characters.")
     client_id = (client_id or "")[:64]
@@ -152,6 +154,16 @@ def message_out(message: Message) -> dict:
         "client_id": message.client_id or None,
         "created_at": message.created_at.isoformat(),
     }
+
+
+def _unstorable(text: str) -> bool:
+    """A NUL or a lone surrogate: PostgreSQL cannot store it (the websocket
+    gets here without the HTTP middleware that refuses it up front)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in text
 
 
 def _too_fast(conversation: Conversation, ip: str) -> bool:

@@ -149,3 +149,54 @@ def test_uvicorn_answers_413_to_an_endless_chunked_upload(uvicorn_server):
     writer.join(timeout=10)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent < 64 << 20
+
+
+# --- Text the database cannot store (NUL) --------------------------------------------------
+
+NUL = "a\x00b"
+
+
+@pytest.mark.django_db
+def test_a_nul_in_an_api_form_field_is_a_400_in_the_error_shape(alice):
+    from tests.helpers import api_client
+
+    response = api_client(alice).post("/api/v1/quote", {"model": "test-sd1", "prompt": NUL})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_params"
+    assert response.json()["error"]["fields"] == {"prompt": "contains a NUL character"}
+
+
+@pytest.mark.django_db
+def test_a_nul_in_an_api_query_or_json_body_is_a_400_in_the_error_shape(alice):
+    from tests.helpers import api_client
+
+    api = api_client(alice)
+    assert api.get("/api/v1/jobs", {"page": "1", "q": NUL}).json()["error"]["fields"] == {
+        "q": "contains a NUL character"
+    }
+    response = api.post("/api/v1/quote", {"model": "x", "tags": ["ok", "\ud800"]}, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"body.tags.1": "contains a NUL character"}
+
+
+@pytest.mark.django_db
+def test_a_nul_in_a_page_query_or_form_is_a_plain_400(client, alice):
+    client.force_login(alice)
+    response = client.get("/jobs/", {"model": NUL}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 400 and response["Content-Type"].startswith("text/plain")
+    client.logout()
+    response = client.post("/accounts/login/", {"login": NUL, "password": "x"}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 400 and b"NUL" in response.content
+
+
+@pytest.mark.django_db
+def test_a_nul_in_a_chat_post_is_a_400_the_widget_can_show():
+    from django.test import Client
+
+    from support.models import Message
+
+    response = Client().post("/support/messages", {"body": NUL, "client_id": "n1"})
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]["message"]
+    assert not Message.objects.exists()
+

@@ -107,6 +107,28 @@ def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice,
     assert [m["body"] for m in missed["messages"]] == ["one", "two"]
 
 
+def test_a_nul_over_the_websocket_gets_an_error_message_not_a_crash(alice):
+    cookie = cookie_of(alice)
+
+    async def scenario():
+        ws, connected, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert connected
+        await ws.send_json_to({"type": "send", "body": "hi\x00there", "client_id": "n1"})
+        error = await ws.receive_json_from(timeout=10)
+        await ws.send_json_to(["not", "an", "object"])
+        second = await ws.receive_json_from(timeout=10)
+        await ws.send_json_to({"type": "hello", "last_id": "\x00"})
+        caught_up = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return error, second, caught_up
+
+    error, second, caught_up = asyncio.run(scenario())
+    assert error["type"] == "error" and error["code"] == "invalid_text" and error["client_id"] == "n1"
+    assert second["type"] == "error"
+    assert caught_up == {"type": "messages", "messages": []}
+    assert not Message.objects.exists()
+
+
 def test_the_same_client_id_twice_makes_one_row(alice):
     cookie = cookie_of(alice)
 
