@@ -38,6 +38,8 @@ def _errors(*codes: int) -> dict[int, type[ErrorOut]]:
 # Every operation needs a signed-in person or an API key (401); unsafe
 # methods with a session need the CSRF token (403); a body over the upload
 # limit is refused from its length alone (413, RequestSizeLimitMiddleware).
+# Where Redis is read (worker heartbeats, rate-limit counters, the broker),
+# its outage answers 503 (portal.outages).
 READ = (401,)
 WRITE = (401, 403, 413)
 PNG = {
@@ -57,14 +59,18 @@ def account(request: HttpRequest):
     return {"email": request.user.email, "credits": balance_of(user=request.user)}
 
 
-@router.get("/models", response={200: ModelsOut, **_errors(*READ)}, summary="The model catalog, with live availability")
+@router.get(
+    "/models",
+    response={200: ModelsOut, **_errors(503, *READ)},
+    summary="The model catalog, with live availability",
+)
 def models(request: HttpRequest):
     return {"models": checkpoints_for_catalog()}
 
 
 @router.post(
     "/quote",
-    response={200: QuoteOut, **_errors(400, 429, *WRITE)},
+    response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
 )
 def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):

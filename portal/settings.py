@@ -143,6 +143,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Last, so its process_exception sees a view's exception first.
+    "portal.outages.BrokerOutageMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

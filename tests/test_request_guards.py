@@ -200,3 +200,62 @@ def test_a_nul_in_a_chat_post_is_a_400_the_widget_can_show():
     assert "NUL" in response.json()["error"]["message"]
     assert not Message.objects.exists()
 
+
+# --- Redis unreachable ----------------------------------------------------------------------
+
+CLOSED = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+@pytest.fixture
+def redis_down(settings):
+    """The cache (rate-limit counters) and the heartbeat reader point at a
+    closed port: every call raises redis-py's own ConnectionError."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CLOSED, "KEY_PREFIX": "x"}
+    }
+    settings.REDIS_URL = CLOSED
+
+
+@pytest.mark.django_db
+def test_a_submit_while_redis_is_down_is_a_503_in_the_error_shape(alice, redis_down):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from generation.models import Job
+    from tests.helpers import api_client, png_bytes
+
+    image = SimpleUploadedFile("a.png", png_bytes())
+    response = api_client(alice).post("/api/v1/img2img", {"model": "test-sd1", "prompt": "x", "image": image})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response["Retry-After"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_catalog_while_redis_is_down_is_a_503(alice, redis_down):
+    from tests.helpers import api_client
+
+    response = api_client(alice).get("/api/v1/models")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "service_unavailable"
+
+
+@pytest.mark.django_db
+def test_a_page_while_redis_is_down_is_a_clear_503_page(client, alice, redis_down):
+    client.force_login(alice)
+    response = client.get("/create/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 503
+    assert b"Try again in a minute" in response.content
+
+
+@pytest.mark.django_db
+def test_a_broker_that_refuses_a_publish_is_a_503(alice, monkeypatch):
+    import kombu.exceptions
+
+    from tests.helpers import api_client
+
+    def refuse():
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("generation.api.checkpoints_for_catalog", refuse)
+    response = api_client(alice).get("/api/v1/models")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "service_unavailable"
