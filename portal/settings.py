@@ -137,6 +137,7 @@ MIDDLEWARE = [
     "portal.middleware.UnstorableTextMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "support.middleware.VisitorCookieMiddleware",  # drops the chat's visitor cookie at sign-in and sign-out
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -61,11 +61,13 @@ def conversation_open(*, user, visitor_token: str | None) -> Conversation | None
     return None if digest is None else Conversation.objects.create(visitor_hash=digest)
 
 
-def conversation_claim(*, user, visitor_token: str | None) -> None:
+def conversation_claim(*, user, visitor_token: str | None, session_hash: str | None) -> None:
     """On sign-in: the visitor's conversation moves to the account (merged
-    into the account's own conversation if it has one)."""
+    into the account's own conversation if it has one), but only when this
+    browser session started it (`session_hash`, kept in the session beside
+    the cookie): a cookie left behind by someone else is not enough."""
     digest = visitor_hash(visitor_token)
-    if digest is None:
+    if digest is None or digest != session_hash:
         return
     with transaction.atomic():
         anonymous = Conversation.objects.select_for_update().filter(visitor_hash=digest, user__isnull=True).first()

@@ -205,6 +205,54 @@ def test_a_visitor_chats_anonymously_and_the_thread_moves_to_the_account_on_sign
     assert [m["body"] for m in visitor.get(reverse("support_messages")).json()["messages"]] == ["can I try for free?"]
 
 
+def sign_in(client: Client, user):
+    return client.post(reverse("account_login"), {"login": user.email, "password": "correct horse 42"})
+
+
+def cookie_dropped(response) -> bool:
+    cookie = response.cookies.get(VISITOR_COOKIE)
+    return cookie is not None and cookie.value == "" and cookie["max-age"] == 0
+
+
+def test_a_visitor_cookie_from_another_browser_session_is_not_merged_at_sign_in(alice):
+    visitor = Client()
+    visitor.post(reverse("support_messages"), {"body": "my card number is ...", "client_id": "v1"})
+    token = visitor.cookies[VISITOR_COOKIE].value
+    # The next person on this browser: the cookie stayed, the session did not.
+    next_person = Client()
+    next_person.cookies[VISITOR_COOKIE] = token
+    response = sign_in(next_person, alice)
+    assert Conversation.objects.get().user is None  # still the visitor's, not alice's
+    assert cookie_dropped(response)
+    assert next_person.get(reverse("support_messages")).json()["messages"] == []
+
+
+def test_the_visitor_cookie_is_dropped_at_sign_in_and_at_sign_out(alice):
+    visitor = Client()
+    visitor.post(reverse("support_messages"), {"body": "hello", "client_id": "v1"})
+    token = visitor.cookies[VISITOR_COOKIE].value
+    assert cookie_dropped(sign_in(visitor, alice))
+    assert Conversation.objects.get().user == alice
+    visitor.cookies[VISITOR_COOKIE] = token  # e.g. a cookie the sign-in response did not reach
+    assert cookie_dropped(visitor.post(reverse("account_logout")))
+
+
+def test_new_conversations_without_a_cookie_are_capped_per_client_address(settings):
+    settings.CHAT_NEW_CONVERSATION_RATE_LIMIT = "2/h"
+    visitors = [Client() for _ in range(3)]
+    codes = [v.post(reverse("support_messages"), {"body": "hi", "client_id": "a"}).status_code for v in visitors]
+    assert codes == [200, 200, 429]
+    assert Conversation.objects.count() == 2
+    # A visitor who has a conversation goes on writing in it.
+    assert visitors[0].post(reverse("support_messages"), {"body": "more", "client_id": "b"}).status_code == 200
+
+
+def test_a_refused_first_message_starts_no_conversation():
+    response = Client().post(reverse("support_messages"), {"body": "   ", "client_id": "a"})
+    assert response.status_code == 400
+    assert not Conversation.objects.exists()
+
+
 def test_unread_badge_is_rendered_by_the_server(client, alice, charlie):
     conversation = conversation_open(user=alice, visitor_token=None)
     message_post(conversation=conversation, sender="staff", body="we fixed it", author=charlie)
