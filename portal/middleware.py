@@ -1,5 +1,6 @@
-"""Request guards at the edge: the client's real address, and bodies too
-large for any upload refused before Django reads them."""
+"""Request guards at the edge, before any view: the client's real address
+behind trusted proxies, bodies too large for any upload (413), and text the
+database cannot store (400)."""
 
 from __future__ import annotations
 
