@@ -129,6 +129,33 @@ def test_a_nul_over_the_websocket_gets_an_error_message_not_a_crash(alice):
     assert not Message.objects.exists()
 
 
+def send_once_from(cookie, peer: str, forwarded: str) -> dict:
+    """Connect as `cookie` from `peer` (claiming `forwarded`), send one message, return the answer."""
+
+    async def scenario():
+        headers = [ORIGIN, cookie, (b"x-forwarded-for", forwarded.encode())]
+        ws = WebsocketCommunicator(application, "/ws/support/", headers=headers)
+        ws.scope["client"] = (peer, 40000)
+        connected, _ = await ws.connect(timeout=10)
+        assert connected
+        await ws.send_json_to({"type": "send", "body": "hello", "client_id": forwarded})
+        answer = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return answer
+
+    return asyncio.run(scenario())
+
+
+def test_the_websocket_limits_each_client_behind_a_trusted_proxy_by_its_own_address(alice, bob, settings):
+    settings.TRUSTED_PROXIES = ("10.0.0.7",)
+    settings.CHAT_IP_RATE_LIMIT = "1/m"
+    assert send_once_from(cookie_of(alice), "10.0.0.7", "198.51.100.1")["type"] == "ack"
+    assert send_once_from(cookie_of(bob), "10.0.0.7", "198.51.100.2")["type"] == "ack"
+    # A peer that is not our proxy cannot pick its address with the header.
+    assert send_once_from(cookie_of(alice), "203.0.113.9", "198.51.100.3")["type"] == "ack"
+    assert send_once_from(cookie_of(bob), "203.0.113.9", "198.51.100.4")["code"] == "rate_limited"
+
+
 def test_the_same_client_id_twice_makes_one_row(alice):
     cookie = cookie_of(alice)
 
