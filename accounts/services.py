@@ -17,12 +17,35 @@ from billing.models import LedgerEntry
 log = logging.getLogger(__name__)
 
 
+# Providers whose several domains deliver to one mailbox, and those that
+# ignore dots in the local part: one mailbox must not farm several grants.
+_SAME_MAILBOX_DOMAINS = {
+    "googlemail.com": "gmail.com",
+    "protonmail.com": "proton.me",
+    "protonmail.ch": "proton.me",
+    "pm.me": "proton.me",
+}
+_DOTS_IGNORED = {"gmail.com"}
+
+
 def email_fingerprint(email: str) -> str:
-    """A stable hash of the address as a mailbox: case-insensitive, and a
-    '+tag' in the local part does not make a new address."""
+    """A stable hash of the address as a mailbox: case-insensitive; a
+    '+tag' in the local part does not make a new address; nor do dots at
+    Gmail, or another domain of the same provider (googlemail.com)."""
     local, _, domain = email.strip().lower().rpartition("@")
+    domain = domain.rstrip(".")
+    domain = _SAME_MAILBOX_DOMAINS.get(domain, domain)
     local = local.split("+", 1)[0]
+    if domain in _DOTS_IGNORED:
+        local = local.replace(".", "")
     return hashlib.sha256(f"{local}@{domain}".encode()).hexdigest()
+
+
+def _legacy_fingerprint(email: str) -> str:
+    """The fingerprint before provider aliases were folded: claims stored
+    with it still count, so an address granted before is not granted again."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    return hashlib.sha256(f"{local.split('+', 1)[0]}@{domain}".encode()).hexdigest()
 
 
 def free_credits_grant(*, user, email: str) -> LedgerEntry | None:
@@ -38,6 +61,9 @@ def free_credits_grant(*, user, email: str) -> LedgerEntry | None:
     ref = f"free:user:{user.pk}"
     with transaction.atomic():
         if LedgerEntry.objects.filter(reference=ref).exists():
+            return None
+        if FreeCreditClaim.objects.filter(email_hash=_legacy_fingerprint(email)).exists():
+            log.info("free credits already claimed for this address (legacy claim); user %s gets none", user.pk)
             return None
         try:
             with transaction.atomic():

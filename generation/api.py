@@ -10,15 +10,17 @@ the error handlers below.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, JsonResponse
+from django_ratelimit.core import is_ratelimited
 from ninja import File, Form, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
 from billing.selectors import balance_of
-from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, Refused, public_error
+from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, RateLimited, Refused, public_error
 from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
@@ -36,6 +38,8 @@ def _errors(*codes: int) -> dict[int, type[ErrorOut]]:
 # Every operation needs a signed-in person or an API key (401); unsafe
 # methods with a session need the CSRF token (403); a body over the upload
 # limit is refused from its length alone (413, RequestSizeLimitMiddleware).
+# Where Redis is read (worker heartbeats, rate-limit counters, the broker),
+# its outage answers 503 (portal.outages).
 READ = (401,)
 WRITE = (401, 403, 413)
 PNG = {
@@ -55,17 +59,27 @@ def account(request: HttpRequest):
     return {"email": request.user.email, "credits": balance_of(user=request.user)}
 
 
-@router.get("/models", response={200: ModelsOut, **_errors(*READ)}, summary="The model catalog, with live availability")
+@router.get(
+    "/models",
+    response={200: ModelsOut, **_errors(503, *READ)},
+    summary="The model catalog, with live availability",
+)
 def models(request: HttpRequest):
     return {"models": checkpoints_for_catalog()}
 
 
 @router.post(
     "/quote",
-    response={200: QuoteOut, **_errors(400, *WRITE)},
+    response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
 )
 def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):
+    # With a picture, a quote decodes and re-encodes it like a submit: limited
+    # per person (per client address without one), QUOTE_RATE_LIMIT.
+    if image is not None and is_ratelimited(
+        request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True
+    ):
+        raise RateLimited("Too many quotes with a picture; wait a minute, or quote without the picture.")
     return {"credits": job_quote(data=data, upload=image)}
 
 

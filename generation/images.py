@@ -5,7 +5,6 @@ disguised format) survives."""
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -15,10 +14,6 @@ from generation.errors import InvalidImage, UploadTooLarge
 
 FORMATS = ["PNG", "JPEG", "WEBP"]
 MIN_SIDE = 16
-
-# Pillow refuses to open anything larger, from the header alone (before any
-# decoding), so a small file that declares a huge canvas costs nothing.
-Image.MAX_IMAGE_PIXELS = settings.UPLOAD_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -40,23 +35,16 @@ def image_clean(upload) -> CleanImage:
     if len(data) > limit:
         raise UploadTooLarge(f"The file is larger than {limit // (1024 * 1024)} MB.", fields={"image": "too large"})
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _open(data)
-            width, height = image.size
-            if min(width, height) < MIN_SIDE:
-                raise InvalidImage(
-                    f"The picture is smaller than {MIN_SIDE} pixels on a side.", fields={"image": "too small"}
-                )
-            image.verify()  # structure check; the image must be reopened after it
-            image = _open(data)
-            image.load()  # a truncated or corrupt file fails here
-            image = ImageOps.exif_transpose(image)
-            image = _flatten(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImage(
-            f"The picture has more than {settings.UPLOAD_MAX_PIXELS:,} pixels.", fields={"image": "too many pixels"}
-        ) from None
+        image = _open(data)
+        width, height = image.size  # from the header: nothing is decoded yet
+        _check_size(width, height)
+        image.verify()  # structure check; the image must be reopened after it
+        image = _open(data)
+        image.load()  # a truncated or corrupt file fails here
+        image = ImageOps.exif_transpose(image)
+        image = _flatten(image)
+    except Image.DecompressionBombError:  # Pillow's own process-wide ceiling, if lower than ours
+        raise _too_many_pixels() from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise InvalidImage(
             "That file is not a PNG, JPEG or WebP picture we can read.",
@@ -65,6 +53,23 @@ def image_clean(upload) -> CleanImage:
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False)
     return CleanImage(png=out.getvalue(), width=image.width, height=image.height)
+
+
+def _check_size(width: int, height: int) -> None:
+    """Our own pixel limit, compared here rather than through Pillow's
+    MAX_IMAGE_PIXELS and DecompressionBombWarning: those are process-wide
+    (a global and the warnings filters), not safe to set per request in a
+    threaded server, and a warning filtered elsewhere would let a bomb through."""
+    if width * height > settings.UPLOAD_MAX_PIXELS:
+        raise _too_many_pixels()
+    if min(width, height) < MIN_SIDE:
+        raise InvalidImage(f"The picture is smaller than {MIN_SIDE} pixels on a side.", fields={"image": "too small"})
+
+
+def _too_many_pixels() -> InvalidImage:
+    return InvalidImage(
+        f"The picture has more than {settings.UPLOAD_MAX_PIXELS:,} pixels.", fields={"image": "too many pixels"}
+    )
 
 
 def _open(data: bytes) -> Image.Image:

@@ -9,6 +9,7 @@ from ninja import NinjaAPI
 from accounts.auth import API_AUTH
 from generation.api import EXCEPTION_HANDLERS
 from generation.api import router as generation_router
+from portal.outages import BROKER_ERRORS, outage_response
 
 api = NinjaAPI(
     title="img2img portal API",
@@ -23,3 +24,7 @@ api = NinjaAPI(
 api.add_router("", generation_router)
 for exception, handler in EXCEPTION_HANDLERS.items():
     api.add_exception_handler(exception, handler)
+# Redis unreachable: 503 in the error shape (ninja would otherwise answer a
+# DEBUG traceback or let it become a 500).
+for exception in BROKER_ERRORS:
+    api.add_exception_handler(exception, outage_response)

@@ -10,11 +10,13 @@ lists every variable.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlparse
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django_ratelimit.core import rate_re
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,32 @@ def env_path(name: str, default: Path) -> Path:
     return Path(env.str(name, default=str(default))).expanduser().resolve()
 
 
+def env_networks(name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks (CIDR), normalised."""
+    networks = []
+    for item in env.list(name, default=[]):
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def env_rate(name: str, default: str) -> str:
+    """A django-ratelimit rate ("count/period": "20/m", "5/10m"; period s, m,
+    h or d, seconds when left out), checked at start rather than at the first
+    request. The library's own pattern, matched whole: the library reads only
+    a prefix and would take "20/mbanana" as "20/m"."""
+    value = env.str(name, default=default).strip()
+    match = rate_re.fullmatch(value)
+    if match is None:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like '20/m' (count/period; period s, m, h or d)")
+    count, multiplier, _unit = match.groups()
+    if int(count) < 1 or (multiplier and int(multiplier) < 1):
+        raise ImproperlyConfigured(f"{name}={value!r}: the count and the period must be at least 1")
+    return value
+
+
 # --- Core -------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
@@ -105,16 +133,21 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.ClientIpMiddleware",  # first: everything after sees the client's address
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RequestSizeLimitMiddleware",
+    "portal.middleware.UnstorableTextMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "support.middleware.VisitorCookieMiddleware",  # drops the chat's visitor cookie at sign-in and sign-out
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Last, so its process_exception sees a view's exception first.
+    "portal.outages.BrokerOutageMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -224,7 +257,19 @@ ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if HTTPS_ONLY else "http"
 # to the rest (signup 20/m/ip, password reset 20/m/ip,5/m/key, ...). The
 # admin login goes through allauth (portal/urls.py), so this covers it too.
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
-ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# Reverse proxies in front of the app (comma-separated IPs or CIDRs; default:
+# none). A request's client address is its peer's, unless the peer is one of
+# these; then the right-most X-Forwarded-For entry that is not one of them.
+# portal.middleware.ClientIpMiddleware (HTTP) and portal.asgi (websockets)
+# put that address in REMOTE_ADDR / scope["client"], so allauth's and
+# django-ratelimit's "ip" keys and the chat's limits all count real clients.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+if env_int("TRUSTED_PROXY_COUNT", 0):
+    raise ImproperlyConfigured(
+        "TRUSTED_PROXY_COUNT was replaced by TRUSTED_PROXIES (the proxies' addresses or networks): "
+        "a count trusts X-Forwarded-For from any client that connects directly."
+    )
 
 FREE_CREDITS = env_int("FREE_CREDITS", 10)
 
@@ -250,7 +295,10 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 4096 * 4096, minimum=64 * 64)
 PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 1000, minimum=1)
-SUBMIT_RATE_LIMIT = env.str("SUBMIT_RATE_LIMIT", default="20/m")
+SUBMIT_RATE_LIMIT = env_rate("SUBMIT_RATE_LIMIT", "20/m")
+# A quote with an image decodes and re-encodes it like a submit: limited per
+# person (per client IP without one). The create page quotes without the image.
+QUOTE_RATE_LIMIT = env_rate("QUOTE_RATE_LIMIT", SUBMIT_RATE_LIMIT)
 MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # A running job's lease names its worker process and is renewed by that
@@ -267,8 +315,11 @@ JOB_RESEND_AFTER = env_int("JOB_RESEND_AFTER", 10, minimum=1)
 
 # Support chat: per-person rate, when an unread staff reply is emailed, and
 # what the widget promises.
-CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="10/m")
-CHAT_IP_RATE_LIMIT = env.str("CHAT_IP_RATE_LIMIT", default="60/m")
+CHAT_RATE_LIMIT = env_rate("CHAT_RATE_LIMIT", "10/m")
+CHAT_IP_RATE_LIMIT = env_rate("CHAT_IP_RATE_LIMIT", "60/m")
+# New anonymous conversations per client IP: a post without the visitor
+# cookie starts one, so without this cap a script could start any number.
+CHAT_NEW_CONVERSATION_RATE_LIMIT = env_rate("CHAT_NEW_CONVERSATION_RATE_LIMIT", "5/h")
 CHAT_EMAIL_AFTER = env_int("CHAT_EMAIL_AFTER", 15 * 60, minimum=1)
 SUPPORT_HOURS = env.str("SUPPORT_HOURS", default="Monday to Friday, 9:00-18:00 UTC")
 SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")

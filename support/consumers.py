@@ -34,9 +34,12 @@ class SupportConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(conversation_group(self.conversation.id), self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
+        if not isinstance(content, dict):
+            await self.send_json({"type": "error", "code": "bad_message", "message": "Send a JSON object."})
+            return
         kind = content.get("type")
         if kind == "hello":
-            missed = await self._after(int(content.get("last_id") or 0))
+            missed = await self._after(_number(content.get("last_id")))
             await self.send_json({"type": "messages", "messages": missed})
         elif kind == "send":
             try:
@@ -54,7 +57,7 @@ class SupportConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(reply)
         elif kind == "read":
             await database_sync_to_async(mark_read)(
-                conversation=self.conversation, side=self.side, up_to=int(content.get("up_to") or 0)
+                conversation=self.conversation, side=self.side, up_to=_number(content.get("up_to"))
             )
 
     async def support_event(self, event: dict) -> None:
@@ -85,6 +88,14 @@ class SupportConsumer(AsyncJsonWebsocketConsumer):
             ip=client[0] or "",
         )
         return {"type": "ack", "client_id": client_id or None, "id": message.id}
+
+
+def _number(value) -> int:
+    """A message id from the client; anything else counts as 0."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 class StaffSupportConsumer(SupportConsumer):

@@ -61,11 +61,13 @@ def conversation_open(*, user, visitor_token: str | None) -> Conversation | None
     return None if digest is None else Conversation.objects.create(visitor_hash=digest)
 
 
-def conversation_claim(*, user, visitor_token: str | None) -> None:
+def conversation_claim(*, user, visitor_token: str | None, session_hash: str | None) -> None:
     """On sign-in: the visitor's conversation moves to the account (merged
-    into the account's own conversation if it has one)."""
+    into the account's own conversation if it has one), but only when this
+    browser session started it (`session_hash`, kept in the session beside
+    the cookie): a cookie left behind by someone else is not enough."""
     digest = visitor_hash(visitor_token)
-    if digest is None:
+    if digest is None or digest != session_hash:
         return
     with transaction.atomic():
         anonymous = Conversation.objects.select_for_update().filter(visitor_hash=digest, user__isnull=True).first()
@@ -112,6 +114,8 @@ def message_post(
     body = (body or "").strip()
     if not body:
         raise ChatError("empty", "Write a message first.")
+    if _unstorable(body) or _unstorable(client_id or ""):
+        raise ChatError("invalid_text", "Messages cannot contain NUL characters.")
     if len(body) > MAX_CHARS:
         raise ChatError("too_long", f"Messages are at most {MAX_CHARS} characters.")
     client_id = (client_id or "")[:64]
@@ -152,6 +156,16 @@ def message_out(message: Message) -> dict:
         "client_id": message.client_id or None,
         "created_at": message.created_at.isoformat(),
     }
+
+
+def _unstorable(text: str) -> bool:
+    """A NUL or a lone surrogate: PostgreSQL cannot store it (the websocket
+    gets here without the HTTP middleware that refuses it up front)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in text
 
 
 def _too_fast(conversation: Conversation, ip: str) -> bool:

@@ -105,6 +105,33 @@ def test_email_fingerprint_ignores_case_and_plus_tags():
     assert email_fingerprint("bob@example.com") != email_fingerprint("bob@example.org")
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["j.smith@gmail.com", "JSmith+free@Gmail.com", "j.s.m.i.t.h+x@googlemail.com", "jsmith@googlemail.com."],
+)
+def test_email_fingerprint_folds_gmail_dots_and_googlemail(spelling):
+    assert email_fingerprint(spelling) == email_fingerprint("jsmith@gmail.com")
+
+
+def test_email_fingerprint_keeps_dots_where_they_make_another_mailbox():
+    assert email_fingerprint("j.smith@example.com") != email_fingerprint("jsmith@example.com")
+    assert email_fingerprint("jane@proton.me") == email_fingerprint("Jane+x@protonmail.com")
+
+
+def test_one_gmail_mailbox_gets_the_free_credits_once(alice, bob):
+    assert free_credits_grant(user=alice, email="jane.doe@gmail.com") is not None
+    assert free_credits_grant(user=bob, email="janedoe+again@googlemail.com") is None
+    assert balance_of(user=bob) == 0
+
+
+def test_a_claim_stored_before_the_folding_still_counts(alice):
+    from accounts.models import FreeCreditClaim
+    from accounts.services import _legacy_fingerprint
+
+    FreeCreditClaim.objects.create(email_hash=_legacy_fingerprint("jane.doe@gmail.com"))
+    assert free_credits_grant(user=alice, email="jane.doe@gmail.com") is None
+
+
 def test_the_account_page_needs_a_login(client):
     response = client.get(reverse("account"))
     assert response.status_code == 302

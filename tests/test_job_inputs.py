@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from billing.ledger import credits_adjust, credits_grant
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
+from generation.errors import InvalidImage
 from generation.images import image_clean
 from generation.models import Job
 from tests.helpers import api_client, jpeg_bytes, png_bytes
@@ -138,6 +140,20 @@ def test_submissions_are_rate_limited_per_person(api, alice, settings, gpu_worke
     assert codes[-1] == 429 and 429 not in codes[:2]
 
 
+def test_quotes_with_a_picture_are_rate_limited_per_person(api, bob, settings):
+    settings.QUOTE_RATE_LIMIT = "2/m"
+
+    def quote(client, **extra):
+        return client.post("/api/v1/quote", {"model": "test-sd1", "steps": 4, **extra})
+
+    codes = [quote(api, image=upload(png_bytes())).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    refused = quote(api, image=upload(png_bytes()))
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert quote(api).status_code == 200  # the create page's quote sends no picture
+    assert quote(api_client(bob), image=upload(png_bytes())).status_code == 200
+
+
 def test_jobs_waiting_at_once_are_capped_per_person(api, alice, settings, gpu_worker):
     settings.MAX_ACTIVE_JOBS = 2
     for _ in range(2):
@@ -170,6 +186,22 @@ def test_jobs_waiting_at_once_are_capped_per_person(api, alice, settings, gpu_wo
 
 def upload(data: bytes, name: str = "x.png"):
     return SimpleUploadedFile(name, data)
+
+
+def test_the_pixel_limit_is_ours_whatever_pillows_process_wide_state(settings, monkeypatch):
+    """Width x height is compared from the header, not through Pillow's
+    MAX_IMAGE_PIXELS and bomb warnings, which other code (or a thread) may
+    have changed or filtered."""
+    settings.UPLOAD_MAX_PIXELS = 128 * 128
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InvalidImage) as refused:
+            image_clean(upload(png_bytes(size=(129, 128))))
+        assert image_clean(upload(png_bytes(size=(128, 128)))).width == 128  # at the limit: fine
+    assert refused.value.status == 400
+    assert refused.value.fields == {"image": "too many pixels"}
+    assert "16,384 pixels" in refused.value.message
 
 
 def test_exif_orientation_is_applied_and_metadata_stripped():

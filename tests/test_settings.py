@@ -35,6 +35,8 @@ def start(env_changes: dict[str, str | None], code: str = SETUP) -> subprocess.C
         ("DATABASE_URL", "nosuchdb://x/y"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("HTTPS_ONLY", "perhaps"),
+        ("TRUSTED_PROXIES", "10.0.0.1,10.0.0.300"),
+        ("TRUSTED_PROXY_COUNT", "1"),  # replaced by TRUSTED_PROXIES: a count trusts anyone's header
     ],
 )
 def test_a_bad_value_fails_loudly_at_start(name, value):
@@ -42,6 +44,37 @@ def test_a_bad_value_fails_loudly_at_start(name, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SUBMIT_RATE_LIMIT", "banana"),
+        ("SUBMIT_RATE_LIMIT", "20/mbanana"),
+        ("CHAT_RATE_LIMIT", "10 per minute"),
+        ("CHAT_IP_RATE_LIMIT", "0/m"),
+        ("QUOTE_RATE_LIMIT", "5/0m"),
+        ("CHAT_NEW_CONVERSATION_RATE_LIMIT", "/h"),
+    ],
+)
+def test_a_bad_rate_stops_manage_py_check(name, value):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", name: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and name in result.stderr
+
+
+def test_rates_in_the_librarys_syntax_start():
+    rates = {"SUBMIT_RATE_LIMIT": "5/10m", "CHAT_RATE_LIMIT": "3/h", "CHAT_IP_RATE_LIMIT": "100/d"}
+    result = start(rates, SETUP + "\nfrom django.conf import settings as s; print(s.SUBMIT_RATE_LIMIT)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "5/10m"
 
 
 def test_debug_off_refuses_to_start_without_a_secret_key():

@@ -107,6 +107,55 @@ def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice,
     assert [m["body"] for m in missed["messages"]] == ["one", "two"]
 
 
+def test_a_nul_over_the_websocket_gets_an_error_message_not_a_crash(alice):
+    cookie = cookie_of(alice)
+
+    async def scenario():
+        ws, connected, _ = await connect("/ws/support/", ORIGIN, cookie)
+        assert connected
+        await ws.send_json_to({"type": "send", "body": "hi\x00there", "client_id": "n1"})
+        error = await ws.receive_json_from(timeout=10)
+        await ws.send_json_to(["not", "an", "object"])
+        second = await ws.receive_json_from(timeout=10)
+        await ws.send_json_to({"type": "hello", "last_id": "\x00"})
+        caught_up = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return error, second, caught_up
+
+    error, second, caught_up = asyncio.run(scenario())
+    assert error["type"] == "error" and error["code"] == "invalid_text" and error["client_id"] == "n1"
+    assert second["type"] == "error"
+    assert caught_up == {"type": "messages", "messages": []}
+    assert not Message.objects.exists()
+
+
+def send_once_from(cookie, peer: str, forwarded: str) -> dict:
+    """Connect as `cookie` from `peer` (claiming `forwarded`), send one message, return the answer."""
+
+    async def scenario():
+        headers = [ORIGIN, cookie, (b"x-forwarded-for", forwarded.encode())]
+        ws = WebsocketCommunicator(application, "/ws/support/", headers=headers)
+        ws.scope["client"] = (peer, 40000)
+        connected, _ = await ws.connect(timeout=10)
+        assert connected
+        await ws.send_json_to({"type": "send", "body": "hello", "client_id": forwarded})
+        answer = await ws.receive_json_from(timeout=10)
+        await ws.disconnect()
+        return answer
+
+    return asyncio.run(scenario())
+
+
+def test_the_websocket_limits_each_client_behind_a_trusted_proxy_by_its_own_address(alice, bob, settings):
+    settings.TRUSTED_PROXIES = ("10.0.0.7",)
+    settings.CHAT_IP_RATE_LIMIT = "1/m"
+    assert send_once_from(cookie_of(alice), "10.0.0.7", "198.51.100.1")["type"] == "ack"
+    assert send_once_from(cookie_of(bob), "10.0.0.7", "198.51.100.2")["type"] == "ack"
+    # A peer that is not our proxy cannot pick its address with the header.
+    assert send_once_from(cookie_of(alice), "203.0.113.9", "198.51.100.3")["type"] == "ack"
+    assert send_once_from(cookie_of(bob), "203.0.113.9", "198.51.100.4")["code"] == "rate_limited"
+
+
 def test_the_same_client_id_twice_makes_one_row(alice):
     cookie = cookie_of(alice)
 
@@ -181,6 +230,54 @@ def test_a_visitor_chats_anonymously_and_the_thread_moves_to_the_account_on_sign
     conversation.refresh_from_db()
     assert conversation.user == alice
     assert [m["body"] for m in visitor.get(reverse("support_messages")).json()["messages"]] == ["can I try for free?"]
+
+
+def sign_in(client: Client, user):
+    return client.post(reverse("account_login"), {"login": user.email, "password": "correct horse 42"})
+
+
+def cookie_dropped(response) -> bool:
+    cookie = response.cookies.get(VISITOR_COOKIE)
+    return cookie is not None and cookie.value == "" and cookie["max-age"] == 0
+
+
+def test_a_visitor_cookie_from_another_browser_session_is_not_merged_at_sign_in(alice):
+    visitor = Client()
+    visitor.post(reverse("support_messages"), {"body": "my card number is ...", "client_id": "v1"})
+    token = visitor.cookies[VISITOR_COOKIE].value
+    # The next person on this browser: the cookie stayed, the session did not.
+    next_person = Client()
+    next_person.cookies[VISITOR_COOKIE] = token
+    response = sign_in(next_person, alice)
+    assert Conversation.objects.get().user is None  # still the visitor's, not alice's
+    assert cookie_dropped(response)
+    assert next_person.get(reverse("support_messages")).json()["messages"] == []
+
+
+def test_the_visitor_cookie_is_dropped_at_sign_in_and_at_sign_out(alice):
+    visitor = Client()
+    visitor.post(reverse("support_messages"), {"body": "hello", "client_id": "v1"})
+    token = visitor.cookies[VISITOR_COOKIE].value
+    assert cookie_dropped(sign_in(visitor, alice))
+    assert Conversation.objects.get().user == alice
+    visitor.cookies[VISITOR_COOKIE] = token  # e.g. a cookie the sign-in response did not reach
+    assert cookie_dropped(visitor.post(reverse("account_logout")))
+
+
+def test_new_conversations_without_a_cookie_are_capped_per_client_address(settings):
+    settings.CHAT_NEW_CONVERSATION_RATE_LIMIT = "2/h"
+    visitors = [Client() for _ in range(3)]
+    codes = [v.post(reverse("support_messages"), {"body": "hi", "client_id": "a"}).status_code for v in visitors]
+    assert codes == [200, 200, 429]
+    assert Conversation.objects.count() == 2
+    # A visitor who has a conversation goes on writing in it.
+    assert visitors[0].post(reverse("support_messages"), {"body": "more", "client_id": "b"}).status_code == 200
+
+
+def test_a_refused_first_message_starts_no_conversation():
+    response = Client().post(reverse("support_messages"), {"body": "   ", "client_id": "a"})
+    assert response.status_code == 400
+    assert not Conversation.objects.exists()
 
 
 def test_unread_badge_is_rendered_by_the_server(client, alice, charlie):
