@@ -12,6 +12,7 @@ from datetime import timedelta
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.admin.models import ADDITION, LogEntry
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -196,11 +197,14 @@ def _ring(conversation_id, message: Message) -> None:
 
 def support_refund_job(*, conversation: Conversation, job, actor) -> Message:
     """Give back what a job cost: one ledger entry however often it is
-    clicked, and a system message in the thread."""
+    clicked, a system message in the thread and a line in the admin log.
+    Giving credits needs billing's permission, not staff status alone."""
+    if not actor.has_perm("billing.adjust_credits"):
+        raise ChatError("forbidden", "Refunding needs the permission to grant credits.", status=403)
     if job.user_id != conversation.user_id or not job.credits_charged:
         raise ChatError("not_refundable", "Only a charged job of this person can be refunded.")
     with transaction.atomic():
-        credits_grant(
+        entry = credits_grant(
             user=job.user,
             amount=job.credits_charged,
             ref=f"support-refund:job:{job.id}",
@@ -208,12 +212,20 @@ def support_refund_job(*, conversation: Conversation, job, actor) -> Message:
             actor=actor,
             memo=f"Support refund of job {job.id}",
         )
-        message, _ = message_post(
+        message, posted = message_post(
             conversation=conversation,
             sender=Message.Sender.SYSTEM,
             client_id=f"refund:{job.id}",
             body=f"{job.credits_charged} credits for job {job.id} were refunded.",
         )
+        if posted:  # the first click; a repeat changes nothing and logs nothing
+            LogEntry.objects.log_actions(
+                user_id=actor.pk,
+                queryset=[entry],
+                action_flag=ADDITION,
+                change_message=f"Support refund of {job.credits_charged} credits for job {job.id}.",
+                single_object=True,
+            )
     return message
 
 

@@ -322,6 +322,34 @@ def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(
     refunds = LedgerEntry.objects.filter(account__user=alice, kind="refund")
     assert [(r.amount, r.actor) for r in refunds] == [(3, charlie)]
     assert Message.objects.filter(conversation=conversation, sender="system").count() == 1
+    from django.contrib.admin.models import LogEntry
+
+    assert LogEntry.objects.filter(user=charlie, object_id=str(refunds[0].pk)).count() == 1
+
+
+def test_a_support_refund_needs_the_billing_permission_not_just_staff(alice):
+    from django.contrib.auth.models import Permission
+
+    from generation.catalog import catalog_register_test_checkpoints
+    from tests.conftest import make_user
+    from workers.testweights import RANDOM_CHECKPOINTS
+
+    catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
+    job = make_job(alice, "test-sd1", status="succeeded", credits_charged=3)
+    conversation = conversation_open(user=alice, visitor_token=None)
+    agent = make_user("agent@example.com", staff=True)
+    agent.user_permissions.add(Permission.objects.get(codename="view_others_jobs"))
+    staff = Client()
+    staff.force_login(agent)
+    url = reverse("support_conversation", args=[conversation.id])
+    staff.post(url, {"action": "refund", "job": str(job.id)})
+    assert not LedgerEntry.objects.filter(account__user=alice, kind="refund").exists()
+
+    agent.user_permissions.add(Permission.objects.get(codename="adjust_credits"))
+    staff = Client()
+    staff.force_login(agent)
+    staff.post(url, {"action": "refund", "job": str(job.id)})
+    assert LedgerEntry.objects.filter(account__user=alice, kind="refund").count() == 1
 
 
 def test_inbox_lists_conversations_with_unread_counts_and_statuses(alice, bob, charlie):
