@@ -229,7 +229,19 @@ def run() -> int:
             # ASGI: pages, the JSON API and the websockets (live job progress).
             Child(
                 "web",
-                [PY, "-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port, "--workers", "2"],
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "portal.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    port,
+                    "--workers",
+                    "2",
+                    "--no-proxy-headers",
+                ],
             ),
         ]
         for child in children:
