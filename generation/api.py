@@ -24,7 +24,7 @@ from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, 
 from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
-from generation.services import image_viewed, job_cancel, job_quote, job_submit
+from generation.services import job_cancel, job_quote, job_submit, job_viewed
 
 router = Router()
 JOBS_PAGE_SIZE = 20
@@ -103,7 +103,9 @@ def jobs(request: HttpRequest, query: Query[PageIn]):
     "/jobs/{job_id}", response={200: JobOut, **_errors(404, *READ)}, summary="One job: status, progress, results"
 )
 def job(request: HttpRequest, job_id: str):
-    return job_for_user(user=request.user, job_id=job_id)
+    found = job_for_user(user=request.user, job_id=job_id)
+    job_viewed(user=request.user, job=found, what="the JSON")
+    return found
 
 
 @router.post(
@@ -124,7 +126,7 @@ def cancel(request: HttpRequest, job_id: str):
 )
 def image(request: HttpRequest, image_id: str):
     row = image_for_user(user=request.user, image_id=image_id)
-    image_viewed(user=request.user, image=row)
+    job_viewed(user=request.user, job=row.job, what=f"result image {row.index + 1}")
     response = FileResponse(row.file.open("rb"), content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="{row.job_id}-{row.index + 1}.png"'
     response["Cache-Control"] = "private, max-age=3600"

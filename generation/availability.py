@@ -39,32 +39,48 @@ def live_workers() -> list[dict]:
     return [json.loads(value) for value in client.mget(keys) if value]
 
 
+def worker_is_beating(worker: str) -> bool:
+    """Whether `worker` published a heartbeat within WORKER_HEARTBEAT_TTL."""
+    return bool(heartbeat_client().exists(HEARTBEAT_PREFIX + worker))
+
+
 def available_slugs() -> set[str]:
     return {slug for worker in live_workers() for slug in worker.get("serves", [])}
 
 
 def worker_name() -> str:
-    """This process's name in heartbeats and job leases: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name in heartbeats and job leases: "host:ns:pid", ns
+    being its pid namespace (two containers may share a host name)."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{os.getpid()}"
 
 
 def worker_is_gone(worker: str) -> bool:
-    """True only when `worker` (a lease owner, "host:pid") provably died: it
-    ran on this host and its process is gone or a zombie. Elsewhere the
-    lease's expiry is the proof; an unknown name is never called gone."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True only when `worker` (a lease owner, as worker_name) provably died:
+    it ran on this host, in this pid namespace, and its process is gone or a
+    zombie. Elsewhere the lease's expiry is the proof; a name that is not
+    ours to judge is never called gone."""
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3:
+        return False
+    host, namespace, pid = parts
+    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
         return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rpartition(b")")[2].split()[0] == b"Z"
-    except FileNotFoundError:
-        return True
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+    except OSError:  # no /proc, or hidden: alive as far as we can tell
         return False
+
+
+@cache
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"

@@ -12,14 +12,23 @@ harmless: a job is claimed by one conditional update.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
+import redis
 from celery import current_app
-from django.conf import settings
 
 from generation.availability import heartbeat_client
 
+log = logging.getLogger(__name__)
 RUN_JOB = "workers.run_job"
 TEST_LOAD = "workers.test_load"
 SENT_PREFIX = "portal:job-sent:"
+# A marker outlives its message only in a double fault (a crash between the
+# two writes, a broker that lost a popped message); it expires, and a job
+# still queued then is sent again: a long wait may carry a duplicate message
+# every SENT_MARKER_TTL seconds, which costs a worker one conditional update.
+SENT_MARKER_TTL = 600
 
 
 def queue_for(slug: str) -> str:
@@ -28,17 +37,28 @@ def queue_for(slug: str) -> str:
 
 
 def job_dispatch(*, job_id, slug: str) -> None:
-    """Send a job (its id, never the row) to its checkpoint's workers, then
-    mark it sent. Raises when the broker cannot be reached; the job stays
-    queued and unmarked, and the sweep sends it later."""
-    current_app.send_task(RUN_JOB, args=[str(job_id)], queue=queue_for(slug))
-    heartbeat_client().set(SENT_PREFIX + str(job_id), "1", ex=settings.JOB_QUEUE_TIMEOUT + 60)
+    """Mark the job sent, then send it (its id, never the row) to its
+    checkpoint's workers; marked first, so a fast worker's job_received
+    always comes after. Raises when the broker cannot be reached; the job
+    stays queued and unmarked, and the sweep sends it later."""
+    marker = SENT_PREFIX + str(job_id)
+    heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
+    try:
+        current_app.send_task(RUN_JOB, args=[str(job_id)], queue=queue_for(slug))
+    except Exception:
+        with contextlib.suppress(redis.RedisError):
+            heartbeat_client().delete(marker)
+        raise
 
 
 def job_received(job_id) -> None:
     """A worker took the job's message: from here on the job's lease, not
-    the broker, keeps it alive."""
-    heartbeat_client().delete(SENT_PREFIX + str(job_id))
+    the broker, keeps it alive. Best effort: a marker left behind only
+    matters if the job stays queued, and then it expires."""
+    try:
+        heartbeat_client().delete(SENT_PREFIX + str(job_id))
+    except redis.RedisError:
+        log.warning("could not clear the sent marker of job %s", job_id, exc_info=True)
 
 
 def jobs_unsent(job_ids: list) -> list:

@@ -19,12 +19,13 @@ from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from billing.ledger import credits_capture, credits_hold, credits_release
-from generation.availability import available_slugs, heartbeat_client, worker_is_gone
+from generation.availability import available_slugs, heartbeat_client, worker_is_beating, worker_is_gone
 from generation.dispatch import job_dispatch, job_received, jobs_unsent, test_run_dispatch
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
@@ -144,7 +145,7 @@ def job_claim(*, job_id, worker: str) -> Job | None:
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
     """Record progress and extend the lease. False when this attempt no
     longer owns the job (canceled, or reaped): the worker should stop."""
-    fields = {"lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)}
+    fields = {"lease_expires_at": _lease_end()}
     if step is not None:
         fields.update(progress_step=step, progress_total=total)
     owned = bool(_owned(job).update(**fields))
@@ -221,8 +222,12 @@ def jobs_reap() -> dict[str, int]:
       a publish that failed after commit) is sent again."""
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
-    for job in Job.objects.filter(status=Status.RUNNING).select_related("checkpoint"):
-        if job.lease_expires_at is None or job.lease_expires_at < now or worker_is_gone(job.worker):
+    running = Job.objects.filter(status=Status.RUNNING)
+    expired = set(running.filter(Q(lease_expires_at__lt=Now()) | Q(lease_expires_at=None)).values_list("id", flat=True))
+    for job in running.select_related("checkpoint"):
+        # An expired lease alone is not proof while the owner still beats in
+        # Redis: after a database outage it renews within a beat.
+        if worker_is_gone(job.worker) or (job.id in expired and not worker_is_beating(job.worker)):
             outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
             counts[outcome] = counts.get(outcome, 0) + 1
     stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
@@ -259,15 +264,16 @@ def jobs_reap_if_due(*, owner: str) -> dict[str, int] | None:
     return jobs_reap()
 
 
-def image_viewed(*, user, image: JobImage) -> None:
-    """Staff looking at someone else's private image leave a line in the
-    admin log (the permission that allows it is generation.view_others_jobs)."""
-    if image.job.user_id != user.pk:
+def job_viewed(*, user, job: Job, what: str) -> None:
+    """Staff looking at someone else's job (its page, its JSON, a picture)
+    leave a line in the admin log; the permission that allows it is
+    generation.view_others_jobs. An owner's own look writes nothing."""
+    if job.user_id != user.pk:
         LogEntry.objects.log_actions(
             user_id=user.pk,
-            queryset=[image.job],
+            queryset=[job],
             action_flag=CHANGE,
-            change_message=f"Viewed result image {image.index + 1} of another person's job (not changed).",
+            change_message=f"Viewed {what} of another person's job (not changed).",
             single_object=True,
         )
 
@@ -307,8 +313,14 @@ def _claim_fields(worker: str) -> dict:
         "worker": worker,
         "started_at": now,
         "progress_step": 0,
-        "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        "lease_expires_at": _lease_end(),
     }
+
+
+def _lease_end():
+    """JOB_LEASE_SECONDS from now by the database's clock, which the reaper
+    compares against too: hosts whose clocks disagree cannot reap live jobs."""
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.JOB_LEASE_SECONDS), output_field=DateTimeField())
 
 
 def _check_active_jobs(user) -> None:

@@ -24,7 +24,7 @@ from generation.selectors import (
     job_lineage,
     queue_position,
 )
-from generation.services import job_again, job_cancel, job_submit
+from generation.services import job_again, job_cancel, job_submit, job_viewed
 
 HISTORY_PAGE_SIZE = 24
 PRESETS = [("Subtle", 0.3), ("Balanced", 0.6), ("Dramatic", 0.85)]
@@ -88,6 +88,7 @@ def create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def job_page(request: HttpRequest, job_id) -> HttpResponse:
     job = _job_or_404(request, job_id)
+    job_viewed(user=request.user, job=job, what="the page")
     context = {
         "job": job,
         "images": list(job.images.all()),

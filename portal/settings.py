@@ -180,6 +180,13 @@ except Exception as exc:  # django-environ raises several kinds for a bad URL
 if DATABASES["default"]["ENGINE"] not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
     raise ImproperlyConfigured("DATABASE_URL must be a postgres:// or sqlite:/// URL")
 DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("CONN_MAX_AGE", 0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that vanishes without closing connections must not
+    # hang a worker's heartbeat for minutes: time out connects, probe idle
+    # connections.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=5, keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for the writer lock instead of failing at once: the worker and the
     # web server share the file on the embedded default.
@@ -355,14 +362,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic work, on the default queue: jobs whose worker died (lease expired)
 # are retried or failed and refunded; unread support replies are emailed.
 CELERY_BEAT_SCHEDULE = {
-    "reap-expired-jobs": {"task": "generation.reap_jobs", "schedule": float(REAPER_INTERVAL)},
+    "reap-expired-jobs": {
+        "task": "generation.reap_jobs",
+        "schedule": float(REAPER_INTERVAL),
+        # A run nobody picked up in time is dropped, not piled up.
+        "options": {"expires": float(REAPER_INTERVAL)},
+    },
     "email-unread-support-replies": {"task": "support.remind_unread", "schedule": 300.0},
 }
 
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma
 # list of slugs), how long its heartbeat lives, and its pipeline memory budget.
 WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
-WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 30, minimum=2)
+WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 10, minimum=2)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 
 # --- Security ---------------------------------------------------------------

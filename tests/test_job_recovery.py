@@ -144,3 +144,51 @@ def test_a_soft_time_limit_fails_the_job_and_releases(api, alice, gpu_worker, mo
     job = Job.objects.get(id=job_id)
     assert (job.status, job.error_code) == ("failed", "time_limit")
     assert resolutions(job) == ["release"] and balance_of(user=alice) == 100
+
+
+@pytest.mark.django_db
+def test_an_expired_lease_whose_owner_still_beats_is_left_alone(api, alice, gpu_worker):
+    """A database outage longer than the lease: the owner could not renew,
+    but its heartbeat in Redis says it is alive; it renews within a beat."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+
+    job_id = long_job(api, "test-sd1")
+    owner = "another-host:4026531836:4242"
+    Job.objects.filter(id=job_id).update(
+        status="running", attempts=1, worker=owner, lease_expires_at=timezone.now() - timedelta(seconds=5)
+    )
+    heartbeat_client().set(HEARTBEAT_PREFIX + owner, "{}", ex=30)
+    try:
+        assert jobs_reap()["requeued"] == 0
+        assert Job.objects.get(id=job_id).status == "running"
+    finally:
+        heartbeat_client().delete(HEARTBEAT_PREFIX + owner)
+    assert jobs_reap()["requeued"] == 1  # silent and expired: gone
+
+
+def test_a_lease_owner_is_called_gone_only_when_provably_dead_in_our_pid_namespace():
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from generation.availability import _pid_namespace, worker_is_gone, worker_name
+
+    host, ns = socket.gethostname(), _pid_namespace()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie once it exits
+    time.sleep(1)
+    try:
+        assert worker_is_gone(f"{host}:{ns}:{finished.pid}")
+        assert worker_is_gone(f"{host}:{ns}:{zombie.pid}")
+        assert not worker_is_gone(f"{host}:{int(ns) + 1}:{finished.pid}")  # another container's pids
+        assert not worker_is_gone(f"elsewhere:{ns}:{finished.pid}")
+        assert not worker_is_gone(worker_name())
+        assert not worker_is_gone("w1") and not worker_is_gone("")
+    finally:
+        zombie.wait()

@@ -20,7 +20,7 @@ from tests.helpers import api_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RECOVERY_BOUND = 15.0  # seconds, the promise with default settings
-DEFAULTS = {"WORKER_HEARTBEAT_TTL": "30"}  # lease, reaper interval: the defaults
+DEFAULTS = {"WORKER_HEARTBEAT_TTL": "10"}  # the default (the fixture shortens it); lease, reaper: defaults
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""Celery worker start-up: consume one queue per served checkpoint, and keep
-a heartbeat from each pool process (which holds the pipeline cache).
+"""Celery worker start-up: consume one queue per served checkpoint, import
+torch and diffusers once before the pool forks, and run a heartbeat thread
+(key and lease) and a reaper thread in each pool process (which holds the
+pipeline cache).
 
-Run workers with the prefork pool (the default): the heartbeat starts in each
-pool process, where the loaded pipelines live.
+Run workers with the prefork pool (the default): the threads start in each
+pool process, where the loaded pipelines and the running job live.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 _served: list[str] = []
 _heartbeat = None
+_reaper: list = []
 
 
 @celeryd_after_setup.connect
@@ -22,10 +25,15 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from django.db import connections
 
     from generation.dispatch import queue_for
+    from generation.models import Checkpoint
+    from workers.runtime import preload
     from workers.services import servable_slugs
 
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
+    families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))
     connections.close_all()  # never hand an open connection to the forked pool
+    if families:
+        preload(families)
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")
@@ -34,8 +42,8 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 @worker_process_init.connect
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat
-    from workers.heartbeat import Heartbeat
-    from workers.services import on_beat, pipeline_cache, worker_id
+    from workers.heartbeat import Heartbeat, Reaper
+    from workers.services import pipeline_cache, reap, renew_lease, worker_id
 
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
@@ -43,13 +51,17 @@ def start_heartbeat(**kwargs) -> None:
         serves=list(_served),
         loaded=cache.loaded,
         device=cache.device,
-        on_beat=on_beat,
+        on_beat=renew_lease,
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()
+    _reaper.append(Reaper(reap))
+    _reaper[0].start()
 
 
 @worker_process_shutdown.connect
 def stop_heartbeat(**kwargs) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    for reaper in _reaper:
+        reaper.stop()

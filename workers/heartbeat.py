@@ -1,10 +1,11 @@
 """Worker heartbeats, the writing side: each worker process refreshes its
 key several times per TTL (the format and the reading side are in
 generation.availability), and on the same beat renews its running job's
-lease and offers to run the reaper (workers.services.on_beat).
+lease (workers.services.renew_lease). A second thread offers to run the
+reaper (workers.services.reap).
 
-The thread must outlive any outage: each duty fails alone, and a database
-error closes this thread's connection so the next beat opens a new one (a
+The threads must outlive any outage: each duty fails alone, and a database
+error closes the thread's connection so the next run opens a new one (a
 PostgreSQL restart would otherwise stop lease renewal for good)."""
 
 from __future__ import annotations
@@ -35,9 +36,38 @@ def remove(worker_id: str) -> None:
 
 
 def beat_interval() -> float:
-    """Often enough for the heartbeat key, the job lease (three renewals per
-    lease) and the reaper's schedule."""
-    return max(0.5, min(settings.WORKER_HEARTBEAT_TTL / 3, settings.JOB_LEASE_SECONDS / 3, settings.REAPER_INTERVAL))
+    """Often enough for the heartbeat key and the job lease: three times per
+    TTL and per lease."""
+    return max(0.5, min(settings.WORKER_HEARTBEAT_TTL / 3, settings.JOB_LEASE_SECONDS / 3))
+
+
+def run_duty(duty: Callable[[], None], what: str) -> None:
+    """Run one periodic duty; it fails alone. A database error closes this
+    thread's connection, so the next run opens a new one."""
+    try:
+        duty()
+    except DatabaseError:
+        log.warning("database error in the %s; reconnecting next time", what, exc_info=True)
+        connection.close()
+    except Exception:
+        log.exception("the %s failed; retrying next time", what)
+
+
+class Reaper(threading.Thread):
+    """Offers to run the reaper every REAPER_INTERVAL seconds, in its own
+    thread so a slow reaper pass never delays the heartbeat or a lease."""
+
+    def __init__(self, duty: Callable[[], None]) -> None:
+        super().__init__(name="reaper", daemon=True)
+        self.duty = duty
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(settings.REAPER_INTERVAL):
+            run_duty(self.duty, "reaper")
+
+    def stop(self) -> None:
+        self._stop_event.set()
 
 
 class Heartbeat(threading.Thread):
@@ -65,13 +95,7 @@ class Heartbeat(threading.Thread):
         except Exception:
             log.exception("heartbeat publish failed; retrying at the next beat")
         if self.on_beat is not None:
-            try:
-                self.on_beat()
-            except DatabaseError:
-                log.warning("database error on the heartbeat; reconnecting at the next beat", exc_info=True)
-                connection.close()
-            except Exception:
-                log.exception("heartbeat duty failed; retrying at the next beat")
+            run_duty(self.on_beat, "heartbeat's lease renewal")
 
     def run(self) -> None:
         while not self._stop_event.is_set():

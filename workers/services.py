@@ -86,13 +86,17 @@ def servable_slugs(requested: str) -> list[str]:
 _current_job: dict[str, Job] = {}
 
 
-def on_beat() -> None:
-    """The heartbeat thread's duties besides the key itself: keep the running
-    job's lease alive while the pipeline loads or runs (steps alone may be
-    minutes apart), then run the reaper if no process ran it lately."""
+def renew_lease() -> None:
+    """On every heartbeat: keep the running job's lease alive while the
+    pipeline loads or runs (steps alone may be minutes apart)."""
     job = _current_job.get("job")
     if job is not None:
         job_progress(job=job)
+
+
+def reap() -> None:
+    """Every REAPER_INTERVAL, in every worker process: run the reaper unless
+    another process ran it lately (so no single scheduler is needed)."""
     jobs_reap_if_due(owner=worker_id())
 
 
