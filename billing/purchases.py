@@ -112,7 +112,11 @@ def stripe_event_apply(*, event: dict) -> str:
         return "duplicate"  # a replay costs no call to Stripe
     fetch, apply = _HANDLERS.get(event["type"], (None, None))
     obj = event["data"]["object"]
-    fetched = fetch(obj) if fetch is not None else None
+    try:
+        fetched = fetch(obj) if fetch is not None else None
+    except UnknownOrder:  # not one of ours (Stripe has no such session for us): stored, ignored
+        log.warning("stripe event %s names nothing of ours; ignored", event["id"])
+        apply = None
     with transaction.atomic():
         try:
             with transaction.atomic():

@@ -229,6 +229,20 @@ def test_delayed_payment_grants_only_when_it_succeeds(client, alice, pack, strip
 
 
 @pytest.mark.django_db
+def test_a_completed_event_for_a_session_stripe_does_not_know_is_stored_and_ignored(client, alice, pack, stripe_on):
+    from billing.models import StripeEvent
+
+    session_id = buy(client, alice, pack, stripe_on)
+    event = stripe_on.event("checkout.session.completed", stripe_on.pay(session_id))
+    event["data"]["object"]["id"] = "cs_test_not_ours"  # a session of another account on this endpoint
+    event["data"]["object"]["metadata"] = {}
+    event["data"]["object"]["client_reference_id"] = None
+    response = deliver(event)
+    assert response.status_code == 200, response.content  # not a 500 that Stripe retries for days
+    assert StripeEvent.objects.filter(id=event["id"]).exists()
+    assert grants(alice) == 0
+
+
 def test_a_failed_delayed_payment_grants_nothing(client, alice, pack, stripe_on):
     session_id = buy(client, alice, pack, stripe_on)
     deliver(stripe_on.event("checkout.session.completed", stripe_on.pay(session_id, paid=False)))
