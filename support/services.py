@@ -35,6 +35,10 @@ CANNED_REPLIES = [
 ]
 
 
+# How recent an anonymous thread must be to follow its visitor into an account.
+VISITOR_CLAIM_WINDOW = timedelta(hours=1)
+
+
 class ChatError(Exception):
     """A message or action that cannot be taken, with what to tell the person."""
 
@@ -66,13 +70,18 @@ def conversation_claim(*, user, visitor_token: str | None, session_hash: str | N
     """On sign-in: the visitor's conversation moves to the account (merged
     into the account's own conversation if it has one), but only when this
     browser session started it (`session_hash`, kept in the session beside
-    the cookie): a cookie left behind by someone else is not enough."""
+    the cookie) and its last message is recent (VISITOR_CLAIM_WINDOW): a
+    cookie left behind by someone else is not enough, nor an old thread on a
+    shared browser whose session was never closed."""
     digest = visitor_hash(visitor_token)
     if digest is None or digest != session_hash:
         return
     with transaction.atomic():
         anonymous = Conversation.objects.select_for_update().filter(visitor_hash=digest, user__isnull=True).first()
         if anonymous is None:
+            return
+        last = anonymous.messages.order_by("-created_at").values_list("created_at", flat=True).first()
+        if last is not None and last < timezone.now() - VISITOR_CLAIM_WINDOW:
             return
         own = Conversation.objects.filter(user=user).first()
         if own is None:

@@ -167,3 +167,21 @@ def test_staff_with_the_permission_see_someone_elses_image_and_it_is_logged(clie
     client.force_login(alice)  # the owner's own looks are not audited
     assert client.get(f"/api/v1/images/{image.id}").status_code == 200
     assert LogEntry.objects.count() == 1
+
+
+def test_staff_looking_at_someone_elses_job_page_or_json_is_logged(client, alice, someone_elses_image):
+    from django.contrib.admin.models import LogEntry
+
+    staff = make_user("auditor@example.com", staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_others_jobs"))
+    client.force_login(staff)
+    job = someone_elses_image.job
+    assert client.get(f"/jobs/{job.id}/").status_code == 200
+    assert client.get(f"/api/v1/jobs/{job.id}").status_code == 200
+    messages = sorted(
+        LogEntry.objects.filter(user=staff, object_id=str(job.id)).values_list("change_message", flat=True)
+    )
+    assert messages == [
+        "Viewed the JSON of another person's job (not changed).",
+        "Viewed the page of another person's job (not changed).",
+    ]

@@ -254,6 +254,19 @@ def test_a_visitor_cookie_from_another_browser_session_is_not_merged_at_sign_in(
     assert next_person.get(reverse("support_messages")).json()["messages"] == []
 
 
+def test_an_old_visitor_thread_on_a_shared_browser_is_not_merged_at_sign_in(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    visitor = Client()
+    visitor.post(reverse("support_messages"), {"body": "my card number is ...", "client_id": "v1"})
+    Message.objects.update(created_at=timezone.now() - timedelta(hours=2))
+    # Hours later the next person signs in on the same browser, same session.
+    sign_in(visitor, alice)
+    assert Conversation.objects.get().user is None
+
+
 def test_the_visitor_cookie_is_dropped_at_sign_in_and_at_sign_out(alice):
     visitor = Client()
     visitor.post(reverse("support_messages"), {"body": "hello", "client_id": "v1"})
