@@ -43,6 +43,19 @@ def charlie(db):
     return make_user("charlie@example.com", staff=True, superuser=True)
 
 
+@pytest.fixture
+def paid_api(alice, test_checkpoints):
+    """An API client for alice, who has 100 credits; the random-weight test
+    checkpoints are in the catalog."""
+    from billing.ledger import credits_grant
+    from generation.catalog import catalog_register_test_checkpoints
+    from tests.helpers import api_client
+
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    credits_grant(user=alice, amount=100, ref="g:alice")
+    return api_client(alice)
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -16,13 +16,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from billing.ledger import credits_grant
 from generation.availability import available_slugs
-from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import IN_CI, wait_for
 from tests.faults import assert_books_balance, long_job
-from tests.helpers import api_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
@@ -42,10 +39,8 @@ def postgres_restart(pause: float) -> None:
 
 
 @pytest.fixture
-def api(alice, test_checkpoints):
-    catalog_register_test_checkpoints(test_checkpoints.values())
-    credits_grant(user=alice, amount=100, ref="g:alice")
-    return api_client(alice)
+def api(paid_api):
+    return paid_api
 
 
 def test_a_postgres_restart_mid_run_neither_stops_the_job_nor_its_lease(api, alice, start_worker, settings):

@@ -5,44 +5,22 @@ beat) requeues it, and another worker finishes it."""
 from __future__ import annotations
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
 from generation.availability import available_slugs
-from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from generation.services import jobs_reap
 from tests.conftest import wait_for
-from tests.helpers import api_client, png_bytes
+from tests.faults import long_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INTERVAL": "1"}
 
 
 @pytest.fixture
-def api(alice, test_checkpoints):
-    catalog_register_test_checkpoints(test_checkpoints.values())
-    credits_grant(user=alice, amount=100, ref="g:alice")
-    return api_client(alice)
-
-
-def long_job(api, model: str = "test-sd1-alt") -> str:
-    response = api.post(
-        "/api/v1/img2img",
-        {
-            "model": model,
-            "prompt": "a harbour",
-            "steps": 40,
-            "strength": 1.0,
-            "width": 512,
-            "height": 512,
-            "image": SimpleUploadedFile("in.png", png_bytes()),
-        },
-    )
-    assert response.status_code == 202, response.content
-    return response.json()["id"]
+def api(paid_api):
+    return paid_api
 
 
 def resolutions(job: Job) -> list[str]:

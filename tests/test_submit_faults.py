@@ -23,16 +23,14 @@ from generation.params import QuoteIn
 from generation.services import job_submit, jobs_reap
 from tests.conftest import wait_for
 from tests.faults import assert_books_balance, long_job
-from tests.helpers import api_client, png_bytes, run_in_threads
+from tests.helpers import png_bytes, run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def api(alice, test_checkpoints):
-    catalog_register_test_checkpoints(test_checkpoints.values())
-    credits_grant(user=alice, amount=100, ref="g:alice")
-    return api_client(alice)
+def api(paid_api):
+    return paid_api
 
 
 def test_a_failed_publish_keeps_the_paid_job_s_input_and_the_sweep_sends_it(api, alice, gpu_worker, monkeypatch):
