@@ -312,11 +312,11 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # process's heartbeat thread every third of it: a dead worker's job is taken
 # back within about LEASE + REAPER_INTERVAL seconds anywhere, and at once on
 # the dead process's own host (its pid is gone).
-JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 10, minimum=3)
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 8, minimum=3)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
 # Every worker process runs the reaper from its heartbeat thread, at most
 # once per interval across the fleet (a Redis lock); beat runs it too.
-REAPER_INTERVAL = env_int("REAPER_INTERVAL", 3, minimum=1)
+REAPER_INTERVAL = env_int("REAPER_INTERVAL", 2, minimum=1)
 # A queued job with no message in the broker for this long is sent again.
 JOB_RESEND_AFTER = env_int("JOB_RESEND_AFTER", 10, minimum=1)
 
@@ -374,7 +374,7 @@ CELERY_BEAT_SCHEDULE = {
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma
 # list of slugs), how long its heartbeat lives, and its pipeline memory budget.
 WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
-WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 10, minimum=2)
+WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 
 # --- Security ---------------------------------------------------------------

@@ -99,9 +99,12 @@ class WorkerProcess:
     """A real `celery worker` in a child process, consuming its own queue, on
     the test database and the test Redis."""
 
-    def __init__(self, queue: str, *, beat: bool = False, **env: str) -> None:
+    def __init__(self, queue: str, *, beat: bool = False, own_pid_namespace: bool = False, **env: str) -> None:
         self.queue = queue
         self.beat = beat
+        # In a pid namespace of its own, other workers cannot see its
+        # processes: to them it is a worker on another host.
+        self.prefix = ["unshare", "--pid", "--fork", "--kill-child"] if own_pid_namespace else []
         self.env = env
         self.proc: subprocess.Popen | None = None
 
@@ -121,6 +124,7 @@ class WorkerProcess:
         level = os.environ.get("TEST_WORKER_LOGLEVEL", "warning")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "celery",
@@ -175,9 +179,10 @@ def start_worker(django_db_setup):
     committed); all are stopped at the end."""
     workers: list[WorkerProcess] = []
 
-    def start(checkpoints: str, *, beat: bool = False, **env: str) -> WorkerProcess:
+    def start(checkpoints: str, *, beat: bool = False, own_pid_namespace: bool = False, **env: str) -> WorkerProcess:
         env = {"WORKER_CHECKPOINTS": checkpoints, "WORKER_HEARTBEAT_TTL": "3", **env}
-        worker = WorkerProcess(queue=f"test-{uuid.uuid4().hex[:8]}", beat=beat, **env).start()
+        queue = f"test-{uuid.uuid4().hex[:8]}"
+        worker = WorkerProcess(queue=queue, beat=beat, own_pid_namespace=own_pid_namespace, **env).start()
         workers.append(worker)
         return worker
 

@@ -10,7 +10,7 @@ from generation.models import Job
 from tests.helpers import png_bytes
 
 
-def long_job(api, model: str = "test-sd1-alt", *, steps: int = 40) -> str:
+def long_job(api, model: str = "test-sd1-alt", *, steps: int = 40, side: int = 512) -> str:
     """Submit a job that runs for several seconds on the CPU."""
     response = api.post(
         "/api/v1/img2img",
@@ -19,8 +19,8 @@ def long_job(api, model: str = "test-sd1-alt", *, steps: int = 40) -> str:
             "prompt": "a harbour",
             "steps": steps,
             "strength": 1.0,
-            "width": 512,
-            "height": 512,
+            "width": side,
+            "height": side,
             "image": SimpleUploadedFile("in.png", png_bytes()),
         },
     )
