@@ -11,8 +11,9 @@ Every function here:
 Reads (balances, ledgers, orders) are in billing.selectors.
 
 Debt: a reversal the balance cannot cover records the rest as debt, which
-blocks spending; every later credit (purchase, staff credit, grant) pays the
-debt first and only the rest reaches the balance.
+blocks spending; every later credit (purchase, staff credit, grant, and held
+credits given back by a capture or release) pays the debt first and only the
+rest reaches the balance.
 
 Holds: `credits_hold` debits the quoted amount; the hold then resolves once,
 by `credits_capture` (charge up to the held amount, return the rest) or by
@@ -118,7 +119,7 @@ def credits_capture(*, hold_ref: str, ref: str, amount: int | None = None, memo:
         charge = held if amount is None else amount
         if not 0 <= charge <= held:
             raise InvalidAmount(f"cannot charge {charge} of a {held}-credit hold")
-        return _append(account, kind=Kind.CAPTURE, amount=held - charge, ref=ref, memo=memo, resolves=hold)
+        return _give_back(account, kind=Kind.CAPTURE, amount=held - charge, ref=ref, memo=memo, resolves=hold)
 
 
 def credits_release(*, hold_ref: str, ref: str, memo: str = "") -> LedgerEntry:
@@ -127,7 +128,7 @@ def credits_release(*, hold_ref: str, ref: str, memo: str = "") -> LedgerEntry:
         hold, account = _lock_hold(hold_ref)
         if earlier := _earlier_resolution(hold, kind=Kind.RELEASE, ref=ref):
             return earlier
-        return _append(account, kind=Kind.RELEASE, amount=held_amount(hold=hold), ref=ref, memo=memo, resolves=hold)
+        return _give_back(account, kind=Kind.RELEASE, amount=held_amount(hold=hold), ref=ref, memo=memo, resolves=hold)
 
 
 def credits_reverse(
@@ -225,6 +226,15 @@ def _earlier_resolution(hold: LedgerEntry, *, kind: str, ref: str) -> LedgerEntr
     if LedgerEntry.objects.filter(reference=ref).exists():
         raise ReferenceConflict(ref)
     return None
+
+
+def _give_back(account: CreditAccount, *, kind: str, amount: int, ref: str, **fields) -> LedgerEntry:
+    """Return held credits: like any credit they pay the debt first (a
+    claw-back while the job ran would have taken them had they not been
+    held); the entry's `debt_paid` says how much."""
+    paid = min(account.debt, amount)
+    account.debt -= paid
+    return _append(account, kind=kind, amount=amount - paid, ref=ref, debt_paid=paid, **fields)
 
 
 def _append(account: CreditAccount, *, kind: str, amount: int, ref: str, **fields) -> LedgerEntry:

@@ -90,7 +90,7 @@ class LedgerEntry(models.Model):
     # Reversals only: the part the balance could not cover, added to the
     # account's debt instead (the balance never goes negative).
     shortfall = models.IntegerField(default=0)
-    # Credits only: the part of the credit that paid the account's debt
+    # Credits and hold resolutions only: the part that paid the account's debt
     # instead of reaching the balance. `amount + debt_paid` is what was
     # credited (the pack's credits, the staff grant); `amount` is the
     # balance change, so the entries still sum to the balance.
@@ -123,7 +123,8 @@ class LedgerEntry(models.Model):
             ),
             models.CheckConstraint(condition=Q(shortfall__gte=0), name="ledger_shortfall_non_negative"),
             models.CheckConstraint(
-                condition=Q(debt_paid=0) | Q(debt_paid__gt=0, kind__in=["grant", "purchase", "refund", "adjustment"]),
+                condition=Q(debt_paid=0)
+                | Q(debt_paid__gt=0, kind__in=["grant", "purchase", "refund", "adjustment", "capture", "release"]),
                 name="ledger_debt_paid_by_credits_only",
             ),
         ]
@@ -133,7 +134,7 @@ class LedgerEntry(models.Model):
 
     @property
     def credited(self) -> int:
-        """What a credit row gave in all: to the balance plus to the debt."""
+        """What a credit (or a hold's resolution) gave in all: to the balance plus to the debt."""
         return self.amount + self.debt_paid
 
 

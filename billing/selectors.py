@@ -54,7 +54,7 @@ def charged_amount(*, hold: LedgerEntry) -> int | None:
     resolution = LedgerEntry.objects.filter(resolves=hold).first()
     if resolution is None:
         return None
-    return held_amount(hold=hold) - resolution.amount
+    return held_amount(hold=hold) - resolution.credited
 
 
 def refunds_of(*, user, limit: int = RECENT) -> list[LedgerEntry]:

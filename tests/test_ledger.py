@@ -184,6 +184,28 @@ def test_a_purchase_pays_the_debt_first_and_adds_the_rest_in_one_entry(alice):
     assert balance_of(user=alice) == 0
 
 
+@pytest.mark.parametrize("resolve", ["release", "capture"])
+def test_held_credits_given_back_while_in_debt_pay_the_debt_first(alice, resolve):
+    """A refund claws back a purchase while a job runs; the job's hold then
+    ends: what it gives back pays the debt, as the claw-back would have."""
+    from billing.selectors import charged_amount
+
+    credits_grant(user=alice, amount=10, ref="stripe:cs_1", kind=LedgerEntry.Kind.PURCHASE)
+    hold = credits_hold(user=alice, amount=6, ref="h")
+    credits_reverse(entry_ref="stripe:cs_1", ref="refund:re_1")  # takes the 4 left; 6 owed
+    assert CreditAccount.objects.get(user=alice).debt == 6
+    if resolve == "release":
+        entry = credits_release(hold_ref="h", ref="r")
+        assert (entry.amount, entry.debt_paid, entry.credited) == (0, 6, 6)
+        assert charged_amount(hold=hold) == 0
+    else:
+        entry = credits_capture(hold_ref="h", ref="c", amount=2)  # charges 2, gives 4 back
+        assert (entry.amount, entry.debt_paid, entry.credited) == (0, 4, 4)
+        assert charged_amount(hold=hold) == 2
+    account = CreditAccount.objects.get(user=alice)
+    assert (account.balance, account.debt) == (0, 6 - entry.debt_paid) and ledger_sum(alice) == 0
+
+
 def test_a_credit_smaller_than_the_debt_pays_part_of_it_and_spending_stays_blocked(alice):
     in_debt(alice)
     entry = credits_adjust(user=alice, amount=5, ref="adjust:1", actor=None, memo="goodwill")

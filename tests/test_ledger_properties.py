@@ -111,7 +111,10 @@ class LedgerPropertyTests(TestCase):
                 error = InvalidAmount
             else:
                 hold["resolved"] = True
-                model.balance[hold["user"]] += hold["amount"] - charge
+                back = hold["amount"] - charge
+                paid = min(model.debt[hold["user"]], back)  # given back, it pays the debt first too
+                model.debt[hold["user"]] -= paid
+                model.balance[hold["user"]] += back - paid
         else:
             grant = next(g for g in model.grants if g["ref"] == target)
             if amount > grant["left"]:
