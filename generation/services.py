@@ -214,9 +214,9 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
 
 def jobs_reap() -> dict[str, int]:
     """Periodic, idempotent, safe to run anywhere and concurrently:
-    - a running job whose lease expired, or whose owner process on this host
-      is gone, lost its worker (killed, out of memory, machine gone): retry
-      it or fail it and release;
+    - a running job whose owner process on this host is gone, or whose lease
+      expired while its owner's heartbeat is gone too, lost its worker
+      (killed, out of memory, machine gone): retry it or fail it and release;
     - a job queued too long with no worker to take it fails and is released;
     - a queued job whose message is no longer in the broker (a Redis restart,
       a publish that failed after commit) is sent again."""
@@ -257,8 +257,9 @@ def jobs_reap() -> dict[str, int]:
 
 def jobs_reap_if_due(*, owner: str) -> dict[str, int] | None:
     """Run jobs_reap unless someone ran it less than REAPER_INTERVAL ago:
-    every worker calls this from its heartbeat (and beat from its schedule),
-    so the reaper runs while any one of them is alive. None when skipped."""
+    every worker process calls this from its reaper thread (and beat from its
+    schedule), so the reaper runs while any one of them is alive. None when
+    skipped."""
     if not heartbeat_client().set(REAPER_LOCK, owner, nx=True, px=settings.REAPER_INTERVAL * 1000):
         return None
     return jobs_reap()

@@ -1,7 +1,7 @@
 """Periodic generation work, scheduled by Celery beat (portal/settings.py).
-Torch-free: any worker process can run it. Every worker also runs the reaper
-from its heartbeat thread (workers/heartbeat.py), so a lost beat only
-delays nothing: this task is the second line."""
+Torch-free: any worker process can run it. Every worker process also runs
+the reaper from a thread of its own (workers/heartbeat.py: Reaper), so the
+reaper does not depend on beat: this task is a second line."""
 
 from __future__ import annotations
 

@@ -310,11 +310,12 @@ MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # A running job's lease names its worker process and is renewed by that
 # process's heartbeat thread every third of it: a dead worker's job is taken
-# back within about LEASE + REAPER_INTERVAL seconds anywhere, and at once on
-# the dead process's own host (its pid is gone).
+# back within about LEASE + REAPER_INTERVAL seconds anywhere (once its lease
+# and its heartbeat have both run out), and at once on the dead process's own
+# host (its pid is gone).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 8, minimum=3)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
-# Every worker process runs the reaper from its heartbeat thread, at most
+# Every worker process runs the reaper from a thread of its own, at most
 # once per interval across the fleet (a Redis lock); beat runs it too.
 REAPER_INTERVAL = env_int("REAPER_INTERVAL", 2, minimum=1)
 # A queued job with no message in the broker for this long is sent again.

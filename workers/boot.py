@@ -17,7 +17,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 _served: list[str] = []
 _heartbeat = None
-_reaper: list = []
+_reaper = None
 
 
 @celeryd_after_setup.connect
@@ -41,13 +41,14 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 
 @worker_process_init.connect
 def start_heartbeat(**kwargs) -> None:
-    global _heartbeat
+    global _heartbeat, _reaper
+    from generation.availability import worker_name
     from workers.heartbeat import Heartbeat, Reaper
-    from workers.services import pipeline_cache, reap, renew_lease, worker_id
+    from workers.services import pipeline_cache, reap, renew_lease
 
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
-        worker_id=worker_id(),
+        worker_id=worker_name(),
         serves=list(_served),
         loaded=cache.loaded,
         device=cache.device,
@@ -55,13 +56,13 @@ def start_heartbeat(**kwargs) -> None:
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()
-    _reaper.append(Reaper(reap))
-    _reaper[0].start()
+    _reaper = Reaper(reap)
+    _reaper.start()
 
 
 @worker_process_shutdown.connect
 def stop_heartbeat(**kwargs) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
-    for reaper in _reaper:
-        reaper.stop()
+    if _reaper is not None:
+        _reaper.stop()

@@ -30,11 +30,6 @@ TEST_LOAD_SIDE = 128
 TEST_LOAD_STEPS = 4
 
 
-def worker_id() -> str:
-    """This process's name in its heartbeat and in the leases it holds."""
-    return worker_name()
-
-
 @cache
 def pipeline_cache():
     """This process's pipeline cache (one per worker process; one GPU each)."""
@@ -97,7 +92,7 @@ def renew_lease() -> None:
 def reap() -> None:
     """Every REAPER_INTERVAL, in every worker process: run the reaper unless
     another process ran it lately (so no single scheduler is needed)."""
-    jobs_reap_if_due(owner=worker_id())
+    jobs_reap_if_due(owner=worker_name())
 
 
 def _report_progress(job: Job, step: int, total: int) -> bool:
@@ -116,7 +111,7 @@ def job_run(*, job_id: str) -> str:
     """Claim the job, run it, and record the outcome. A duplicate delivery,
     a canceled job or a lost lease ends quietly; errors are classified and
     either retried (bounded) or failed with the hold released."""
-    job = job_claim(job_id=job_id, worker=worker_id())
+    job = job_claim(job_id=job_id, worker=worker_name())
     if job is None:
         return "not claimed"
     _current_job["job"] = job
@@ -150,7 +145,7 @@ def job_run(*, job_id: str) -> str:
 def checkpoint_test_run(*, run_id: int) -> str:
     """Load the checkpoint and make one tiny image; record timings or the error."""
     claimed = CheckpointTestRun.objects.filter(id=run_id, status=CheckpointTestRun.Status.QUEUED).update(
-        status=CheckpointTestRun.Status.RUNNING, worker=worker_id()
+        status=CheckpointTestRun.Status.RUNNING, worker=worker_name()
     )
     if not claimed:
         return "not claimed"
