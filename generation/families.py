@@ -22,18 +22,20 @@ class Family:
     turbo: bool = False
     # Some families are built and tested here with random weights.
     has_test_build: bool = False
+    # The side the family was trained at: what a worker warms up.
+    native_side: int = 512
 
 
 FAMILIES: dict[str, Family] = {
     f.value: f
     for f in [
         Family("sd1", "Stable Diffusion 1.x", architecture="sd1", has_test_build=True),
-        Family("sd2", "Stable Diffusion 2.x", architecture="sd2", has_test_build=True),
+        Family("sd2", "Stable Diffusion 2.x", architecture="sd2", has_test_build=True, native_side=768),
         Family("sd-turbo", "SD-Turbo", architecture="sd2", turbo=True, has_test_build=True),
-        Family("sdxl", "SDXL", architecture="sdxl", has_test_build=True),
+        Family("sdxl", "SDXL", architecture="sdxl", has_test_build=True, native_side=1024),
         Family("sdxl-turbo", "SDXL-Turbo", architecture="sdxl", turbo=True, has_test_build=True),
-        Family("sd3", "Stable Diffusion 3", architecture="sd3"),
-        Family("flux", "FLUX.1", architecture="flux"),
+        Family("sd3", "Stable Diffusion 3", architecture="sd3", native_side=1024),
+        Family("flux", "FLUX.1", architecture="flux", native_side=1024),
     ]
 }
 FAMILY_CHOICES = [(f.value, f.label) for f in FAMILIES.values()]

@@ -1,0 +1,151 @@
+"""Fast inference on CUDA: what a loaded pipeline is changed into before it
+serves jobs, and the warm-up that keeps compilation out of paid jobs.
+
+Plain torch and diffusers, no Django: bench/gpu_speed.py applies exactly this
+to full-size pipelines on a GPU and measures each step against vanilla
+diffusers in the same run. The worker applies it on CUDA (runtime._load),
+chosen by the WORKER_SPEEDUPS setting.
+
+What each speed-up does (all keep the checkpoint's weights and dtype):
+- sdpa: PyTorch's fused attention (diffusers' default since torch 2; named so
+  a pipeline that was set otherwise is put back on it).
+- channels_last: NHWC memory layout for the UNet and VAE convolutions, the
+  layout the tensor cores' convolution kernels want.
+- fused_qkv: one matrix product for the query, key and value projections of
+  self-attention (and key and value of cross-attention) instead of three.
+- compile: torch.compile of the UNet (inductor kernels that fuse the
+  elementwise work around each matrix product), mode "reduce-overhead", which
+  also replays the whole UNet as one CUDA graph: at batch 1 an eager UNet
+  spends most of a step launching about a thousand small kernels.
+- compile_vae: the same for the VAE decoder (default mode, no CUDA graphs).
+
+Compiled code is specialised to the shapes it saw: a new picture size or
+batch size compiles again (about a minute for a full UNet). warm_up runs the
+sizes the worker expects before it takes jobs, and inductor's on-disk cache
+(TORCHINDUCTOR_CACHE_DIR, set by the worker under VAR_DIR) makes the next
+start of the worker load those kernels instead of compiling them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Speedups:
+    sdpa: bool = False
+    channels_last: bool = False
+    fused_qkv: bool = False
+    compile: bool = False
+    compile_vae: bool = False
+
+    @classmethod
+    def parse(cls, text: str, *, device: str) -> Speedups:
+        """ "auto" (everything on CUDA, nothing elsewhere), "none", or a comma
+        list of names: "sdpa,channels_last,fused_qkv,compile"."""
+        text = text.strip().lower()
+        if text == "auto":
+            return cls.all() if device == "cuda" else cls()
+        if text in ("", "none", "off"):
+            return cls()
+        names = {name.strip() for name in text.split(",") if name.strip()}
+        known = {field.name for field in fields(cls)}
+        if unknown := names - known:
+            raise ValueError(f"unknown speed-ups {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{name: True for name in names})
+
+    @classmethod
+    def all(cls) -> Speedups:
+        return cls(sdpa=True, channels_last=True, fused_qkv=True, compile=True, compile_vae=False)
+
+    def names(self) -> list[str]:
+        return [field.name for field in fields(self) if getattr(self, field.name)]
+
+    def __bool__(self) -> bool:
+        return bool(self.names())
+
+
+def speed_up(pipe, speedups: Speedups) -> list[str]:
+    """Apply `speedups` to the pipeline in place; the names applied."""
+    import torch
+
+    applied = []
+    unet, vae = getattr(pipe, "unet", None), getattr(pipe, "vae", None)
+    if unet is None:
+        return applied
+    if speedups.sdpa:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        unet.set_attn_processor(AttnProcessor2_0())
+        applied.append("sdpa")
+    if speedups.channels_last:
+        unet.to(memory_format=torch.channels_last)
+        if vae is not None:
+            vae.to(memory_format=torch.channels_last)
+        applied.append("channels_last")
+    if speedups.fused_qkv and hasattr(pipe, "fuse_qkv_projections"):
+        pipe.fuse_qkv_projections(unet=True, vae=vae is not None)
+        applied.append("fused_qkv")
+    if speedups.compile or speedups.compile_vae:
+        _inductor_settings()
+    if speedups.compile:
+        unet.compile(mode="reduce-overhead", fullgraph=True)
+        applied.append("compile")
+    if speedups.compile_vae and vae is not None:
+        vae.decoder.compile(fullgraph=True)
+        applied.append("compile_vae")
+    return applied
+
+
+def _inductor_settings() -> None:
+    """Inductor options diffusers' own speed guide uses for UNets: 1x1
+    convolutions as matrix products, and no epilogue fusion (it slows the
+    matrix products it is fused into)."""
+    import torch._inductor.config as inductor
+
+    inductor.conv_1x1_as_mm = True
+    inductor.epilogue_fusion = False
+    # One recompile per picture size and batch size the worker meets.
+    import torch._dynamo.config as dynamo
+
+    dynamo.cache_size_limit = max(dynamo.cache_size_limit, 64)
+
+
+def warm_up(
+    pipe, *, width: int, height: int, batch: int = 1, image=None, steps: int = 2, guidance_scale: float = 7.0
+) -> float:
+    """Run the pipeline on throwaway inputs at this size and batch, so any
+    compilation and CUDA-graph capture happens now rather than in a paid
+    job. Seconds taken."""
+    import torch
+    from PIL import Image
+
+    started = time.perf_counter()
+    options = {
+        "prompt": ["warm up"] * batch,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance_scale,
+        "width": width,
+        "height": height,
+        "output_type": "pil",
+    }
+    if image is not None or _takes_image(pipe):
+        options.pop("width"), options.pop("height")
+        options["image"] = image or Image.new("RGB", (width, height), (127, 127, 127))
+        options["strength"] = 1.0
+    with torch.inference_mode():
+        for _ in range(3):  # compile, then CUDA-graph warm-up and capture
+            pipe(**options)
+    seconds = time.perf_counter() - started
+    log.info("warmed up %s at %sx%s batch %s in %.1f s", type(pipe).__name__, width, height, batch, seconds)
+    return seconds
+
+
+def _takes_image(pipe) -> bool:
+    import inspect
+
+    return "image" in inspect.signature(pipe.__call__).parameters
