@@ -216,6 +216,9 @@ class Job(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # Jobs in the pipeline call of this attempt, this one included (batching
+    # across people: workers.services.job_run).
+    batch_size = models.PositiveSmallIntegerField(default=1)
     error_code = models.CharField(max_length=40, blank=True)
     error = models.CharField(max_length=500, blank=True)
 

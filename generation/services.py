@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -38,6 +39,7 @@ from generation.selectors import checkpoint_for_submit, job_for_user
 log = logging.getLogger(__name__)
 Status = Job.Status
 REAPER_LOCK = "portal:reaper-lock"
+BATCH_POLL_SECONDS = 0.02
 WORKER_LOST = "The worker stopped while making your picture."
 
 
@@ -140,6 +142,47 @@ def job_claim(*, job_id, worker: str) -> Job | None:
         log.warning("job %s: took over from %s, which died", job_id, orphan.worker)
     _announce(job_id)
     return Job.objects.select_related("checkpoint").get(id=job_id)
+
+
+def job_claim_companions(*, job: Job, worker: str, images: int, wait_ms: int = 0) -> list[Job]:
+    """Batching across people: claim for `worker` the oldest queued jobs that
+    can share `job`'s pipeline call (same checkpoint, size, steps, strength
+    and guidance; any prompt, seed or input), with `images` images at most in
+    all, waiting up to `wait_ms` for them to arrive. Each is claimed by the
+    same conditional update as job_claim, so it runs once; its own message,
+    when a worker takes it, finds it running and does nothing."""
+    deadline = time.monotonic() + wait_ms / 1000
+    compatible = Job.objects.filter(
+        status=Status.QUEUED,
+        checkpoint_id=job.checkpoint_id,
+        width=job.width,
+        height=job.height,
+        steps=job.steps,
+        strength=job.strength,
+        guidance_scale=job.guidance_scale,
+    ).exclude(id=job.id)
+    claimed: list = []
+    while images > 0:
+        for candidate_id, count in (
+            compatible.filter(num_images__lte=images)
+            .order_by("created_at", "id")
+            .values_list("id", "num_images")[:images]
+        ):
+            if count <= images and Job.objects.filter(id=candidate_id, status=Status.QUEUED).update(
+                **_claim_fields(worker)
+            ):
+                job_received(candidate_id)
+                _announce(candidate_id)
+                claimed.append(candidate_id)
+                images -= count
+        if images <= 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(min(BATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    if not claimed:
+        return []
+    Job.objects.filter(id__in=[job.id, *claimed], worker=worker).update(batch_size=1 + len(claimed))
+    job.batch_size = 1 + len(claimed)
+    return list(Job.objects.filter(id__in=claimed).select_related("checkpoint").order_by("created_at", "id"))
 
 
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
@@ -312,6 +355,7 @@ def _claim_fields(worker: str) -> dict:
         "status": Status.RUNNING,
         "attempts": F("attempts") + 1,
         "worker": worker,
+        "batch_size": 1,
         "started_at": now,
         "progress_step": 0,
         "lease_expires_at": _lease_end(),

@@ -377,6 +377,19 @@ CELERY_BEAT_SCHEDULE = {
 WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
 WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
+# Speed-ups a worker applies to its pipelines (workers/accel.py): "auto" (all
+# of them on CUDA, none elsewhere), "none", or a comma list of
+# sdpa,channels_last,fused_qkv,compile,compile_vae.
+WORKER_SPEEDUPS = env.str("WORKER_SPEEDUPS", default="auto")
+# Checkpoints a worker loads (and, when compiling, warms up) at start, before
+# it takes jobs, so the first paid job pays neither: a comma list of slugs.
+WORKER_WARM_CHECKPOINTS = env.str("WORKER_WARM_CHECKPOINTS", default="")
+# Batching across people: a worker that takes a job also takes queued jobs
+# that can share its pipeline call (same checkpoint, size, steps, strength
+# and guidance), up to JOB_BATCH_MAX images in one call (1: no batching),
+# waiting at most JOB_BATCH_WAIT_MS for company (0: only what already waits).
+JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 8, minimum=1)
+JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
 
 # --- Security ---------------------------------------------------------------
 

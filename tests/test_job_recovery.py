@@ -117,7 +117,7 @@ def test_a_soft_time_limit_fails_the_job_and_releases(api, alice, gpu_worker, mo
     def too_slow(*args, **kwargs):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(workers.services, "run_img2img", too_slow)
+    monkeypatch.setattr(workers.services, "run_batch", too_slow)
     assert workers.services.job_run(job_id=job_id) == "failed"
     job = Job.objects.get(id=job_id)
     assert (job.status, job.error_code) == ("failed", "time_limit")

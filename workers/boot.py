@@ -10,6 +10,7 @@ pool process, where the loaded pipelines and the running job live.
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 from django.conf import settings
@@ -26,9 +27,11 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 
     from generation.dispatch import queue_for
     from generation.models import Checkpoint
+    from workers.accel import Speedups
     from workers.runtime import preload
     from workers.services import servable_slugs
 
+    Speedups.parse(settings.WORKER_SPEEDUPS, device="cuda")  # a typo stops the worker now, not at the first job
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
     families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))
     connections.close_all()  # never hand an open connection to the forked pool
@@ -44,7 +47,7 @@ def start_heartbeat(**kwargs) -> None:
     global _heartbeat, _reaper
     from generation.availability import worker_name
     from workers.heartbeat import Heartbeat, Reaper
-    from workers.services import pipeline_cache, reap, renew_lease
+    from workers.services import pipeline_cache, reap, renew_lease, warm_checkpoints
 
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
@@ -58,6 +61,9 @@ def start_heartbeat(**kwargs) -> None:
     _heartbeat.start()
     _reaper = Reaper(reap)
     _reaper.start()
+    warm = [slug.strip() for slug in settings.WORKER_WARM_CHECKPOINTS.split(",") if slug.strip() in _served]
+    if warm:
+        threading.Thread(target=warm_checkpoints, args=(warm,), name="warm", daemon=True).start()
 
 
 @worker_process_shutdown.connect

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from workers.spec import CheckpointSpec
 log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Compiled kernels (WORKER_SPEEDUPS=compile) persist here across restarts.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(settings.VAR_DIR) / "torch-compile"))
 
 # model_index.json entries that hold weights worth sharing between pipelines.
 _MODEL_COMPONENTS = {"unet", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer"}
@@ -170,7 +173,27 @@ def _load(spec: CheckpointSpec, *, device: str, shared: dict[str, Any]):
         if reused:
             log.info("%s: reused %s from loaded checkpoints", spec.slug, ", ".join(sorted(reused)))
     pipe.set_progress_bar_config(disable=True)
-    return (pipe if device == "cpu" else pipe.to(device)), keys
+    if device != "cpu":
+        pipe = pipe.to(device)
+    _speed_up(pipe, spec, device)
+    return pipe, keys
+
+
+def _speed_up(pipe, spec: CheckpointSpec, device: str) -> None:
+    """WORKER_SPEEDUPS (workers/accel.py; all of them on CUDA by default).
+    A compiled pipeline is warmed up at the family's native size now, inside
+    the load, so no job pays the compilation at that size."""
+    from workers.accel import Speedups, speed_up, warm_up
+
+    speedups = Speedups.parse(settings.WORKER_SPEEDUPS, device=device)
+    if not speedups:
+        return
+    applied = speed_up(pipe, speedups)
+    log.info("%s: speed-ups %s", spec.slug, ", ".join(applied) or "none applicable")
+    if speedups.compile or speedups.compile_vae:
+        family = FAMILIES[spec.family]
+        side = family.native_side
+        warm_up(pipe, width=side, height=side, guidance_scale=0.0 if family.turbo else 7.0)
 
 
 def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
@@ -190,6 +213,23 @@ ProgressCallback = Callable[[int, int], bool]
 PREVIEW_EVERY = 4
 
 
+@dataclass
+class BatchItem:
+    """One job's part of a pipeline call: its input, settings and callbacks."""
+
+    image: Any
+    params: JobParams
+    on_step: ProgressCallback | None = None
+    on_preview: Callable[[Any], None] | None = None
+
+
+def batch_key(params: JobParams) -> tuple:
+    """What jobs must share to run in one pipeline call (besides the
+    checkpoint): the size and the denoising schedule. Prompts, negative
+    prompts, seeds, inputs and image counts may differ."""
+    return (params.width, params.height, params.steps, params.strength, params.guidance_scale)
+
+
 def run_img2img(
     pipe,
     spec: CheckpointSpec,
@@ -198,53 +238,83 @@ def run_img2img(
     on_step: ProgressCallback | None = None,
     on_preview: Callable[[Any], None] | None = None,
 ):
-    """Run img2img and return PIL images.
+    """Run one job's img2img and return its PIL images (run_batch with one
+    item: a job alone and the same job in a batch take the same path)."""
+    return run_batch(pipe, spec, [BatchItem(image, params, on_step, on_preview)])[0]
 
-    Seeded per image (seed, seed+1, ...) with CPU generators, so the same
-    seed, parameters, checkpoint and device give the same pixels. `on_step`
-    gets (step, total) after each denoising step; returning False stops the
-    run, which then raises Canceled. `on_preview` gets a small approximate
-    picture every few steps.
+
+def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list | None]:
+    """Run several jobs that share a batch_key in one pipeline call and return
+    each one's PIL images, in order.
+
+    Every image has its own CPU generator (a job's seed, seed+1, ...), so the
+    same seed, parameters, checkpoint and device give the same pixels whether
+    the job ran alone or beside others (up to the float rounding of batched
+    kernels). Each item's `on_step` gets (step, total) after every denoising
+    step; returning False takes that item out: its result is None and its
+    previews stop (its rows still compute until the call ends: multistep
+    schedulers keep per-row history, so rows cannot be dropped mid-run).
+    When every item is out the run stops and raises Canceled. `on_preview`
+    gets a small approximate picture every few steps.
     """
     import torch
     from PIL import Image
 
-    total = params.denoising_steps
+    if not items:
+        return []
+    first = items[0].params
+    if any(batch_key(item.params) != batch_key(first) for item in items):
+        raise BadInput("jobs of one batch must share size, steps, strength and guidance")
+    total = first.denoising_steps
     if total < 1:
-        raise BadInput(f"steps x strength must be at least 1 (got {params.steps} x {params.strength})")
-    if params.width % 8 or params.height % 8:
+        raise BadInput(f"steps x strength must be at least 1 (got {first.steps} x {first.strength})")
+    if first.width % 8 or first.height % 8:
         raise BadInput("width and height must be multiples of 8")
     family = FAMILIES[spec.family]
-    source = image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
-    generators = [torch.Generator(device="cpu").manual_seed(params.seed + i) for i in range(params.num_images)]
-    state = {"canceled": False}
+    prompts, negatives, sources, generators, rows = [], [], [], [], []
+    for item in items:
+        params = item.params
+        source = item.image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+        rows.append(range(len(prompts), len(prompts) + params.num_images))
+        for index in range(params.num_images):
+            prompts.append(params.prompt)
+            negatives.append(params.negative_prompt)
+            sources.append(source)
+            generators.append(torch.Generator(device="cpu").manual_seed(params.seed + index))
+    active = [True] * len(items)
 
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
-        if on_step is not None and on_step(step + 1, total) is False:
-            state["canceled"] = True
+        for index, item in enumerate(items):
+            if not active[index]:
+                continue
+            if item.on_step is not None and item.on_step(step + 1, total) is False:
+                active[index] = False
+            elif item.on_preview is not None and (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total:
+                latents = kwargs.get("latents")
+                own = None if latents is None else latents[rows[index].start :]
+                preview = latents_preview(own, family.architecture)
+                if preview is not None:
+                    item.on_preview(preview)
+        if not any(active):
             pipeline._interrupt = True
-        elif on_preview is not None and (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total:
-            preview = latents_preview(kwargs.get("latents"), family.architecture)
-            if preview is not None:
-                on_preview(preview)
         return kwargs
 
     try:
         with torch.inference_mode():
             result = pipe(
-                prompt=params.prompt,
-                negative_prompt=(params.negative_prompt or None) if not family.turbo else None,
-                image=source,
-                strength=params.strength,
-                num_inference_steps=params.steps,
-                guidance_scale=0.0 if family.turbo else params.guidance_scale,
-                num_images_per_prompt=params.num_images,
+                prompt=prompts,
+                negative_prompt=None if family.turbo else negatives,
+                image=sources,
+                strength=first.strength,
+                num_inference_steps=first.steps,
+                guidance_scale=0.0 if family.turbo else first.guidance_scale,
+                num_images_per_prompt=1,
                 generator=generators,
                 callback_on_step_end=callback,
                 output_type="pil",
             )
     except Exception as exc:
         raise classify(exc) from exc
-    if state["canceled"]:
+    if not any(active):
         raise Canceled()
-    return result.images
+    return [result.images[row.start : row.stop] if active[index] else None for index, row in enumerate(rows)]

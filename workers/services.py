@@ -19,10 +19,17 @@ from generation.availability import worker_name
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
 from generation.params import JobParams, fewest_steps
-from generation.services import job_claim, job_fail, job_progress, job_succeed, jobs_reap_if_due
+from generation.services import (
+    job_claim,
+    job_claim_companions,
+    job_fail,
+    job_progress,
+    job_succeed,
+    jobs_reap_if_due,
+)
 from workers.errors import ErrorKind, classify
 from workers.preview import data_url
-from workers.runtime import IMG2IMG_CLASSES, run_img2img
+from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img
 from workers.spec import CheckpointSpec
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,24 @@ def _auto_budget(device: str) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
 
 
+def warm_checkpoints(slugs: list[str]) -> None:
+    """Load these checkpoints into this process's cache now (a compiled
+    pipeline is warmed up as it loads), so the first paid job pays neither.
+    Runs in a thread at pool-process start; a job that needs the cache
+    meanwhile waits for it (the cache's lock) instead of loading twice."""
+    try:
+        for checkpoint in Checkpoint.objects.filter(slug__in=slugs):
+            started = time.perf_counter()
+            try:
+                pipeline_cache().get(CheckpointSpec.from_checkpoint(checkpoint))
+            except Exception:
+                log.warning("could not warm %s", checkpoint.slug, exc_info=True)
+                continue
+            log.warning("warm: %s loaded in %.1f s", checkpoint.slug, time.perf_counter() - started)
+    finally:
+        connection.close()
+
+
 def servable_slugs(requested: str) -> list[str]:
     """The checkpoints this worker serves. "all": every catalog entry whose
     family the runtime knows and whose weights are on this machine. A comma
@@ -78,14 +103,14 @@ def servable_slugs(requested: str) -> list[str]:
     return served
 
 
-_current_job: dict[str, Job] = {}
+# The jobs this process is running (one pipeline call; several when batched).
+_current_jobs: list[Job] = []
 
 
 def renew_lease() -> None:
-    """On every heartbeat: keep the running job's lease alive while the
+    """On every heartbeat: keep the running jobs' leases alive while the
     pipeline loads or runs (steps alone may be minutes apart)."""
-    job = _current_job.get("job")
-    if job is not None:
+    for job in list(_current_jobs):
         job_progress(job=job)
 
 
@@ -108,38 +133,77 @@ def _report_progress(job: Job, step: int, total: int) -> bool:
 
 
 def job_run(*, job_id: str) -> str:
-    """Claim the job, run it, and record the outcome. A duplicate delivery,
-    a canceled job or a lost lease ends quietly; errors are classified and
-    either retried (bounded) or failed with the hold released."""
-    job = job_claim(job_id=job_id, worker=worker_name())
+    """Claim the job and the queued jobs that can share its pipeline call
+    (batching across people, up to JOB_BATCH_MAX images), run them in one
+    call, and record each one's outcome. A duplicate delivery, a canceled
+    job or a lost lease ends quietly; errors are classified and either
+    retried (bounded) or failed with the hold released. Returns the
+    outcomes, one per job, comma-separated."""
+    worker = worker_name()
+    job = job_claim(job_id=job_id, worker=worker)
     if job is None:
         return "not claimed"
-    _current_job["job"] = job
+    jobs = [job]
+    _current_jobs[:] = jobs
     try:
-        spec = CheckpointSpec.from_checkpoint(job.checkpoint)
-        pipe, _ = pipeline_cache().get(spec)
-        with job.input_image.open("rb") as handle:
-            source = Image.open(io.BytesIO(handle.read()))
-            source.load()
-        images = run_img2img(
-            pipe,
-            spec,
-            source,
-            JobParams.of(job),
-            on_step=lambda step, total: _report_progress(job, step, total),
-            on_preview=lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)}),
-        )
-        return "succeeded" if job_succeed(job=job, images=images) else "not owned"
-    except SoftTimeLimitExceeded:
-        return job_fail(job=job, code="time_limit", message="The job took too long and was stopped.", retry=False)
-    except Exception as exc:
-        error = classify(exc)
-        if error.kind == ErrorKind.CANCELED:
-            return "canceled"
-        log.warning("job %s failed (%s): %s", job.id, error.kind, error.detail)
-        return job_fail(job=job, code=str(error.kind), message=error.public_message, retry=error.retryable)
+        room = settings.JOB_BATCH_MAX - job.num_images
+        if room > 0:
+            jobs += job_claim_companions(job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS)
+            _current_jobs[:] = jobs
+        return ",".join(_run_together(jobs))
     finally:
-        _current_job.pop("job", None)
+        _current_jobs.clear()
+
+
+def _run_together(jobs: list[Job]) -> list[str]:
+    outcomes: dict = {}
+    items, ready = [], []
+    for job in jobs:
+        try:
+            items.append(
+                BatchItem(
+                    _input_of(job),
+                    JobParams.of(job),
+                    on_step=lambda step, total, job=job: _report_progress(job, step, total),
+                    on_preview=lambda image, job=job: job_send(job.id, {"type": "preview", "image": data_url(image)}),
+                )
+            )
+            ready.append(job)
+        except Exception as exc:  # this job's input alone is bad: the others go on
+            outcomes[job.id] = _failed(job, exc)
+    if ready:
+        if len(ready) > 1:
+            log.info("running %s jobs in one call: %s", len(ready), ", ".join(str(job.id) for job in ready))
+        try:
+            pipe, _ = pipeline_cache().get(CheckpointSpec.from_checkpoint(ready[0].checkpoint))
+            results = run_batch(pipe, CheckpointSpec.from_checkpoint(ready[0].checkpoint), items)
+        except Exception as exc:
+            results = [exc] * len(ready)
+        for job, result in zip(ready, results, strict=True):
+            if result is None:
+                outcomes[job.id] = "canceled"
+            elif isinstance(result, BaseException):
+                outcomes[job.id] = _failed(job, result)
+            else:
+                outcomes[job.id] = "succeeded" if job_succeed(job=job, images=result) else "not owned"
+    return [outcomes[job.id] for job in jobs]
+
+
+def _input_of(job: Job):
+    with job.input_image.open("rb") as handle:
+        source = Image.open(io.BytesIO(handle.read()))
+        source.load()
+    return source
+
+
+def _failed(job: Job, exc: BaseException) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded) or isinstance(exc.__cause__, SoftTimeLimitExceeded):
+        return job_fail(job=job, code="time_limit", message="The job took too long and was stopped.", retry=False)
+    error = classify(exc)
+    if error.kind == ErrorKind.CANCELED:
+        return "canceled"
+    log.warning("job %s failed (%s): %s", job.id, error.kind, error.detail)
+    return job_fail(job=job, code=str(error.kind), message=error.public_message, retry=error.retryable)
 
 
 def checkpoint_test_run(*, run_id: int) -> str:
