@@ -83,6 +83,29 @@ def test_each_batched_job_s_pixels_equal_the_same_job_run_alone(pipes, slug):
     assert np.abs(first - second).mean() > 1
 
 
+def test_a_compiled_pipeline_runs_a_padded_batch_and_each_job_s_pixels_stay_the_same(pipes, monkeypatch):
+    """Compiled pipelines run bucket sizes only (no compilation in a paid
+    job): three images run as four, the extra row is thrown away."""
+    from workers.accel import BATCH_BUCKETS
+
+    pipe, spec = pipes("test-sd1")
+    jobs = [PEOPLE[0], PEOPLE[2], params(prompt="a third person", seed=12)]
+    alone = [run_img2img(pipe, spec, source, job)[0] for source, job in zip(SOURCES, jobs, strict=True)]
+    monkeypatch.setattr(pipe, "_accel_buckets", BATCH_BUCKETS, raising=False)
+    rows: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(args[0].shape[0]), with_kwargs=True
+    )
+    try:
+        together = run_batch(pipe, spec, [BatchItem(source, job) for source, job in zip(SOURCES, jobs, strict=True)])
+    finally:
+        hook.remove()
+    assert set(rows) == {8}  # 4 rows, twice for classifier-free guidance
+    assert [len(images) for images in together] == [1, 1, 1]
+    for mine, theirs in zip(alone, together, strict=True):
+        same_pixels(mine, theirs[0])
+
+
 def test_a_job_that_leaves_the_batch_gets_nothing_and_the_others_go_on(pipes):
     pipe, spec = pipes("test-sd1")
     seen: dict[int, list[int]] = {0: [], 1: [], 2: []}

@@ -33,3 +33,12 @@ def test_beat_is_its_own_restarted_service_and_no_worker_embeds_it():
         assert "-B" not in command and "--beat" not in command, name
         if name not in {"migrate"}:
             assert service.get("restart") in {"unless-stopped", "always"}, name
+
+
+def test_gpu_workers_keep_compiled_kernels_and_batch_across_people():
+    worker = yaml.safe_load(COMPOSE.read_text())["services"]["worker"]
+    env = worker["environment"]
+    assert env["WORKER_SPEEDUPS"] == "${WORKER_SPEEDUPS:-auto}"
+    assert env["JOB_BATCH_MAX"].startswith("${JOB_BATCH_MAX")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/data/compile-cache"
+    assert "compile-cache:/data/compile-cache" in worker["volumes"]

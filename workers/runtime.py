@@ -183,7 +183,7 @@ def _speed_up(pipe, spec: CheckpointSpec, device: str) -> None:
     """WORKER_SPEEDUPS (workers/accel.py; all of them on CUDA by default).
     A compiled pipeline is warmed up at the family's native size now, inside
     the load, so no job pays the compilation at that size."""
-    from workers.accel import Speedups, speed_up, warm_up
+    from workers.accel import Speedups, speed_up, warm_batches, warm_up
 
     speedups = Speedups.parse(settings.WORKER_SPEEDUPS, device=device)
     if not speedups:
@@ -193,7 +193,8 @@ def _speed_up(pipe, spec: CheckpointSpec, device: str) -> None:
     if speedups.compile or speedups.compile_vae:
         family = FAMILIES[spec.family]
         side = family.native_side
-        warm_up(pipe, width=side, height=side, guidance_scale=0.0 if family.turbo else 7.0)
+        for batch in warm_batches(pipe, settings.JOB_BATCH_MAX) or [1]:
+            warm_up(pipe, width=side, height=side, batch=batch, guidance_scale=0.0 if family.turbo else 7.0)
 
 
 def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
@@ -281,6 +282,15 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
             negatives.append(params.negative_prompt)
             sources.append(source)
             generators.append(torch.Generator(device="cpu").manual_seed(params.seed + index))
+    # A compiled pipeline runs the batch sizes it was warmed up for: extra
+    # rows repeat the last image (same seed) and are thrown away.
+    from workers.accel import padded_size
+
+    for _ in range(padded_size(pipe, len(prompts)) - len(prompts)):
+        prompts.append(prompts[-1])
+        negatives.append(negatives[-1])
+        sources.append(sources[-1])
+        generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
 
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
