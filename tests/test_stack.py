@@ -116,8 +116,12 @@ def test_a_killed_beat_is_restarted_and_a_killed_redis_loses_no_job(stack, alice
     credits_grant(user=alice, amount=100, ref="g:alice")
     monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1-alt"})
     monkeypatch.setattr(generation.services, "job_dispatch", lambda **kwargs: None)
-    data = QuoteIn(model="test-sd1-alt", prompt="a harbour", steps=20, strength=1.0, width=256, height=256)
-    jobs = [job_submit(user=alice, data=data, upload=SimpleUploadedFile("in.png", png_bytes())) for _ in range(3)]
+    # Each with its own step count, so no two share a pipeline call (batching).
+    datas = [
+        QuoteIn(model="test-sd1-alt", prompt="a harbour", steps=20 + i, strength=1.0, width=256, height=256)
+        for i in range(3)
+    ]
+    jobs = [job_submit(user=alice, data=data, upload=SimpleUploadedFile("in.png", png_bytes())) for data in datas]
     wait_for(
         lambda: (
             Job.objects.filter(id=jobs[0].id, status="running").exists()
