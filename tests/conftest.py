@@ -215,6 +215,23 @@ def test_checkpoints():
     return {c.slug: c for c in build_all(Path(settings.MODELS_DIR))}
 
 
+@pytest.fixture(scope="session")
+def pipes(test_checkpoints):
+    """pipes(slug) -> (pipeline, spec): a test checkpoint loaded on the CPU
+    once per session, for tests that drive the runtime directly."""
+    from workers.runtime import load_pipeline
+
+    loaded = {}
+
+    def get(slug: str):
+        if slug not in loaded:
+            spec = test_checkpoints[slug].spec
+            loaded[slug] = (load_pipeline(spec, device="cpu")[0], spec)
+        return loaded[slug]
+
+    return get
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.2, message: str = "condition"):
     """Poll until predicate() is truthy; fail with `message` after timeout."""
     import time

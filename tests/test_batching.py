@@ -19,7 +19,7 @@ from tests.conftest import wait_for
 from tests.faults import assert_books_balance, long_job
 from tests.helpers import make_job, png_bytes
 from workers.errors import BadInput, Canceled
-from workers.runtime import BatchItem, load_pipeline, run_batch, run_img2img
+from workers.runtime import BatchItem, run_batch, run_img2img
 from workers.spec import CheckpointSpec
 
 SOURCES = [Image.new("RGB", (96, 80), color) for color in [(200, 30, 30), (30, 200, 30), (30, 30, 200)]]
@@ -54,19 +54,6 @@ def same_pixels(a: Image.Image, b: Image.Image) -> None:
     level on a few pixels (measured: a mean under 0.001 levels)."""
     difference = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
     assert difference.max() <= 1 and difference.mean() < 0.01, (difference.max(), difference.mean())
-
-
-@pytest.fixture(scope="module")
-def pipes(test_checkpoints):
-    loaded = {}
-
-    def get(slug: str):
-        if slug not in loaded:
-            spec = test_checkpoints[slug].spec
-            loaded[slug] = (load_pipeline(spec, device="cpu")[0], spec)
-        return loaded[slug]
-
-    return get
 
 
 @pytest.mark.parametrize("slug", ["test-sd1", "test-sdxl", "test-sdxl-turbo"])

@@ -35,19 +35,6 @@ def params(**changes) -> JobParams:
     return JobParams(**values)
 
 
-@pytest.fixture(scope="module")
-def pipes(test_checkpoints):
-    loaded = {}
-
-    def get(slug: str):
-        if slug not in loaded:
-            spec = test_checkpoints[slug].spec
-            loaded[slug] = (load_pipeline(spec, device="cpu")[0], spec)
-        return loaded[slug]
-
-    return get
-
-
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
