@@ -39,9 +39,18 @@ def live_workers() -> list[dict]:
     return [json.loads(value) for value in client.mget(keys) if value]
 
 
-def worker_is_beating(worker: str) -> bool:
-    """Whether `worker` published a heartbeat within WORKER_HEARTBEAT_TTL."""
-    return bool(heartbeat_client().exists(HEARTBEAT_PREFIX + worker))
+def worker_is_beating(worker: str, *, job_id=None) -> bool:
+    """Whether `worker` published a heartbeat within WORKER_HEARTBEAT_TTL
+    (and, given `job_id`, listed that job among those it runs: a live worker
+    that no longer runs a job, whose lease it holds by a fault, does not
+    keep it)."""
+    raw = heartbeat_client().get(HEARTBEAT_PREFIX + worker)
+    if raw is None:
+        return False
+    if job_id is None:
+        return True
+    running = json.loads(raw).get("jobs")
+    return running is None or str(job_id) in running
 
 
 def available_slugs() -> set[str]:

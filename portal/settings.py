@@ -381,14 +381,19 @@ PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 # of them on CUDA, none elsewhere), "none", or a comma list of
 # sdpa,channels_last,fused_qkv,compile,compile_vae.
 WORKER_SPEEDUPS = env.str("WORKER_SPEEDUPS", default="auto")
-# Checkpoints a worker loads (and, when compiling, warms up) at start, before
-# it takes jobs, so the first paid job pays neither: a comma list of slugs.
-WORKER_WARM_CHECKPOINTS = env.str("WORKER_WARM_CHECKPOINTS", default="")
+# Checkpoints a worker loads and compiles before its first job (compiled
+# code runs only at the shapes warmed up then; a job never compiles): a comma
+# list of slugs, "none", or "auto" (on CUDA, the WORKER_CHECKPOINTS named).
+WORKER_WARM_CHECKPOINTS = env.str("WORKER_WARM_CHECKPOINTS", default="auto")
+# A pool process that warms up reports ready only after it (minutes at the
+# first compilation on a machine); Celery's default would kill it after 4 s.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = 4.0 if WORKER_WARM_CHECKPOINTS.strip() in ("", "none") else 1800.0
 # Batching across people: a worker that takes a job also takes queued jobs
 # that can share its pipeline call (same checkpoint, size, steps, strength
-# and guidance), up to JOB_BATCH_MAX images in one call (1: no batching),
-# waiting at most JOB_BATCH_WAIT_MS for company (0: only what already waits).
-JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 8, minimum=1)
+# and guidance), up to JOB_BATCH_MAX images in one call (1: no batching; 0:
+# "auto", 8 on CUDA and 1 on the CPU), waiting at most JOB_BATCH_WAIT_MS for
+# company (0: only what already waits).
+JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 0, minimum=0)
 JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
 
 # --- Security ---------------------------------------------------------------

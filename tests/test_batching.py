@@ -43,9 +43,9 @@ def params(**changes) -> JobParams:
 
 # Three people's jobs: other prompts, seeds, inputs and image counts.
 PEOPLE = [
-    params(prompt="a red fox", seed=5),
+    params(prompt="a red fox", negative_prompt="snow", seed=5),
     params(prompt="a dog on a boat", negative_prompt="blurry", seed=9, num_images=2),
-    params(prompt="an orchard in spring", seed=77),
+    params(prompt="an orchard in spring", negative_prompt="people", seed=77),
 ]
 
 
@@ -70,27 +70,56 @@ def test_each_batched_job_s_pixels_equal_the_same_job_run_alone(pipes, slug):
     assert np.abs(first - second).mean() > 1
 
 
-def test_a_compiled_pipeline_runs_a_padded_batch_and_each_job_s_pixels_stay_the_same(pipes, monkeypatch):
-    """Compiled pipelines run bucket sizes only (no compilation in a paid
-    job): three images run as four, the extra row is thrown away."""
-    from workers.accel import BATCH_BUCKETS
-
-    pipe, spec = pipes("test-sd1")
-    jobs = [PEOPLE[0], PEOPLE[2], params(prompt="a third person", seed=12)]
-    alone = [run_img2img(pipe, spec, source, job)[0] for source, job in zip(SOURCES, jobs, strict=True)]
-    monkeypatch.setattr(pipe, "_accel_buckets", BATCH_BUCKETS, raising=False)
+def unet_rows(pipe) -> tuple[list[int], object]:
     rows: list[int] = []
     hook = pipe.unet.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(args[0].shape[0]), with_kwargs=True
     )
+    return rows, hook
+
+
+def test_a_compiled_pipeline_pads_a_batch_to_a_warm_size_and_each_job_s_pixels_stay_the_same(pipes, monkeypatch):
+    """Compiled pipelines run only the shapes warmed up (no compilation in a
+    paid job): three pictures run as four, the extra row is thrown away."""
+    pipe, spec = pipes("test-sd1")
+    jobs = [PEOPLE[0], PEOPLE[2], params(prompt="a third person", negative_prompt="wind", seed=12)]
+    alone = [run_img2img(pipe, spec, source, job)[0] for source, job in zip(SOURCES, jobs, strict=True)]
+    monkeypatch.setattr(pipe, "_accel_warm", {(2, True, 128, 96), (4, True, 128, 96)}, raising=False)
+    rows, hook = unet_rows(pipe)
     try:
         together = run_batch(pipe, spec, [BatchItem(source, job) for source, job in zip(SOURCES, jobs, strict=True)])
     finally:
         hook.remove()
-    assert set(rows) == {8}  # 4 rows, twice for classifier-free guidance
+    assert set(rows) == {8}  # 4 pictures, twice for classifier-free guidance
     assert [len(images) for images in together] == [1, 1, 1]
     for mine, theirs in zip(alone, together, strict=True):
         same_pixels(mine, theirs[0])
+
+
+def test_a_shape_that_was_not_warmed_runs_eagerly_and_never_compiles(pipes, monkeypatch):
+    import torch._dynamo.utils
+
+    pipe, spec = pipes("test-sd1")
+    pipe.unet.compile(mode="reduce-overhead", fullgraph=True)  # lazy: compiles on its first call
+    try:
+        monkeypatch.setattr(pipe, "_accel_warm", {(4, True, 512, 512)}, raising=False)
+        frames = torch._dynamo.utils.counters["frames"]["total"]
+        rows, hook = unet_rows(pipe)
+        try:
+            images = run_img2img(pipe, spec, SOURCES[0], PEOPLE[0])
+        finally:
+            hook.remove()
+        assert len(images) == 1 and set(rows) == {2}  # not padded: 4 is warm at another size only
+        assert torch._dynamo.utils.counters["frames"]["total"] == frames  # nothing was compiled
+        assert pipe.unet._compiled_call_impl is not None  # and the compiled path is back
+    finally:
+        pipe.unet._compiled_call_impl = None
+
+
+def test_jobs_with_and_without_a_negative_prompt_never_share_a_call(pipes):
+    pipe, spec = pipes("test-sdxl")
+    with pytest.raises(BadInput):
+        run_batch(pipe, spec, [BatchItem(SOURCES[0], PEOPLE[0]), BatchItem(SOURCES[1], params(negative_prompt=""))])
 
 
 def test_a_job_that_leaves_the_batch_gets_nothing_and_the_others_go_on(pipes):
@@ -159,18 +188,21 @@ def test_a_worker_runs_compatible_queued_jobs_in_one_call_each_charged_and_equal
     import workers.services
 
     settings.JOB_BATCH_MAX = 4
+    settings.MAX_ACTIVE_JOBS = 6
     ids = [
-        submit(paid_api, prompt="a red fox", seed=5, color=(200, 30, 30)),
-        submit(paid_api, prompt="a dog on a boat", seed=9, color=(30, 200, 30), num_images=2),
+        submit(paid_api, prompt="a red fox", seed=5, color=(200, 30, 30), negative_prompt="snow"),
+        submit(paid_api, prompt="a dog on a boat", seed=9, color=(30, 200, 30), num_images=2, negative_prompt="x"),
         submit(paid_api, prompt="an orchard", seed=77, color=(30, 30, 200), negative_prompt="fog"),
     ]
-    other = submit(paid_api, prompt="a taller picture", seed=3, height=128)  # another size: not its company
-    crowded = submit(paid_api, prompt="one too many", seed=4)  # 1 + 2 + 1 images fill JOB_BATCH_MAX
+    # Another size, and no negative prompt: not their company.
+    other = submit(paid_api, prompt="a taller picture", seed=3, height=128, negative_prompt="fog")
+    plain = submit(paid_api, prompt="no negative prompt", seed=4)
+    crowded = submit(paid_api, prompt="one too many", seed=4, negative_prompt="y")  # 1 + 2 + 1 fill the call
 
     assert workers.services.job_run(job_id=ids[0]) == "succeeded,succeeded,succeeded"
     jobs = [Job.objects.get(id=job_id) for job_id in ids]
     assert {(job.status, job.batch_size, job.worker) for job in jobs} == {("succeeded", 3, jobs[0].worker)}
-    assert Job.objects.get(id=other).status == Job.objects.get(id=crowded).status == "queued"
+    assert {Job.objects.get(id=i).status for i in (other, plain, crowded)} == {"queued"}
     for job in jobs:
         assert job.credits_charged == job.credits_held > 0
     spec = CheckpointSpec.from_checkpoint(jobs[0].checkpoint)
@@ -185,10 +217,13 @@ def test_a_worker_runs_compatible_queued_jobs_in_one_call_each_charged_and_equal
 
 
 @pytest.mark.django_db
-def test_a_job_canceled_in_a_batch_is_released_and_the_others_are_charged(paid_api, alice, gpu_worker, monkeypatch):
+def test_a_job_canceled_in_a_batch_is_released_and_the_others_are_charged(
+    paid_api, alice, gpu_worker, monkeypatch, settings
+):
     import workers.services
     from generation.services import job_cancel
 
+    settings.JOB_BATCH_MAX = 8
     ids = [submit(paid_api, prompt=f"picture {i}", seed=i) for i in range(3)]
     report = workers.services._report_progress
 
@@ -245,7 +280,7 @@ def test_a_job_waits_for_company_at_most_the_set_time(alice, test_checkpoints):
 
 @pytest.mark.django_db(transaction=True)
 def test_jobs_queued_behind_a_long_one_run_together_on_a_real_worker(paid_api, alice, start_worker):
-    start_worker("test-sd1-alt")
+    start_worker("test-sd1-alt", JOB_BATCH_MAX="8")
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
     busy = long_job(paid_api)
     wait_for(lambda: Job.objects.get(id=busy).status == "running", timeout=60, message="the long job to start")

@@ -148,6 +148,30 @@ def test_an_expired_lease_whose_owner_still_beats_is_left_alone(api, alice, gpu_
     assert jobs_reap()["requeued"] == 1  # silent and expired: gone
 
 
+def test_an_expired_lease_of_a_job_its_beating_owner_no_longer_runs_is_reaped(api, alice, gpu_worker):
+    """A fault left a job running under a live worker that does not run it
+    (its heartbeat lists the jobs it runs): the lease alone decides."""
+    import json
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+
+    job_id = long_job(api, "test-sd1")
+    owner = "another-host:4026531836:4243"
+    Job.objects.filter(id=job_id).update(
+        status="running", attempts=1, worker=owner, lease_expires_at=timezone.now() - timedelta(seconds=5)
+    )
+    heartbeat_client().set(HEARTBEAT_PREFIX + owner, json.dumps({"jobs": [str(job_id)]}), ex=30)
+    try:
+        assert jobs_reap()["requeued"] == 0  # it says it runs it
+        heartbeat_client().set(HEARTBEAT_PREFIX + owner, json.dumps({"jobs": ["something-else"]}), ex=30)
+        assert jobs_reap()["requeued"] == 1
+    finally:
+        heartbeat_client().delete(HEARTBEAT_PREFIX + owner)
+
+
 def test_a_lease_owner_is_called_gone_only_when_provably_dead_in_our_pid_namespace():
     import socket
     import subprocess

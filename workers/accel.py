@@ -20,18 +20,21 @@ What each speed-up does (all keep the checkpoint's weights and dtype):
 - compile_vae: the same for the VAE decoder (default mode, no CUDA graphs).
 
 Compiled code is specialised to the shapes it saw: a new picture size or
-batch size compiles again (70 to 80 s for a full SD 1.5 UNet on an H200).
-So a compiled pipeline runs batches padded up to a power of two (1, 2, 4,
-8, ...: padded_size), a handful of shapes that warm_up compiles before the
-worker takes jobs, and inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR,
-set by the worker under VAR_DIR) makes the next start of the worker load
-those kernels instead of compiling them again.
+batch size compiles again (70 to 140 s for a full UNet on an H200). So no
+job ever compiles: warm_up compiles a handful of shapes (the family's native
+side, batches of 1, 2, 4, 8 ... pictures, guidance on) before the worker
+takes jobs, a compiled pipeline pads a batch up to the next warm size
+(padded_size), and any other shape runs the same modules eagerly
+(compiled_if_warm). Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, set
+by the worker under VAR_DIR) makes the next start load those kernels
+instead of compiling them again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,7 @@ def speed_up(pipe, speedups: Speedups) -> list[str]:
         _inductor_settings()
     if speedups.compile:
         unet.compile(mode="reduce-overhead", fullgraph=True)
-        pipe._accel_buckets = BATCH_BUCKETS
+        pipe._accel_warm = set()  # the (pictures, guided, width, height) shapes warmed up
         applied.append("compile")
     if speedups.compile_vae and vae is not None:
         vae.decoder.compile(fullgraph=True)
@@ -105,18 +108,43 @@ def speed_up(pipe, speedups: Speedups) -> list[str]:
     return applied
 
 
-def padded_size(pipe, rows: int) -> int:
-    """The batch a pipeline call of `rows` images runs at: the next bucket
-    for a compiled pipeline (no new compilation in a paid job), else `rows`."""
-    buckets = getattr(pipe, "_accel_buckets", None) or ()
-    return next((bucket for bucket in buckets if bucket >= rows), rows)
+def guided(pipe, guidance_scale: float) -> bool:
+    """Whether a call runs classifier-free guidance (two UNet rows a picture)."""
+    return guidance_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
 
 
-def warm_batches(pipe, largest: int) -> list[int]:
-    """The batch sizes to warm up for a pipeline that batches up to `largest`
-    images: every bucket up to it when compiled, else none."""
-    buckets = getattr(pipe, "_accel_buckets", None) or ()
-    return [bucket for bucket in buckets if bucket <= padded_size(pipe, largest)]
+def padded_size(pipe, pictures: int, *, guidance_scale: float, width: int, height: int) -> int:
+    """The batch a call of `pictures` runs at: on a compiled pipeline the
+    smallest warm batch that holds them (the extra rows are thrown away),
+    else `pictures`."""
+    warm = getattr(pipe, "_accel_warm", None) or set()
+    shape = (guided(pipe, guidance_scale), width, height)
+    sizes = [size for size, *rest in warm if tuple(rest) == shape and size >= pictures]
+    return min(sizes, default=pictures)
+
+
+@contextmanager
+def compiled_if_warm(pipe, pictures: int, *, guidance_scale: float, width: int, height: int):
+    """Run the compiled UNet only at a shape warm_up compiled; any other
+    shape runs eagerly (the same modules and weights), never compiling in a
+    job."""
+    warm = getattr(pipe, "_accel_warm", None)
+    if warm is None or (pictures, guided(pipe, guidance_scale), width, height) in warm:
+        yield
+        return
+    unet = pipe.unet
+    compiled, unet._compiled_call_impl = unet._compiled_call_impl, None
+    try:
+        yield
+    finally:
+        unet._compiled_call_impl = compiled
+
+
+def warm_batches(largest: int) -> list[int]:
+    """The batch sizes to warm for calls of up to `largest` pictures."""
+    return [size for size in BATCH_BUCKETS if size < largest] + [
+        next(size for size in BATCH_BUCKETS if size >= largest)
+    ]
 
 
 def _inductor_settings() -> None:
@@ -136,9 +164,10 @@ def _inductor_settings() -> None:
 def warm_up(
     pipe, *, width: int, height: int, batch: int = 1, image=None, steps: int = 2, guidance_scale: float = 7.0
 ) -> float:
-    """Run the pipeline on throwaway inputs at this size and batch, so any
-    compilation and CUDA-graph capture happens now rather than in a paid
-    job. Seconds taken."""
+    """Run the pipeline on throwaway inputs at this size and batch, so the
+    compilation and CUDA-graph capture happen now rather than in a paid job,
+    and mark the shape warm. Call it from the thread that runs the jobs
+    (CUDA graphs are recorded per thread). Seconds taken."""
     import torch
     from PIL import Image
 
@@ -158,6 +187,9 @@ def warm_up(
     with torch.inference_mode():
         for _ in range(3):  # compile, then CUDA-graph warm-up and capture
             pipe(**options)
+    warm = getattr(pipe, "_accel_warm", None)
+    if warm is not None:
+        warm.add((batch, guided(pipe, guidance_scale), width, height))
     seconds = time.perf_counter() - started
     log.info("warmed up %s at %sx%s batch %s in %.1f s", type(pipe).__name__, width, height, batch, seconds)
     return seconds

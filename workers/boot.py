@@ -1,7 +1,8 @@
 """Celery worker start-up: consume one queue per served checkpoint, import
-torch and diffusers once before the pool forks, and run a heartbeat thread
-(key and lease) and a reaper thread in each pool process (which holds the
-pipeline cache).
+torch and diffusers once before the pool forks, and in each pool process
+(which holds the pipeline cache) run a heartbeat thread (key and leases)
+and a reaper thread, then load and compile the warm checkpoints
+(WORKER_WARM_CHECKPOINTS) before the first job.
 
 Run workers with the prefork pool (the default): the threads start in each
 pool process, where the loaded pipelines and the running job live.
@@ -10,7 +11,6 @@ pool process, where the loaded pipelines and the running job live.
 from __future__ import annotations
 
 import logging
-import threading
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 from django.conf import settings
@@ -47,7 +47,7 @@ def start_heartbeat(**kwargs) -> None:
     global _heartbeat, _reaper
     from generation.availability import worker_name
     from workers.heartbeat import Heartbeat, Reaper
-    from workers.services import pipeline_cache, reap, renew_lease, warm_checkpoints
+    from workers.services import pipeline_cache, reap, renew_lease, running_jobs, warm_checkpoints, warm_slugs
 
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
@@ -56,14 +56,17 @@ def start_heartbeat(**kwargs) -> None:
         loaded=cache.loaded,
         device=cache.device,
         on_beat=renew_lease,
+        jobs=running_jobs,
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()
     _reaper = Reaper(reap)
     _reaper.start()
-    warm = [slug.strip() for slug in settings.WORKER_WARM_CHECKPOINTS.split(",") if slug.strip() in _served]
+    # Before this process takes its first job, in the thread that will run
+    # them (CELERY_WORKER_PROC_ALIVE_TIMEOUT allows for it).
+    warm = warm_slugs(settings.WORKER_WARM_CHECKPOINTS, served=_served, device=cache.device)
     if warm:
-        threading.Thread(target=warm_checkpoints, args=(warm,), name="warm", daemon=True).start()
+        warm_checkpoints(warm)
 
 
 @worker_process_shutdown.connect

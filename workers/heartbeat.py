@@ -26,8 +26,15 @@ from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
 log = logging.getLogger(__name__)
 
 
-def publish(*, worker_id: str, serves: list[str], loaded: list[str], device: str) -> None:
-    payload = {"worker": worker_id, "serves": serves, "loaded": loaded, "device": device, "at": time.time()}
+def publish(*, worker_id: str, serves: list[str], loaded: list[str], device: str, jobs: list[str] = ()) -> None:
+    payload = {
+        "worker": worker_id,
+        "serves": serves,
+        "loaded": loaded,
+        "device": device,
+        "jobs": list(jobs),  # the jobs it runs now: the reaper leaves their leases alone
+        "at": time.time(),
+    }
     heartbeat_client().set(HEARTBEAT_PREFIX + worker_id, json.dumps(payload), ex=settings.WORKER_HEARTBEAT_TTL)
 
 
@@ -82,16 +89,23 @@ class Heartbeat(threading.Thread):
         loaded: Callable[[], list[str]],
         device: str,
         on_beat: Callable[[], None] | None = None,
+        jobs: Callable[[], list[str]] = list,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.worker_id, self.serves, self.loaded, self.device = worker_id, serves, loaded, device
-        self.on_beat = on_beat
+        self.on_beat, self.jobs = on_beat, jobs
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
         """Publish, then the other duties; each may fail without the rest."""
         try:
-            publish(worker_id=self.worker_id, serves=self.serves, loaded=self.loaded(), device=self.device)
+            publish(
+                worker_id=self.worker_id,
+                serves=self.serves,
+                loaded=self.loaded(),
+                device=self.device,
+                jobs=self.jobs(),
+            )
         except Exception:
             log.exception("heartbeat publish failed; retrying at the next beat")
         if self.on_beat is not None:

@@ -181,20 +181,33 @@ def _load(spec: CheckpointSpec, *, device: str, shared: dict[str, Any]):
 
 def _speed_up(pipe, spec: CheckpointSpec, device: str) -> None:
     """WORKER_SPEEDUPS (workers/accel.py; all of them on CUDA by default).
-    A compiled pipeline is warmed up at the family's native size now, inside
-    the load, so no job pays the compilation at that size."""
-    from workers.accel import Speedups, speed_up, warm_batches, warm_up
+    Compilation is lazy and happens only in warm_up_pipeline, never in a job."""
+    from workers.accel import Speedups, speed_up
 
     speedups = Speedups.parse(settings.WORKER_SPEEDUPS, device=device)
-    if not speedups:
+    if speedups:
+        applied = speed_up(pipe, speedups)
+        log.info("%s: speed-ups %s", spec.slug, ", ".join(applied) or "none applicable")
+
+
+def warm_up_pipeline(pipe, spec: CheckpointSpec, *, largest_batch: int) -> None:
+    """Compile a compiled pipeline at the family's native side, guidance on
+    (off for turbo families), for every batch size up to `largest_batch`
+    pictures. Nothing to do for a pipeline that is not compiled."""
+    from workers.accel import warm_batches, warm_up
+
+    if getattr(pipe, "_accel_warm", None) is None:
         return
-    applied = speed_up(pipe, speedups)
-    log.info("%s: speed-ups %s", spec.slug, ", ".join(applied) or "none applicable")
-    if speedups.compile or speedups.compile_vae:
-        family = FAMILIES[spec.family]
-        side = family.native_side
-        for batch in warm_batches(pipe, settings.JOB_BATCH_MAX) or [1]:
-            warm_up(pipe, width=side, height=side, batch=batch, guidance_scale=0.0 if family.turbo else 7.0)
+    family = FAMILIES[spec.family]
+    for batch in warm_batches(largest_batch):
+        seconds = warm_up(
+            pipe,
+            width=family.native_side,
+            height=family.native_side,
+            batch=batch,
+            guidance_scale=0.0 if family.turbo else 7.0,
+        )
+        log.warning("%s: warmed up batch %s at %s px in %.1f s", spec.slug, batch, family.native_side, seconds)
 
 
 def _component_keys(path: Path, *, dtype: str, device: str) -> dict[str, str]:
@@ -228,7 +241,14 @@ def batch_key(params: JobParams) -> tuple:
     """What jobs must share to run in one pipeline call (besides the
     checkpoint): the size and the denoising schedule. Prompts, negative
     prompts, seeds, inputs and image counts may differ."""
-    return (params.width, params.height, params.steps, params.strength, params.guidance_scale)
+    return (
+        params.width,
+        params.height,
+        params.steps,
+        params.strength,
+        params.guidance_scale,
+        bool(params.negative_prompt),  # SDXL runs "no negative prompt" on zeros, not on ""
+    )
 
 
 def run_img2img(
@@ -284,9 +304,11 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
             generators.append(torch.Generator(device="cpu").manual_seed(params.seed + index))
     # A compiled pipeline runs the batch sizes it was warmed up for: extra
     # rows repeat the last image (same seed) and are thrown away.
-    from workers.accel import padded_size
+    from workers.accel import compiled_if_warm, padded_size
 
-    for _ in range(padded_size(pipe, len(prompts)) - len(prompts)):
+    guidance = 0.0 if family.turbo else first.guidance_scale
+    shape = {"guidance_scale": guidance, "width": first.width, "height": first.height}
+    for _ in range(padded_size(pipe, len(prompts), **shape) - len(prompts)):
         prompts.append(prompts[-1])
         negatives.append(negatives[-1])
         sources.append(sources[-1])
@@ -310,14 +332,14 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
         return kwargs
 
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), **shape):
             result = pipe(
                 prompt=prompts,
-                negative_prompt=None if family.turbo else negatives,
+                negative_prompt=None if family.turbo or not any(negatives) else negatives,
                 image=sources,
                 strength=first.strength,
                 num_inference_steps=first.steps,
-                guidance_scale=0.0 if family.turbo else first.guidance_scale,
+                guidance_scale=guidance,
                 num_images_per_prompt=1,
                 generator=generators,
                 callback_on_step_end=callback,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -29,10 +30,12 @@ from generation.services import (
 )
 from workers.errors import ErrorKind, classify
 from workers.preview import data_url
-from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img
+from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img, warm_up_pipeline
 from workers.spec import CheckpointSpec
 
 log = logging.getLogger(__name__)
+AUTO_BATCH_CUDA = 8
+WORKER_ERROR = "The worker hit a temporary problem."
 TEST_LOAD_SIDE = 128
 TEST_LOAD_STEPS = 4
 
@@ -61,20 +64,38 @@ def _auto_budget(device: str) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
 
 
+def warm_slugs(requested: str, *, served: list[str], device: str) -> list[str]:
+    """WORKER_WARM_CHECKPOINTS: a comma list of slugs (those this worker
+    serves), "" or "none", or "auto": on CUDA the checkpoints a worker was
+    told to serve by name (WORKER_CHECKPOINTS as a list of slugs, a few
+    busy ones), else none (with "all" it may serve dozens)."""
+    requested = requested.strip()
+    if requested == "auto":
+        listed = settings.WORKER_CHECKPOINTS.strip() not in ("all", "", "none")
+        return list(served) if device == "cuda" and listed else []
+    if requested in ("", "none"):
+        return []
+    return [slug.strip() for slug in requested.split(",") if slug.strip() in served]
+
+
 def warm_checkpoints(slugs: list[str]) -> None:
-    """Load these checkpoints into this process's cache now (a compiled
-    pipeline is warmed up as it loads), so the first paid job pays neither.
-    Runs in a thread at pool-process start; a job that needs the cache
-    meanwhile waits for it (the cache's lock) instead of loading twice."""
+    """Load these checkpoints into this process's cache and compile them
+    (workers.runtime.warm_up_pipeline) before the process takes its first
+    job, in the thread that runs jobs (CUDA graphs are per thread). Jobs
+    sent meanwhile wait in the broker."""
+    from generation.limits import MAX_IMAGES
+
     try:
         for checkpoint in Checkpoint.objects.filter(slug__in=slugs):
             started = time.perf_counter()
+            spec = CheckpointSpec.from_checkpoint(checkpoint)
             try:
-                pipeline_cache().get(CheckpointSpec.from_checkpoint(checkpoint))
+                pipe, _ = pipeline_cache().get(spec)
+                warm_up_pipeline(pipe, spec, largest_batch=max(batch_limit(), MAX_IMAGES))
             except Exception:
                 log.warning("could not warm %s", checkpoint.slug, exc_info=True)
                 continue
-            log.warning("warm: %s loaded in %.1f s", checkpoint.slug, time.perf_counter() - started)
+            log.warning("warm: %s ready in %.1f s", checkpoint.slug, time.perf_counter() - started)
     finally:
         connection.close()
 
@@ -114,6 +135,20 @@ def renew_lease() -> None:
         job_progress(job=job)
 
 
+def running_jobs() -> list[str]:
+    """The ids of the jobs this process runs now, for its heartbeat."""
+    return [str(job.id) for job in list(_current_jobs)]
+
+
+def batch_limit() -> int:
+    """Images one pipeline call may take across people's jobs: JOB_BATCH_MAX,
+    or when it is 0 ("auto") 8 on CUDA and 1 elsewhere (on the CPU a batch
+    takes as long as its jobs one after another, so it only adds waiting)."""
+    if settings.JOB_BATCH_MAX:
+        return settings.JOB_BATCH_MAX
+    return AUTO_BATCH_CUDA if pipeline_cache().device == "cuda" else 1
+
+
 def reap() -> None:
     """Every REAPER_INTERVAL, in every worker process: run the reaper unless
     another process ran it lately (so no single scheduler is needed)."""
@@ -133,11 +168,12 @@ def _report_progress(job: Job, step: int, total: int) -> bool:
 
 
 def job_run(*, job_id: str) -> str:
-    """Claim the job and the queued jobs that can share its pipeline call
-    (batching across people, up to JOB_BATCH_MAX images), run them in one
-    call, and record each one's outcome. A duplicate delivery, a canceled
-    job or a lost lease ends quietly; errors are classified and either
-    retried (bounded) or failed with the hold released. Returns the
+    """Claim a job and the queued jobs that can share its pipeline call
+    (batching across people, up to batch_limit() images; a job on its second
+    attempt runs alone, so a batch that failed does not form again), run them
+    in one call, and record each one's outcome. A duplicate delivery, a
+    canceled job or a lost lease ends quietly; errors are classified and
+    either retried (bounded) or failed with the hold released. Returns the
     outcomes, one per job, comma-separated."""
     worker = worker_name()
     job = job_claim(job_id=job_id, worker=worker)
@@ -146,11 +182,18 @@ def job_run(*, job_id: str) -> str:
     jobs = [job]
     _current_jobs[:] = jobs
     try:
-        room = settings.JOB_BATCH_MAX - job.num_images
-        if room > 0:
+        room = batch_limit() - job.num_images
+        if room > 0 and job.attempts == 1:
             jobs += job_claim_companions(job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS)
             _current_jobs[:] = jobs
         return ",".join(_run_together(jobs))
+    except BaseException:
+        # Whatever escaped (the database, a time limit while storing): no job
+        # of the batch may stay running under a worker that still beats.
+        for each in jobs:
+            with contextlib.suppress(Exception):
+                job_fail(job=each, code="transient", message=WORKER_ERROR, retry=True)
+        raise
     finally:
         _current_jobs.clear()
 
@@ -174,18 +217,22 @@ def _run_together(jobs: list[Job]) -> list[str]:
     if ready:
         if len(ready) > 1:
             log.info("running %s jobs in one call: %s", len(ready), ", ".join(str(job.id) for job in ready))
+        spec = CheckpointSpec.from_checkpoint(ready[0].checkpoint)
         try:
-            pipe, _ = pipeline_cache().get(CheckpointSpec.from_checkpoint(ready[0].checkpoint))
-            results = run_batch(pipe, CheckpointSpec.from_checkpoint(ready[0].checkpoint), items)
+            pipe, _ = pipeline_cache().get(spec)
+            results = run_batch(pipe, spec, items)
         except Exception as exc:
             results = [exc] * len(ready)
         for job, result in zip(ready, results, strict=True):
-            if result is None:
-                outcomes[job.id] = "canceled"
-            elif isinstance(result, BaseException):
-                outcomes[job.id] = _failed(job, result)
-            else:
-                outcomes[job.id] = "succeeded" if job_succeed(job=job, images=result) else "not owned"
+            try:
+                if result is None:
+                    outcomes[job.id] = "canceled"
+                elif isinstance(result, BaseException):
+                    outcomes[job.id] = _failed(job, result)
+                else:
+                    outcomes[job.id] = "succeeded" if job_succeed(job=job, images=result) else "not owned"
+            except Exception as exc:  # storing this job's result failed: it alone is retried
+                outcomes[job.id] = _failed(job, exc)
     return [outcomes[job.id] for job in jobs]
 
 
