@@ -20,6 +20,8 @@ class FreeCreditClaimAdmin(admin.ModelAdmin):
 
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
-    list_display = ["email", "username", "is_staff", "is_active", "date_joined"]
+    list_display = ["email", "username", "queue_weight", "is_staff", "is_active", "date_joined"]
+    list_filter = [*UserAdmin.list_filter, "queue_weight"]
+    fieldsets = [*UserAdmin.fieldsets, ("Queue", {"fields": ["queue_weight"]})]
     search_fields = ["email", "username"]
     ordering = ["-date_joined"]

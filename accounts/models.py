@@ -24,6 +24,20 @@ class User(AbstractUser):
     """The project's user model (swappable from day one). People sign in with
     their email; allauth fills `username` automatically."""
 
+    class QueueWeight(models.IntegerChoices):
+        STANDARD = 1, "Standard: one job per round"
+        PRIORITY = 2, "Priority: two jobs per round"
+        PARTNER = 4, "Partner: four jobs per round"
+
+    # The fair queue (generation.selectors.fair_queue) takes this many of the
+    # person's jobs per round across people; everyone still gets a turn each
+    # round, so no class starves another. Set by staff.
+    queue_weight = models.PositiveSmallIntegerField(
+        choices=QueueWeight.choices,
+        default=QueueWeight.STANDARD,
+        help_text="Jobs per round of the fair queue; every account still gets one per round.",
+    )
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
 

@@ -6,7 +6,19 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Case, Count, ExpressionWrapper, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 from django_cte import CTE, with_cte
 
@@ -54,19 +66,73 @@ def jobs_of(*, user) -> QuerySet[Job]:
     return Job.objects.filter(user=user).select_related("checkpoint")
 
 
+# --- The fair queue -----------------------------------------------------------------
+#
+# Within a checkpoint, workers take queued jobs round-robin across people.
+# A queued job's rank is how many turns its owner has had, or has ahead of
+# it, in the checkpoint's current busy period: the owner's queued jobs
+# before it, plus the owner's jobs started since the oldest job still
+# waiting was queued (turns taken while others waited). Its round is that
+# rank divided by the owner's queue weight (1 unless staff raised it).
+# Rounds go in order; within a round heavier weights go first, then the
+# older job. So one person's burst waits behind everyone else's first job,
+# and a priority account gets more turns per round without starving anyone.
+# The claim (generation.services.job_claim) and the queue positions people
+# see use these same keys, so what they are shown is what happens.
+
+FAIR_ORDER = ("fair_round", "-fair_weight", "created_at", "id")
+
+
+def fair_keys(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """`jobs` annotated with their fair-queue keys: fair_round and fair_weight
+    (meaningful for queued jobs; order queued ones by FAIR_ORDER)."""
+    busy_since = (
+        Job.objects.filter(checkpoint_id=OuterRef(OuterRef("checkpoint_id")), status=Job.Status.QUEUED)
+        .order_by("created_at")
+        .values("created_at")[:1]
+    )
+    queued_before = Q(status=Job.Status.QUEUED) & (
+        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
+    )
+    turns = (
+        Job.objects.filter(user_id=OuterRef("user_id"), checkpoint_id=OuterRef("checkpoint_id"))
+        .exclude(id=OuterRef("id"))
+        .filter(queued_before | Q(started_at__gte=Subquery(busy_since)))
+        .order_by()
+        .values("user_id")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    rank = Coalesce(Subquery(turns, output_field=IntegerField()), 0)
+    return jobs.annotate(
+        fair_weight=F("user__queue_weight"),
+        fair_round=ExpressionWrapper(rank / F("user__queue_weight"), output_field=IntegerField()),
+    )
+
+
+def fair_queue(**filters) -> QuerySet[Job]:
+    """The queued jobs matching `filters` (a checkpoint, and for batching its
+    size and schedule), in the order workers take them."""
+    return fair_keys(Job.objects.filter(status=Job.Status.QUEUED, **filters)).order_by(*FAIR_ORDER)
+
+
 def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
     """What showing a job needs (generation.schemas.JobOut): its checkpoint,
-    its images, and for a queued job how many wait before it, in the same
-    query (a subquery), not one query per job."""
+    its images, and for a queued job how many wait before it in the fair
+    queue, in the same query (subqueries), not one query per job."""
+    same_round = Q(fair_round=OuterRef("fair_round"))
+    heavier = Q(fair_weight__gt=OuterRef("fair_weight"))
+    same_weight = Q(fair_weight=OuterRef("fair_weight"))
+    older = Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
     ahead = (
-        Job.objects.filter(
-            checkpoint_id=OuterRef("checkpoint_id"), status=Job.Status.QUEUED, created_at__lt=OuterRef("created_at")
-        )
+        fair_keys(Job.objects.filter(checkpoint_id=OuterRef("checkpoint_id"), status=Job.Status.QUEUED))
+        .filter(Q(fair_round__lt=OuterRef("fair_round")) | same_round & (heavier | same_weight & older))
         .order_by()
         .values("checkpoint_id")
         .annotate(count=Count("pk"))
         .values("count")
     )
+    jobs = fair_keys(jobs)
     waiting = Case(
         When(status=Job.Status.QUEUED, then=Coalesce(Subquery(ahead, output_field=IntegerField()), 0)),
         default=None,
@@ -101,8 +167,7 @@ def queue_position(job: Job) -> int | None:
         return None
     ahead = getattr(job, "queue_ahead", None)
     if ahead is None:
-        waiting = Job.objects.filter(checkpoint_id=job.checkpoint_id, status=Job.Status.QUEUED)
-        ahead = waiting.filter(created_at__lt=job.created_at).count()
+        ahead = jobs_shown(Job.objects.filter(id=job.id)).values_list("queue_ahead", flat=True).first() or 0
     return ahead + 1
 
 

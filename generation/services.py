@@ -34,12 +34,13 @@ from generation.images import CleanImage, image_clean
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.params import JobParams, QuoteIn, job_params
 from generation.pricing import quote
-from generation.selectors import checkpoint_for_submit, job_for_user
+from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
 
 log = logging.getLogger(__name__)
 Status = Job.Status
 REAPER_LOCK = "portal:reaper-lock"
 BATCH_POLL_SECONDS = 0.02
+CLAIM_TRIES = 5  # queued jobs tried in turn when other workers win the race
 WORKER_LOST = "The worker stopped while making your picture."
 
 
@@ -120,69 +121,101 @@ def job_cancel(*, user, job_id) -> Job:
 
 
 def job_claim(*, job_id, worker: str) -> Job | None:
-    """queued -> running for one worker process; None if someone else has it
-    or it ended (a duplicate delivery does nothing). A running job whose
-    owner process is provably dead (the message came back after its worker
-    was killed) is taken over at once, or failed and released when it has
-    used its attempts, instead of waiting for its lease to run out."""
-    job_received(job_id)
-    claimed = Job.objects.filter(id=job_id, status=Status.QUEUED).update(**_claim_fields(worker))
+    """A worker took the message of job `job_id`: take a job of its
+    checkpoint for `worker`, queued -> running by a conditional update, or
+    None when there is none (a duplicate delivery does nothing).
+
+    The message is a turn, not a ticket: the job taken is the next one of its
+    checkpoint in the fair queue (generation.selectors.fair_queue), which may
+    be another person's; the message's own job, still queued, is then served
+    by the message of the job taken (one message per queued job, so turns
+    never run out; its "sent" marker stays). A running job whose owner
+    process is provably dead (the message came back after its worker was
+    killed) is taken over at once, or failed and released when it has used
+    its attempts, instead of waiting for its lease to run out."""
+    message_job = Job.objects.filter(id=job_id).select_related("checkpoint").first()
+    if message_job is None:
+        job_received(job_id)
+        return None
+    if message_job.status == Status.RUNNING and message_job.worker != worker and worker_is_gone(message_job.worker):
+        job_received(job_id)
+        return _take_over(message_job, worker)
+    for candidate in fair_queue(checkpoint_id=message_job.checkpoint_id).values_list("id", flat=True)[:CLAIM_TRIES]:
+        if Job.objects.filter(id=candidate, status=Status.QUEUED).update(**_claim_fields(worker)):
+            job_received(candidate)
+            _announce(candidate)
+            return Job.objects.select_related("checkpoint").get(id=candidate)
+    if message_job.status != Status.QUEUED:
+        job_received(job_id)
+    return None
+
+
+def _take_over(orphan: Job, worker: str) -> Job | None:
+    if orphan.attempts >= settings.JOB_MAX_ATTEMPTS:
+        job_fail(job=orphan, code="worker_lost", message=WORKER_LOST, retry=False)
+        return None
+    claimed = Job.objects.filter(
+        id=orphan.id, status=Status.RUNNING, worker=orphan.worker, attempts=orphan.attempts
+    ).update(**_claim_fields(worker))
     if not claimed:
-        orphan = Job.objects.filter(id=job_id, status=Status.RUNNING).select_related("checkpoint").first()
-        if orphan is None or orphan.worker == worker or not worker_is_gone(orphan.worker):
-            return None
-        if orphan.attempts >= settings.JOB_MAX_ATTEMPTS:
-            job_fail(job=orphan, code="worker_lost", message=WORKER_LOST, retry=False)
-            return None
-        claimed = Job.objects.filter(
-            id=job_id, status=Status.RUNNING, worker=orphan.worker, attempts=orphan.attempts
-        ).update(**_claim_fields(worker))
-        if not claimed:
-            return None
-        log.warning("job %s: took over from %s, which died", job_id, orphan.worker)
-    _announce(job_id)
-    return Job.objects.select_related("checkpoint").get(id=job_id)
+        return None
+    log.warning("job %s: took over from %s, which died", orphan.id, orphan.worker)
+    _announce(orphan.id)
+    return Job.objects.select_related("checkpoint").get(id=orphan.id)
 
 
 def job_claim_companions(*, job: Job, worker: str, images: int, wait_ms: int = 0) -> list[Job]:
-    """Batching across people: claim for `worker` the oldest queued jobs that
-    can share `job`'s pipeline call (same checkpoint, size, steps, strength
-    and guidance; any prompt, seed or input), with `images` images at most in
-    all, waiting up to `wait_ms` for them to arrive. Each is claimed by the
-    same conditional update as job_claim, so it runs once; its own message,
-    when a worker takes it, finds it running and does nothing."""
+    """Batching across people: claim for `worker` the next queued jobs (in
+    the fair queue's order) that can share `job`'s pipeline call: the same
+    checkpoint, size, steps, strength and guidance, and a negative prompt
+    too or neither (SDXL treats "none" apart); any prompt, seed or input.
+    At most `images` images in all, waiting up to `wait_ms` for them. Only
+    jobs on their first attempt join (a batch that failed does not form
+    again). Each is claimed by the same conditional update as job_claim, so
+    it runs once; its own message later serves another queued job."""
     deadline = time.monotonic() + wait_ms / 1000
-    compatible = Job.objects.filter(
-        status=Status.QUEUED,
+    compatible = fair_queue(
         checkpoint_id=job.checkpoint_id,
         width=job.width,
         height=job.height,
         steps=job.steps,
         strength=job.strength,
         guidance_scale=job.guidance_scale,
+        attempts=0,
     ).exclude(id=job.id)
+    compatible = (
+        compatible.filter(negative_prompt="") if not job.negative_prompt else compatible.exclude(negative_prompt="")
+    )
     claimed: list = []
-    while images > 0:
-        for candidate_id, count in (
-            compatible.filter(num_images__lte=images)
-            .order_by("created_at", "id")
-            .values_list("id", "num_images")[:images]
-        ):
-            if count <= images and Job.objects.filter(id=candidate_id, status=Status.QUEUED).update(
-                **_claim_fields(worker)
-            ):
-                job_received(candidate_id)
-                _announce(candidate_id)
-                claimed.append(candidate_id)
-                images -= count
-        if images <= 0 or time.monotonic() >= deadline:
-            break
-        time.sleep(min(BATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-    if not claimed:
-        return []
-    Job.objects.filter(id__in=[job.id, *claimed], worker=worker).update(batch_size=1 + len(claimed))
+    try:
+        while images > 0:
+            for candidate_id, count in compatible.filter(num_images__lte=images).values_list("id", "num_images")[
+                :images
+            ]:
+                if count <= images and Job.objects.filter(id=candidate_id, status=Status.QUEUED).update(
+                    **_claim_fields(worker)
+                ):
+                    claimed.append(candidate_id)
+                    images -= count
+            if images <= 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(min(BATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        if not claimed:
+            return []
+        for candidate_id in claimed:
+            job_received(candidate_id)
+            _announce(candidate_id)
+        Job.objects.filter(id__in=[job.id, *claimed], worker=worker).update(batch_size=1 + len(claimed))
+        found = Job.objects.filter(id__in=claimed).select_related("checkpoint").in_bulk()
+    except Exception:
+        # Give back what was claimed: a job must not stay running under a
+        # worker that will not run it. Their messages are still queued.
+        Job.objects.filter(id__in=claimed, worker=worker, status=Status.RUNNING).update(
+            status=Status.QUEUED, worker="", lease_expires_at=None, batch_size=1
+        )
+        raise
     job.batch_size = 1 + len(claimed)
-    return list(Job.objects.filter(id__in=claimed).select_related("checkpoint").order_by("created_at", "id"))
+    return [found[job_id] for job_id in claimed]
 
 
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
@@ -269,8 +302,9 @@ def jobs_reap() -> dict[str, int]:
     expired = set(running.filter(Q(lease_expires_at__lt=Now()) | Q(lease_expires_at=None)).values_list("id", flat=True))
     for job in running.select_related("checkpoint"):
         # An expired lease alone is not proof while the owner still beats in
-        # Redis: after a database outage it renews within a beat.
-        if worker_is_gone(job.worker) or (job.id in expired and not worker_is_beating(job.worker)):
+        # Redis and lists the job: after a database outage it renews within
+        # a beat. An owner that beats without the job lost it to a fault.
+        if worker_is_gone(job.worker) or (job.id in expired and not worker_is_beating(job.worker, job_id=job.id)):
             outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
             counts[outcome] = counts.get(outcome, 0) + 1
     stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
