@@ -10,19 +10,23 @@ the error handlers below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.core import is_ratelimited
-from ninja import File, Form, Query, Router, Schema
+from ninja import File, Form, Header, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, RateLimited, Refused, public_error
-from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
-from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
+from generation.idempotency import idempotent_answer, request_fingerprint
+from generation.models import Job
+from generation.params import IDEMPOTENCY_KEY, IdempotencyKeyHeader, Img2ImgIn, Omitted, QuoteIn, invalid_params
+from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, job_out
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
 from generation.services import job_cancel, job_quote, job_submit, job_viewed
 
@@ -42,6 +46,16 @@ def _errors(*codes: int) -> dict[int, type[ErrorOut]]:
 # its outage answers 503 (portal.outages).
 READ = (401,)
 WRITE = (401, 403, 413)
+# Operations that create a job take an Idempotency-Key: a retry with the key
+# answers 409 while the first request runs, 422 if the request differs.
+SUBMIT = (409, 422)
+REPLAYED = "Idempotent-Replayed"
+IDEMPOTENCY_KEY_HELP = (
+    "Optional. 1 to 255 printable ASCII characters, a new random one (a UUID) per request; kept for "
+    f"{settings.IDEMPOTENCY_KEY_HOURS} hours, per person. A retry with the same key and the same request (fields "
+    f"and file) gets the first answer again (same status, same job) with `{REPLAYED}: true`; with another "
+    "request: 422 `idempotency_key_reused`; while the first still runs: 409 `idempotency_key_in_progress`."
+)
 PNG = {
     200: {
         "description": "The image (PNG)",
@@ -85,11 +99,23 @@ def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitt
 
 @router.post(
     "/img2img",
-    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *WRITE)},
+    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
     summary="Submit a job (multipart); its credits are held until it ends",
 )
-def img2img(request: HttpRequest, data: Form[Img2ImgIn], image: UploadedFile | Omitted = File(None)):
-    return 202, job_submit(user=request.user, data=data, upload=image)
+def img2img(
+    request: HttpRequest,
+    data: Form[Img2ImgIn],
+    image: UploadedFile | Omitted = File(None),
+    idempotency_key: IdempotencyKeyHeader | Omitted = Header(
+        None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
+    ),
+):
+    def submit() -> Job:
+        return job_submit(user=request.user, data=data, upload=image)
+
+    if idempotency_key is None:
+        return 202, submit()
+    return _submit_once(request, idempotency_key, fields=data, upload=image, submit=submit)
 
 
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
@@ -134,14 +160,41 @@ def image(request: HttpRequest, image_id: str):
     return response
 
 
+def _submit_once(request: HttpRequest, key: str, *, fields: Schema, upload, submit: Callable[[], Job]) -> HttpResponse:
+    """A job-creating operation under an Idempotency-Key: its first final
+    answer, 202 or an error, is stored and replayed (generation.idempotency).
+    Refusals before the operation runs (authentication, the schema) are not
+    stored: they depend on the request alone, and a retry gets them again."""
+
+    def answer() -> tuple[int, dict]:
+        try:
+            return 202, job_out(submit())
+        except PUBLIC_ERRORS as exc:
+            error = public_error(exc)
+            return error.status, _error_body(error)
+
+    fingerprint = request_fingerprint(
+        operation=f"{request.method} {request.path}", fields=fields.model_dump(mode="json"), upload=upload
+    )
+    first = idempotent_answer(user=request.user, key=key, fingerprint=fingerprint, answer=answer)
+    response = JsonResponse(first.body, status=first.status)
+    if first.replayed:
+        response[REPLAYED] = "true"
+    return response
+
+
 # --- Error answers (registered on the API by portal/api.py) -----------------------------
 
 
-def error_response(error: GenerationError) -> JsonResponse:
+def _error_body(error: GenerationError) -> dict:
     body = {"code": error.code, "message": error.message}
     if error.fields:
         body["fields"] = error.fields
-    return JsonResponse({"error": body}, status=error.status)
+    return {"error": body}
+
+
+def error_response(error: GenerationError) -> JsonResponse:
+    return JsonResponse(_error_body(error), status=error.status)
 
 
 def _on_public_error(request, exc):

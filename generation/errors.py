@@ -82,6 +82,20 @@ class JobFinished(GenerationError):
     code = "job_finished"
 
 
+class IdempotencyKeyReused(GenerationError):
+    """The Idempotency-Key was sent before with another request."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(GenerationError):
+    """A request with this Idempotency-Key is still running: retry later."""
+
+    status = 409
+    code = "idempotency_key_in_progress"
+
+
 class Refused(GenerationError):
     """A refusal of the API framework itself (e.g. a session POST without
     its CSRF token), in the same shape as ours."""

@@ -276,3 +276,29 @@ class JobImage(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.index} of {self.job_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` one person sent with a request that creates a
+    job, and the first final answer to it (generation.idempotency).
+
+    One row per (person, key): the unique constraint lets one request of many
+    concurrent retries in. `status_code` is null while that request runs; the
+    answer (status and JSON body) is written in the same transaction as the
+    job and its hold, so a row without an answer never stands for a job.
+    `fingerprint` is a hash of the operation, its form fields and the
+    uploaded file's bytes: the upload itself is not stored twice. Rows older
+    than IDEMPOTENCY_KEY_HOURS are ignored and purged."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r} of user {self.user_id}"

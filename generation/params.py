@@ -8,6 +8,8 @@
   repeats, the create page prefills and the job output shows.
 - `denoising_steps()`: the steps img2img really runs, for pricing and the
   worker alike.
+- `IdempotencyKeyHeader`: the `Idempotency-Key` header of the operations that
+  create a job (generation.idempotency).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 # and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
 VISIBLE_TEXT = r"[^\s\x1c-\x1f]"
 
+# The Idempotency-Key header of the job-creating operations (generation.idempotency):
+# 1 to 255 printable ASCII characters, what any HTTP stack carries unchanged.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IdempotencyKeyHeader = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")]
+
 # What each field accepts, in words: the one message for a bad value,
 # whether the schema or a model's own limits refused it.
 FIELD_HELP = {
@@ -52,6 +59,7 @@ FIELD_HELP = {
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "parent_job": "The id of one of your jobs.",
+    IDEMPOTENCY_KEY: "1 to 255 printable ASCII characters; a new random one (a UUID) for each new request.",
 }
 
 
@@ -128,7 +136,7 @@ class JobParams(Schema):
         return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
 
 
-INPUT_FIELDS = {*QuoteIn.model_fields, "image", "page"}
+INPUT_FIELDS = {*QuoteIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
 
 
 def denoising_steps(steps: int, strength: float) -> int:

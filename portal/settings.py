@@ -307,6 +307,9 @@ SUBMIT_RATE_LIMIT = env_rate("SUBMIT_RATE_LIMIT", "20/m")
 # person (per client IP without one). The create page quotes without the image.
 QUOTE_RATE_LIMIT = env_rate("QUOTE_RATE_LIMIT", SUBMIT_RATE_LIMIT)
 MAX_ACTIVE_JOBS = env_int("MAX_ACTIVE_JOBS", 5, minimum=1)
+# An Idempotency-Key and the first answer to it are kept this long (hours);
+# older keys are ignored and purged (Celery beat, "purge-idempotency-keys").
+IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24, minimum=1)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # A running job's lease names its worker process and is renewed by that
 # process's heartbeat thread every third of it: a dead worker's job is taken
@@ -361,7 +364,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic work, on the default queue: jobs whose worker died (lease expired)
-# are retried or failed and refunded; unread support replies are emailed.
+# are retried or failed and refunded; unread support replies are emailed;
+# expired idempotency keys are deleted.
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-jobs": {
         "task": "generation.reap_jobs",
@@ -370,6 +374,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(REAPER_INTERVAL)},
     },
     "email-unread-support-replies": {"task": "support.remind_unread", "schedule": 300.0},
+    "purge-idempotency-keys": {"task": "generation.purge_idempotency_keys", "schedule": 3600.0},
 }
 
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma
