@@ -47,14 +47,14 @@ def _errors(*codes: int) -> dict[int, type[ErrorOut]]:
 READ = (401,)
 WRITE = (401, 403, 413)
 # Operations that create a job take an Idempotency-Key: a retry with the key
-# answers 409 while the first request runs, 422 if the request differs.
-SUBMIT = (409, 422)
+# answers 409 while the first request runs or if the request differs.
+SUBMIT = (409,)
 REPLAYED = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_HELP = (
     "Optional. 1 to 255 printable ASCII characters, a new random one (a UUID) per request; kept for "
     f"{settings.IDEMPOTENCY_KEY_HOURS} hours, per person. A retry with the same key and the same request (fields "
     f"and file) gets the first answer again (same status, same job) with `{REPLAYED}: true`; with another "
-    "request: 422 `idempotency_key_reused`; while the first still runs: 409 `idempotency_key_in_progress`."
+    "request: 409 `idempotency_key_reused`; while the first still runs: 409 `idempotency_key_in_progress`."
 )
 PNG = {
     200: {

@@ -83,9 +83,10 @@ class JobFinished(GenerationError):
 
 
 class IdempotencyKeyReused(GenerationError):
-    """The Idempotency-Key was sent before with another request."""
+    """The Idempotency-Key was sent before with another request (409, the
+    contract in DESIGN.md; the IETF draft suggests 422)."""
 
-    status = 422
+    status = 409
     code = "idempotency_key_reused"
 
 

@@ -6,7 +6,7 @@ The protocol, per (person, key), backed by generation.models.IdempotencyKey:
 
 1. Create the key's row in its own transaction; the unique constraint on
    (person, key) lets one row in. A retry finds the row: another request
-   with that key is refused (422), an answered one is replayed.
+   with that key is refused (409), an answered one is replayed.
 2. Lock the row (FOR UPDATE SKIP LOCKED) in the transaction that does the
    work and stores the answer with it. A row locked by another request is a
    request in progress (409). Whoever holds the lock and finds no answer

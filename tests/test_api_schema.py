@@ -34,7 +34,7 @@ MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job"}
 NUL_REFUSAL = "contains a NUL character"
 # Nor which Idempotency-Key was sent before with another request (the fuzzer
 # sends the same few keys with many bodies).
-KEY_REUSED = (422, "idempotency_key_reused")
+KEY_REUSED = (409, "idempotency_key_reused")
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
 
