@@ -23,7 +23,16 @@ from pydantic import ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from generation.errors import InvalidParams
-from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
+from generation.limits import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SIZE_MULTIPLE,
+    WEBHOOK_URL_MAX,
+)
 
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
@@ -37,6 +46,8 @@ SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 # "Has a character that is not whitespace", the same in Python's str.strip()
 # and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
 VISIBLE_TEXT = r"[^\s\x1c-\x1f]"
+# http:// or https://, any case (a JSON Schema pattern has no flags).
+WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"
 
 # What each field accepts, in words: the one message for a bad value,
 # whether the schema or a model's own limits refused it.
@@ -52,6 +63,7 @@ FIELD_HELP = {
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "parent_job": "The id of one of your jobs.",
+    "webhook_url": f"An http:// or https:// URL of a public host, at most {WEBHOOK_URL_MAX} characters.",
 }
 
 
@@ -91,6 +103,14 @@ class Img2ImgIn(QuoteIn):
         pattern=VISIBLE_TEXT,
         description="What the picture should become",
     )
+    webhook_url: str | Omitted = Field(
+        None,
+        max_length=WEBHOOK_URL_MAX,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="Called (POST, the job's JSON, signed per Standard Webhooks with your secret from "
+        "GET /api/v1/webhooks/secret) when the job succeeds, fails or is canceled. Its host must resolve "
+        "to public addresses only.",
+    )
 
 
 class JobParams(Schema):
@@ -128,7 +148,7 @@ class JobParams(Schema):
         return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
 
 
-INPUT_FIELDS = {*QuoteIn.model_fields, "image", "page"}
+INPUT_FIELDS = {*Img2ImgIn.model_fields, "image", "page"}
 
 
 def denoising_steps(steps: int, strength: float) -> int:

@@ -1,16 +1,28 @@
-"""Periodic generation work, scheduled by Celery beat (portal/settings.py).
-Torch-free: any worker process can run it. Every worker process also runs
-the reaper from a thread of its own (workers/heartbeat.py: Reaper), so the
-reaper does not depend on beat: this task is a second line."""
+"""Generation work for the housekeeping worker (the default queue): the
+periodic tasks Celery beat schedules (portal/settings.py) and webhook
+deliveries. Torch-free: any worker process can run it. Every worker process
+also runs the reaper from a thread of its own (workers/heartbeat.py:
+Reaper), so the reaper does not depend on beat: reap_jobs is a second line."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from generation import services
+from generation import services, webhooks
 from generation.availability import worker_name
+from generation.dispatch import DELIVER_WEBHOOK
 
 
 @shared_task(name="generation.reap_jobs")
 def reap_jobs() -> dict:
     return services.jobs_reap_if_due(owner=worker_name()) or {"skipped": 1}
+
+
+@shared_task(name=DELIVER_WEBHOOK, ignore_result=True)
+def deliver_webhook(delivery_id: int, attempt: int) -> str:
+    return webhooks.webhook_deliver(delivery_id=delivery_id, attempt=attempt)
+
+
+@shared_task(name="generation.send_due_webhooks", ignore_result=True)
+def send_due_webhooks() -> int:
+    return webhooks.webhooks_send_due()
