@@ -22,9 +22,10 @@ from pydantic import Field
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, RateLimited, Refused, public_error
 from generation.params import Img2ImgIn, Omitted, QuoteIn, invalid_params
-from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut
+from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
 from generation.services import job_cancel, job_quote, job_submit, job_viewed
+from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
 router = Router()
 JOBS_PAGE_SIZE = 20
@@ -132,6 +133,24 @@ def image(request: HttpRequest, image_id: str):
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@router.get(
+    "/webhooks/secret",
+    response={200: WebhookSecretOut, **_errors(*READ)},
+    summary="Your webhook signing secret (created on first use)",
+)
+def webhook_secret(request: HttpRequest):
+    return {"key": webhook_secret_get(user=request.user).key}
+
+
+@router.post(
+    "/webhooks/secret/rotate",
+    response={200: WebhookSecretOut, **_errors(*WRITE)},
+    summary="Replace your webhook signing secret; webhooks from now on are signed with the new one",
+)
+def rotate_webhook_secret(request: HttpRequest):
+    return {"key": webhook_secret_rotate(user=request.user).key}
 
 
 # --- Error answers (registered on the API by portal/api.py) -----------------------------
