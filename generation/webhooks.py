@@ -130,7 +130,11 @@ def webhook_deliver(*, delivery_id: int, attempt: int) -> str:
     if not claimed:
         return "not claimed"
     delivery = WebhookDelivery.objects.select_related("job__user").get(id=delivery_id)
-    answer, permanent = _send(delivery)
+    try:
+        answer, permanent = _send(delivery)
+    except Exception as exc:  # a bug must cost an attempt, not retry every minute forever
+        log.exception("webhook %s attempt %s", delivery.webhook_id, attempt)
+        answer, permanent = outbound.Answer(error=f"Internal error: {type(exc).__name__}"), False
     fields = {
         "last_attempt_at": timezone.now(),
         "last_status_code": answer.status,
@@ -182,8 +186,9 @@ def webhooks_send_due() -> int:
 
 def webhooks_resend(*, deliveries: QuerySet[WebhookDelivery]) -> int:
     """Staff: send these deliveries again now, the same message (webhook id
-    and body), as one more attempt each; a delivery that fails it again is
-    failed again (its retry delays were used). Returns how many."""
+    and body), as the next attempt of each. If it fails, the retry schedule
+    goes on from that attempt: a delivery that had used it up is failed
+    again at once. Returns how many."""
     rows = list(deliveries.values_list("id", "attempts"))
     with transaction.atomic():
         for delivery_id, attempts in rows:
