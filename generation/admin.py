@@ -8,8 +8,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from generation.availability import available_slugs
-from generation.models import Checkpoint, CheckpointTestRun, Tag
+from generation.models import Checkpoint, CheckpointTestRun, Tag, WebhookDelivery
 from generation.services import checkpoint_test_load, checkpoints_set_enabled
+from generation.webhooks import webhooks_resend
 
 
 class AvailableFilter(admin.SimpleListFilter):
@@ -130,3 +131,55 @@ class CheckpointAdmin(admin.ModelAdmin):
 class TagAdmin(admin.ModelAdmin):
     list_display = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: deliveries change through generation.webhooks; staff can
+    only send one again."""
+
+    list_display = [
+        "webhook_id",
+        "job",
+        "url",
+        "status",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "updated_at",
+    ]
+    list_filter = ["status"]
+    search_fields = ["webhook_id", "url", "job__id", "job__user__email"]
+    list_select_related = ["job"]
+    ordering = ["-created_at"]
+    actions = ["resend"]
+    readonly_fields = [
+        "job",
+        "url",
+        "webhook_id",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_status_code",
+        "last_response",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "delivered_at",
+        "payload",
+    ]
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Resend (same webhook id and body, one more attempt)", permissions=["change"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = webhooks_resend(deliveries=queryset)
+        for delivery in queryset:
+            self.log_change(request, delivery, "Resent the webhook.")
+        self.message_user(request, f"Sending {count} webhook(s) again.", messages.SUCCESS)

@@ -26,9 +26,10 @@ from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, 
 from generation.idempotency import idempotent_answer, request_fingerprint
 from generation.models import Job
 from generation.params import IDEMPOTENCY_KEY, IdempotencyKeyHeader, Img2ImgIn, Omitted, QuoteIn, invalid_params
-from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, job_out
+from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut, job_out
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
 from generation.services import job_cancel, job_quote, job_submit, job_viewed
+from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
 router = Router()
 JOBS_PAGE_SIZE = 20
@@ -181,6 +182,24 @@ def _submit_once(request: HttpRequest, key: str, *, fields: Schema, upload, subm
     if first.replayed:
         response[REPLAYED] = "true"
     return response
+
+
+@router.get(
+    "/webhooks/secret",
+    response={200: WebhookSecretOut, **_errors(*READ)},
+    summary="Your webhook signing secret (created on first use)",
+)
+def webhook_secret(request: HttpRequest):
+    return {"key": webhook_secret_get(user=request.user).key}
+
+
+@router.post(
+    "/webhooks/secret/rotate",
+    response={200: WebhookSecretOut, **_errors(*WRITE)},
+    summary="Replace your webhook signing secret; webhooks from now on are signed with the new one",
+)
+def rotate_webhook_secret(request: HttpRequest):
+    return {"key": webhook_secret_rotate(user=request.user).key}
 
 
 # --- Error answers (registered on the API by portal/api.py) -----------------------------

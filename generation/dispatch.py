@@ -71,3 +71,12 @@ def jobs_unsent(job_ids: list) -> list:
 
 def test_run_dispatch(*, run_id: int, slug: str) -> None:
     current_app.send_task(TEST_LOAD, args=[run_id], queue=queue_for(slug))
+
+
+DELIVER_WEBHOOK = "generation.deliver_webhook"
+
+
+def webhook_dispatch(*, delivery_id: int, attempt: int) -> None:
+    """Attempt `attempt` of a webhook delivery, on the default queue (the
+    housekeeping worker's), never on a checkpoint's."""
+    current_app.send_task(DELIVER_WEBHOOK, args=[delivery_id, attempt])

@@ -11,3 +11,7 @@ MAX_IMAGES = 4
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**32 - 1
 SIZE_MULTIPLE = 8
+# Webhooks: the longest URL accepted, and how much of a receiver's answer
+# is kept (characters) for the person and staff to see.
+WEBHOOK_URL_MAX = 2000
+WEBHOOK_RESPONSE_PREFIX = 200

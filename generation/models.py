@@ -17,7 +17,16 @@ from django.db import models
 from django.db.models import Q
 
 from generation.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
-from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
+from generation.limits import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SIZE_MULTIPLE,
+    WEBHOOK_RESPONSE_PREFIX,
+    WEBHOOK_URL_MAX,
+)
 
 
 def private_storage() -> FileSystemStorage:
@@ -221,6 +230,9 @@ class Job(models.Model):
     batch_size = models.PositiveSmallIntegerField(default=1)
     error_code = models.CharField(max_length=40, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    # Called on the job's terminal state (generation.webhooks); checked at
+    # submit and again before each delivery attempt.
+    webhook_url = models.CharField(max_length=WEBHOOK_URL_MAX, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -302,3 +314,59 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id}"
+
+
+class WebhookSecret(models.Model):
+    """A person's signing secret for webhooks (Standard Webhooks: "whsec_" and
+    base64 of 32 random bytes). Kept in clear: signing needs it. Created on
+    first use, replaced by a rotation (generation.webhooks)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret")
+    key = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of user {self.user_id}"
+
+
+class WebhookDelivery(models.Model):
+    """The webhook of one finished job: one message (one `webhook_id`, one
+    body, signed again at each attempt), sent at least once.
+
+    Attempts are claimed by conditional updates on `attempts`
+    (generation.webhooks), so an attempt is sent once however many sweeps or
+    messages ask for it. While pending, `next_attempt_at` is when the sweep
+    sends the next attempt: the backoff after a failure, or a lease while an
+    attempt is under way (a sender that died is followed by the next attempt).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="webhook_delivery")
+    url = models.CharField(max_length=WEBHOOK_URL_MAX)
+    webhook_id = models.CharField(max_length=40, unique=True)
+    payload = models.TextField(help_text="The exact JSON body sent on every attempt.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response = models.CharField(max_length=WEBHOOK_RESPONSE_PREFIX, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="webhook_due", condition=Q(status="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"webhook {self.webhook_id} of job {self.job_id} ({self.status})"

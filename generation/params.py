@@ -25,7 +25,16 @@ from pydantic import ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from generation.errors import InvalidParams
-from generation.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
+from generation.limits import (
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SIZE_MULTIPLE,
+    WEBHOOK_URL_MAX,
+)
 
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
@@ -39,6 +48,8 @@ SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 # "Has a character that is not whitespace", the same in Python's str.strip()
 # and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
 VISIBLE_TEXT = r"[^\s\x1c-\x1f]"
+# http:// or https://, any case (a JSON Schema pattern has no flags).
+WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"
 
 # The Idempotency-Key header of the job-creating operations (generation.idempotency):
 # 1 to 255 printable ASCII characters, what any HTTP stack carries unchanged.
@@ -60,6 +71,7 @@ FIELD_HELP = {
     "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "parent_job": "The id of one of your jobs.",
     IDEMPOTENCY_KEY: "1 to 255 printable ASCII characters; a new random one (a UUID) for each new request.",
+    "webhook_url": f"An http:// or https:// URL of a public host, at most {WEBHOOK_URL_MAX} characters.",
 }
 
 
@@ -99,6 +111,14 @@ class Img2ImgIn(QuoteIn):
         pattern=VISIBLE_TEXT,
         description="What the picture should become",
     )
+    webhook_url: str | Omitted = Field(
+        None,
+        max_length=WEBHOOK_URL_MAX,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="Called (POST, the job's JSON, signed per Standard Webhooks with your secret from "
+        "GET /api/v1/webhooks/secret) when the job succeeds, fails or is canceled. Its host must resolve "
+        "to public addresses only.",
+    )
 
 
 class JobParams(Schema):
@@ -136,7 +156,7 @@ class JobParams(Schema):
         return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
 
 
-INPUT_FIELDS = {*QuoteIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
+INPUT_FIELDS = {*Img2ImgIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
 
 
 def denoising_steps(steps: int, strength: float) -> int:

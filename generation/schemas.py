@@ -3,6 +3,7 @@ per answer, documented in the OpenAPI schema at /api/v1/openapi.json."""
 
 from __future__ import annotations
 
+from typing import Literal
 from uuid import UUID
 
 from django.urls import reverse
@@ -94,6 +95,19 @@ class ImageOut(Schema):
     url: str = Field(description="The PNG, served to its owner only")
 
 
+class WebhookOut(Schema):
+    url: str
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="pending until a receiver answers 2xx (also while the job runs); failed when every "
+        "retry failed or the address was refused"
+    )
+    attempts: int = Field(ge=0, description="Requests made so far")
+
+
+class WebhookSecretOut(Schema):
+    key: str = Field(description="Standard Webhooks signing secret, whsec_ and base64")
+
+
 class JobOut(JobParams):
     """A job: its settings (JobParams), where it is, what it made and cost."""
 
@@ -112,6 +126,7 @@ class JobOut(JobParams):
     # API and the websocket.
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    webhook: WebhookOut | None = Field(description="Null without a webhook_url")
 
     @staticmethod
     def resolve_model(job: Job) -> str:
@@ -148,6 +163,17 @@ class JobOut(JobParams):
     @staticmethod
     def resolve_finished_at(job: Job) -> str | None:
         return job.finished_at.isoformat() if job.finished_at else None
+
+    @staticmethod
+    def resolve_webhook(job: Job) -> dict | None:
+        if not job.webhook_url:
+            return None
+        # No delivery row until the job ends (a missing reverse one-to-one
+        # raises an AttributeError).
+        delivery = getattr(job, "webhook_delivery", None)
+        if delivery is None:
+            return {"url": job.webhook_url, "status": "pending", "attempts": 0}
+        return {"url": delivery.url, "status": delivery.status, "attempts": delivery.attempts}
 
 
 class JobsOut(Schema):

@@ -24,7 +24,7 @@ from django_cte import CTE, with_cte
 
 from generation.availability import available_slugs
 from generation.errors import JobNotFound, UnknownModel
-from generation.models import Checkpoint, Job, JobImage
+from generation.models import Checkpoint, Job, JobImage, WebhookSecret
 
 LINEAGE_DEPTH = 20
 
@@ -118,8 +118,9 @@ def fair_queue(**filters) -> QuerySet[Job]:
 
 def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
     """What showing a job needs (generation.schemas.JobOut): its checkpoint,
-    its images, and for a queued job how many wait before it in the fair
-    queue, in the same query (subqueries), not one query per job."""
+    its images, its webhook delivery, and for a queued job how many wait
+    before it in the fair queue, in the same query (subqueries), not one
+    query per job."""
     same_round = Q(fair_round=OuterRef("fair_round"))
     heavier = Q(fair_weight__gt=OuterRef("fair_weight"))
     same_weight = Q(fair_weight=OuterRef("fair_weight"))
@@ -138,7 +139,12 @@ def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
         default=None,
         output_field=IntegerField(),
     )
-    return jobs.select_related("checkpoint").prefetch_related("images").annotate(queue_ahead=waiting)
+    return (
+        jobs.select_related("checkpoint", "webhook_delivery")
+        .defer("webhook_delivery__payload")
+        .prefetch_related("images")
+        .annotate(queue_ahead=waiting)
+    )
 
 
 def job_for_user(*, user, job_id) -> Job:
@@ -233,3 +239,12 @@ def _visible_one(rows: QuerySet, *, user, owner: str, pk):
     if not (user.is_staff and user.has_perm("generation.view_others_jobs")):
         rows = rows.filter(**{owner: user})
     return rows.filter(pk=pk).first()
+
+
+# --- Webhooks ---------------------------------------------------------------------------
+
+
+def webhook_secret_of(*, user) -> str | None:
+    """The person's signing secret, if they have one yet (pages show it;
+    generation.webhooks.webhook_secret_get creates it)."""
+    return WebhookSecret.objects.filter(user=user).values_list("key", flat=True).first()

@@ -4,7 +4,8 @@ tasks call these; none re-implements them. Reads live in generation.selectors.
 A job's life: job_submit (hold + create, task sent after commit) ->
 job_claim (queued -> running, conditional) -> job_progress ... ->
 job_succeed (capture) | job_fail (release, or requeue while attempts last) |
-job_cancel (release). jobs_reap fails or requeues what a dead worker left and
+job_cancel (release). Each end schedules the job's webhook, if it has one
+(generation.webhooks). jobs_reap fails or requeues what a dead worker left and
 sends again what the broker lost; every worker runs it (jobs_reap_if_due).
 """
 
@@ -35,6 +36,7 @@ from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.params import JobParams, QuoteIn, job_params
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
+from generation.webhooks import webhook_schedule, webhook_url_check
 
 log = logging.getLogger(__name__)
 Status = Job.Status
@@ -56,20 +58,30 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
 
 
 def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
-    """Validate everything, hold the quoted credits and create the job in one
-    transaction; the task is sent after commit. Any error leaves no job, no
-    hold and no stored file."""
+    """Validate everything (a webhook_url too: where it points now), hold the
+    quoted credits and create the job in one transaction; the task is sent
+    after commit. Any error leaves no job, no hold and no stored file."""
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
     source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
     params = job_params(checkpoint=checkpoint, data=data, image_size=(source.width, source.height))
+    webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
+    if webhook_url:
+        webhook_url_check(webhook_url)
     if checkpoint.slug not in available_slugs():
         raise ModelUnavailable(f"No worker can run {checkpoint.name} right now.", fields={"model": "unavailable"})
     _check_active_jobs(user)
 
-    job = Job(id=uuid.uuid4(), user=user, checkpoint=checkpoint, parent=parent, **params.model_dump())
+    job = Job(
+        id=uuid.uuid4(),
+        user=user,
+        checkpoint=checkpoint,
+        parent=parent,
+        webhook_url=webhook_url or "",
+        **params.model_dump(),
+    )
     job.credits_held = quote(checkpoint=checkpoint, params=params)
     job.input_image.save("input.png", ContentFile(source.png), save=False)
     try:
@@ -110,7 +122,7 @@ def job_cancel(*, user, job_id) -> Job:
         )
         if canceled:
             credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="canceled")
-            _announce(job.id)
+            _ended(job)
     job.refresh_from_db()
     if not canceled and job.status != Status.CANCELED:
         raise JobFinished(f"The job already {job.status}.")
@@ -253,7 +265,7 @@ def job_succeed(*, job: Job, images: list) -> bool:
         if done:
             JobImage.objects.bulk_create(stored)
             credits_capture(hold_ref=job.hold_ref, ref=job.capture_ref, amount=job.credits_held)
-            _announce(job.id)
+            _ended(job)
     if not done:
         for row in stored:
             row.file.delete(save=False)
@@ -283,7 +295,7 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
         )
         if failed:
             credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo=code)
-            _announce(job.id)
+            _ended(job)
             return "failed"
     return "not owned"
 
@@ -317,7 +329,7 @@ def jobs_reap() -> dict[str, int]:
                 error="No worker could take this job in time. The held credits were returned.",
             ):
                 credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="queue timeout")
-                _announce(job.id)
+                _ended(job)
                 counts["failed"] += 1
     waiting = dict(
         Job.objects.filter(
@@ -415,6 +427,13 @@ def _owned(job: Job):
 def _announce(job_id) -> None:
     """After the commit: tell the job's websocket subscribers its new state."""
     transaction.on_commit(lambda: job_announce(job_id))
+
+
+def _ended(job: Job) -> None:
+    """In the transaction that gave `job` its terminal state: announce it and
+    schedule its webhook, both sent after the commit."""
+    _announce(job.id)
+    webhook_schedule(job=job)
 
 
 def _submits_too_fast(user) -> bool:

@@ -1,15 +1,17 @@
-"""Periodic generation work, scheduled by Celery beat (portal/settings.py).
-Torch-free: any worker process can run it. Every worker process also runs
-the reaper from a thread of its own (workers/heartbeat.py: Reaper), so the
-reaper does not depend on beat: this task is a second line. Expired
-idempotency keys are ignored when met, and purged here."""
+"""Generation work for the housekeeping worker (the default queue): the
+periodic tasks Celery beat schedules (portal/settings.py) and webhook
+deliveries. Torch-free: any worker process can run it. Every worker process
+also runs the reaper from a thread of its own (workers/heartbeat.py:
+Reaper), so the reaper does not depend on beat: reap_jobs is a second line.
+Expired idempotency keys are ignored when met, and purged here."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from generation import services
+from generation import services, webhooks
 from generation.availability import worker_name
+from generation.dispatch import DELIVER_WEBHOOK
 from generation.idempotency import idempotency_keys_purge
 
 
@@ -21,3 +23,13 @@ def reap_jobs() -> dict:
 @shared_task(name="generation.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return idempotency_keys_purge()
+
+
+@shared_task(name=DELIVER_WEBHOOK, ignore_result=True)
+def deliver_webhook(delivery_id: int, attempt: int) -> str:
+    return webhooks.webhook_deliver(delivery_id=delivery_id, attempt=attempt)
+
+
+@shared_task(name="generation.send_due_webhooks", ignore_result=True)
+def send_due_webhooks() -> int:
+    return webhooks.webhooks_send_due()

@@ -12,4 +12,5 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/", views.job_page, name="job"),
     path("jobs/<uuid:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
     path("jobs/<uuid:job_id>/again/", views.job_again_view, name="job_again"),
+    path("webhooks/secret/rotate/", views.webhook_secret_rotate_view, name="webhook_secret_rotate"),
 ]

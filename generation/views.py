@@ -9,12 +9,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, JobNotFound, public_error
 from generation.models import Checkpoint, Job
 from generation.params import Img2ImgIn, JobParams
+from generation.schemas import JobOut
 from generation.selectors import (
     checkpoints_for_catalog,
     checkpoints_used_by,
@@ -25,6 +27,7 @@ from generation.selectors import (
     queue_position,
 )
 from generation.services import job_again, job_cancel, job_submit, job_viewed
+from generation.webhooks import webhook_secret_rotate
 
 HISTORY_PAGE_SIZE = 24
 PRESETS = [("Subtle", 0.3), ("Balanced", 0.6), ("Dramatic", 0.85)]
@@ -96,6 +99,8 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
         "children": job_children(job=job),
         "queue_position": queue_position(job),
     }
+    if job.user_id == request.user.pk:  # its owner sees how the webhook went (staff: the admin)
+        context.update(webhook=JobOut.resolve_webhook(job), webhook_delivery=getattr(job, "webhook_delivery", None))
     return render(request, "generation/job.html", context)
 
 
@@ -138,6 +143,15 @@ def history(request: HttpRequest) -> HttpResponse:
         "status": status,
     }
     return render(request, "generation/history.html", context)
+
+
+@login_required
+@require_POST
+def webhook_secret_rotate_view(request: HttpRequest) -> HttpResponse:
+    """The account page's button: creates the secret the first time."""
+    webhook_secret_rotate(user=request.user)
+    messages.success(request, "Your webhook signing secret was replaced; webhooks from now on are signed with it.")
+    return redirect(reverse("account") + "#webhooks")
 
 
 def _job_or_404(request: HttpRequest, job_id) -> Job | None:

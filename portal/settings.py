@@ -401,6 +401,40 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = 4.0 if WORKER_WARM_CHECKPOINTS.strip() in (""
 JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 0, minimum=0)
 JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
 
+# --- Webhooks (generation.webhooks) ----------------------------------------
+
+# Let webhook URLs point at private, loopback or link-local addresses (a
+# receiver on your own network, tests). Off: only public addresses, checked
+# at submit and again before every attempt.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+
+
+def _env_delays(name: str, default: str) -> tuple[int, ...]:
+    """Comma-separated whole seconds, at least one."""
+    raw = env.str(name, default=default)
+    try:
+        delays = tuple(int(item) for item in raw.split(","))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a comma-separated list of seconds") from None
+    if not delays or min(delays) < 0:
+        raise ImproperlyConfigured(f"{name}={raw!r}: give one or more delays, each >= 0 seconds")
+    return delays
+
+
+# Seconds to wait after each failed attempt (timeout, no connection, an
+# answer that is not 2xx); after the last one the delivery is failed. The
+# default (Standard Webhooks' and Svix's schedule) tries 8 times over ~28 h.
+WEBHOOK_RETRY_DELAYS = _env_delays("WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000,36000")
+# How often beat sends the attempts that are due (seconds), and how long one
+# attempt may take in all.
+WEBHOOK_SWEEP_INTERVAL = env_int("WEBHOOK_SWEEP_INTERVAL", 10, minimum=1)
+WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5, minimum=1)
+CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
+    "task": "generation.send_due_webhooks",
+    "schedule": float(WEBHOOK_SWEEP_INTERVAL),
+    "options": {"expires": float(WEBHOOK_SWEEP_INTERVAL)},
+}
+
 # --- Security ---------------------------------------------------------------
 
 SECURE_SSL_REDIRECT = HTTPS_ONLY

@@ -26,9 +26,10 @@ EXAMPLES_PER_OPERATION = 150
 UPLOADS = {"/api/v1/quote", "/api/v1/img2img"}
 # Why a schema-valid upload may still be refused: what the schema cannot say.
 # The catalog (which slugs exist), a model's own limits (its max steps and
-# size, steps x strength >= 1) and whether the bytes are a picture.
+# size, steps x strength >= 1), whether the bytes are a picture, and where a
+# webhook_url points (a host that does not resolve, or to a private address).
 CONTENT_REFUSALS = {"unknown_model", "invalid_image", "invalid_params", "insufficient_credits"}
-MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job"}
+MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job", "webhook_url"}
 # Nor does it say that text has no NUL character (PostgreSQL cannot store
 # one): portal.middleware refuses it up front, field by field.
 NUL_REFUSAL = "contains a NUL character"

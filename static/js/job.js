@@ -61,8 +61,17 @@
     progressText.textContent = "step " + step + " of " + total;
   }
 
+  function showWebhook(webhook) {
+    const out = document.getElementById("webhook-status");
+    if (!webhook || !out) return;
+    out.textContent = webhook.status;
+    document.getElementById("webhook-attempts").textContent =
+      webhook.attempts ? "after " + webhook.attempts + " attempt" + (webhook.attempts === 1 ? "" : "s") : "";
+  }
+
   function showJob(job) {
     if (done) return;
+    if (finished.includes(job.status)) showWebhook(job.webhook);
     if (finished.includes(job.status)) { showResults(job); return; }
     statusOut.textContent = job.status;
     if (job.progress.total) showProgress(job.progress.step, job.progress.total);
