@@ -8,6 +8,7 @@ it comes from live worker heartbeats (generation.availability).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -237,6 +238,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When its input and results were deleted (RESULT_RETENTION_DAYS); the
+    # row, its settings and its money stay.
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -256,6 +260,16 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.id} ({self.status})"
+
+    @property
+    def results_expire_at(self):
+        """When its input and pictures are (or were) deleted: RESULT_RETENTION_DAYS
+        after it ended; None while it runs or when they are kept forever."""
+        if self.expired_at is not None:
+            return self.expired_at
+        if self.finished_at is None or not settings.RESULT_RETENTION_DAYS:
+            return None
+        return self.finished_at + timedelta(days=settings.RESULT_RETENTION_DAYS)
 
     @property
     def hold_ref(self) -> str:

@@ -127,6 +127,11 @@ class JobOut(JobParams):
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
     webhook: WebhookOut | None = Field(description="Null without a webhook_url")
+    expires_at: str | None = Field(
+        json_schema_extra={"format": "date-time"},
+        description="When its input and pictures are (or were) deleted, RESULT_RETENTION_DAYS after it ended; "
+        "null while it runs or when results are kept forever. After it, images is empty; the job stays.",
+    )
 
     @staticmethod
     def resolve_model(job: Job) -> str:
@@ -163,6 +168,11 @@ class JobOut(JobParams):
     @staticmethod
     def resolve_finished_at(job: Job) -> str | None:
         return job.finished_at.isoformat() if job.finished_at else None
+
+    @staticmethod
+    def resolve_expires_at(job: Job) -> str | None:
+        expires = job.results_expire_at
+        return expires.isoformat() if expires else None
 
     @staticmethod
     def resolve_webhook(job: Job) -> dict | None:

@@ -103,6 +103,8 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
 def job_again(*, user, job_id) -> Job:
     """The same job with a new random seed: a sibling with the same input."""
     job = job_for_user(user=user, job_id=job_id)
+    if job.expired_at is not None:
+        raise InvalidParams({"job": _expired_message()})
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     with job.input_image.open("rb") as handle:
         return job_submit(user=user, data=data, upload=ContentFile(handle.read(), name="input.png"))
@@ -354,6 +356,35 @@ def jobs_reap_if_due(*, owner: str) -> dict[str, int] | None:
     return jobs_reap()
 
 
+def results_expire(*, limit: int = 500) -> int:
+    """Delete the uploads and results of jobs that finished more than
+    RESULT_RETENTION_DAYS ago (0: never), oldest first, at most `limit` a
+    run. The job rows stay, with expired_at set (pages say "expired" where
+    the pictures were); the ledger is not touched. Rows change first, files
+    go after the commit: a job never points at a deleted file. Returns how
+    many jobs expired."""
+    if not settings.RESULT_RETENTION_DAYS:
+        return 0
+    cutoff = timezone.now() - timedelta(days=settings.RESULT_RETENTION_DAYS)
+    due = Job.objects.filter(finished_at__lt=cutoff, expired_at=None).order_by("finished_at")[:limit]
+    expired = 0
+    for job in due.prefetch_related("images"):
+        files = [image.file.name for image in job.images.all()] + [job.input_image.name]
+        with transaction.atomic():
+            if not Job.objects.filter(id=job.id, expired_at=None).update(expired_at=timezone.now(), input_image=""):
+                continue
+            JobImage.objects.filter(job=job).delete()
+        for name in filter(None, files):
+            try:
+                job.input_image.storage.delete(name)
+            except OSError:
+                log.warning("could not delete %s of expired job %s", name, job.id, exc_info=True)
+        expired += 1
+    if expired:
+        log.info("retention: deleted the pictures of %s jobs", expired)
+    return expired
+
+
 def job_viewed(*, user, job: Job, what: str) -> None:
     """Staff looking at someone else's job (its page, its JSON, a picture)
     leave a line in the admin log; the permission that allows it is
@@ -443,12 +474,21 @@ def _submits_too_fast(user) -> bool:
     )
 
 
+def _expired_message() -> str:
+    return (
+        f"This job's pictures were deleted {settings.RESULT_RETENTION_DAYS} days after it ended; "
+        "upload the picture again."
+    )
+
+
 def _image_size(upload) -> tuple[int, int]:
     clean = image_clean(upload)
     return clean.width, clean.height
 
 
 def _first_result(parent: Job) -> CleanImage:
+    if parent.expired_at is not None:
+        raise InvalidParams({"parent_job": _expired_message()})
     image = parent.images.first()
     if image is None:
         raise InvalidParams({"parent_job": "That job has no result to use as input yet; upload an image."})

@@ -33,3 +33,8 @@ def deliver_webhook(delivery_id: int, attempt: int) -> str:
 @shared_task(name="generation.send_due_webhooks", ignore_result=True)
 def send_due_webhooks() -> int:
     return webhooks.webhooks_send_due()
+
+
+@shared_task(name="generation.expire_results", ignore_result=True)
+def expire_results() -> int:
+    return services.results_expire()

@@ -4,6 +4,7 @@ selector, render. The job page updates itself over its websocket
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -95,6 +96,7 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
     context = {
         "job": job,
         "images": list(job.images.all()),
+        "retention_days": settings.RESULT_RETENTION_DAYS,
         "lineage": job_lineage(job=job),
         "children": job_children(job=job),
         "queue_position": queue_position(job),

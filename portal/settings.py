@@ -374,6 +374,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(REAPER_INTERVAL)},
     },
     "email-unread-support-replies": {"task": "support.remind_unread", "schedule": 300.0},
+    # Uploads and results past RESULT_RETENTION_DAYS (a batch per run).
+    "expire-results": {"task": "generation.expire_results", "schedule": 600.0, "options": {"expires": 600.0}},
     "purge-idempotency-keys": {"task": "generation.purge_idempotency_keys", "schedule": 3600.0},
 }
 
@@ -400,6 +402,9 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = 4.0 if WORKER_WARM_CHECKPOINTS.strip() in (""
 # company (0: only what already waits).
 JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 0, minimum=0)
 JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
+# Uploads and results of finished jobs are deleted after this many days (the
+# job rows and the ledger stay); 0 keeps them forever.
+RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)
 
 # --- Webhooks (generation.webhooks) ----------------------------------------
 
