@@ -102,6 +102,9 @@ def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitt
     "/img2img",
     response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
     summary="Submit a job (multipart); its credits are held until it ends",
+    description="A prompt or negative prompt that the content rules refuse answers 400 `moderated`, naming the "
+    "field, and costs nothing. A job whose picture the worker's content check flags ends `failed` with "
+    "`error_code` `moderated`: the picture is not kept and the held credits are returned.",
 )
 def img2img(
     request: HttpRequest,

@@ -33,6 +33,14 @@ class InvalidImage(GenerationError):
     code = "invalid_image"
 
 
+class Moderated(GenerationError):
+    """A prompt a moderation check refuses (generation.moderation): nothing
+    is held or stored. A job whose picture the worker's image check flags
+    fails with the same code."""
+
+    code = "moderated"
+
+
 class UploadTooLarge(GenerationError):
     status = 413
     code = "upload_too_large"

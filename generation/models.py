@@ -7,6 +7,7 @@ it comes from live worker heartbeats (generation.availability).
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from django.core.files.storage import FileSystemStorage
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from generation.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
 from generation.limits import (
@@ -384,3 +386,72 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"webhook {self.webhook_id} of job {self.job_id} ({self.status})"
+
+
+class BlockedTerm(models.Model):
+    """A prompt rule staff keep in the admin: a word or phrase that a prompt
+    or negative prompt may not contain (whole words, any case; the default
+    check generation.moderation.blocked_terms_check). A disabled rule blocks
+    nothing and is kept for the record."""
+
+    term = models.CharField(
+        max_length=200,
+        help_text="A word or phrase, matched as whole words in any case; spaces match any run of spaces.",
+    )
+    enabled = models.BooleanField(default=True)
+    note = models.TextField(blank=True, help_text="Why this rule exists (for staff).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["term"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("term"), name="blocked_term_unique_any_case", violation_error_message="This term exists already."
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.term
+
+    def clean(self) -> None:
+        self.term = " ".join(self.term.split())
+        if not re.search(r"\w", self.term):
+            raise ValidationError({"term": "Give a word or phrase with at least one letter or digit."})
+
+
+class ModerationFlag(models.Model):
+    """What moderation refused, for staff to review (the admin's list).
+
+    Stage "prompt": a submit whose prompt a check refused (no job was made;
+    `field` and `text` say which text). Stage "image": a picture of `job` that
+    the worker's image classifier flagged (`label`, `score`, `image_index`);
+    the picture itself is never stored, and the job failed with nothing
+    charged."""
+
+    class Stage(models.TextChoices):
+        PROMPT = "prompt"
+        IMAGE = "image"
+
+    stage = models.CharField(max_length=10, choices=Stage.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="moderation_flags")
+    field = models.CharField(max_length=20, blank=True)
+    text = models.TextField(blank=True)
+    label = models.CharField(max_length=200, help_text="The rule or classifier label that matched.")
+    score = models.FloatField(null=True, blank=True)
+    image_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stage} flag: {self.label}"

@@ -16,7 +16,10 @@ from generation.selectors import queue_position
 
 
 class ErrorBody(Schema):
-    code: str = Field(description="Stable, machine-readable: invalid_params, insufficient_credits, not_found, ...")
+    code: str = Field(
+        description="Stable, machine-readable: invalid_params, moderated (a prompt the content rules refuse), "
+        "insufficient_credits, not_found, ..."
+    )
     message: str = Field(description="For people: what went wrong and what to do")
     fields: dict[str, str] | None = Field(None, description="Per field, what it accepts (bad input only)")
 
@@ -118,7 +121,10 @@ class JobOut(JobParams):
     queue_position: int | None = Field(description="1 = next; null unless queued")
     images: list[ImageOut]
     error: str | None
-    error_code: str | None
+    error_code: str | None = Field(
+        description="Why it failed or was canceled, e.g. moderated (a picture it made was flagged by the "
+        "content check and not kept; nothing charged), worker_lost, time_limit, canceled"
+    )
     credits_held: int
     credits_charged: int | None = Field(description="Null until it succeeds")
     parent_job: UUID | None

@@ -4,7 +4,9 @@ tasks call these; none re-implements them. Reads live in generation.selectors.
 A job's life: job_submit (hold + create, task sent after commit) ->
 job_claim (queued -> running, conditional) -> job_progress ... ->
 job_succeed (capture) | job_fail (release, or requeue while attempts last) |
-job_cancel (release). Each end schedules the job's webhook, if it has one
+job_refuse_images (the image check flagged a result: release) | job_cancel
+(release). A prompt that a moderation check refuses never becomes a job
+(generation.moderation). Each end schedules the job's webhook, if it has one
 (generation.webhooks). jobs_reap fails or requeues what a dead worker left and
 sends again what the broker lost; every worker runs it (jobs_reap_if_due).
 """
@@ -33,6 +35,7 @@ from generation.errors import InvalidParams, JobFinished, ModelUnavailable, Rate
 from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
+from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
 from generation.params import JobParams, QuoteIn, job_params
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
@@ -58,15 +61,18 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
 
 
 def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
-    """Validate everything (a webhook_url too: where it points now), hold the
-    quoted credits and create the job in one transaction; the task is sent
-    after commit. Any error leaves no job, no hold and no stored file."""
+    """Validate everything (the prompts through the moderation checks, a
+    webhook_url too: where it points now), hold the quoted credits and create
+    the job in one transaction; the task is sent after commit. Any error
+    leaves no job, no hold and no stored file (a refused prompt leaves a
+    ModerationFlag row for staff)."""
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
     source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
     params = job_params(checkpoint=checkpoint, data=data, image_size=(source.width, source.height))
+    prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
     if webhook_url:
         webhook_url_check(webhook_url)
@@ -300,6 +306,16 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
             _ended(job)
             return "failed"
     return "not owned"
+
+
+def job_refuse_images(*, job: Job, flags: list[tuple[int, str, float]]) -> str:
+    """The worker's image check flagged pictures of `job` (as (index, label,
+    score)): record the flags for staff and fail the job with code
+    "moderated", its hold released, in one transaction. Nothing of the
+    pictures is stored. Returns job_fail's outcome."""
+    with transaction.atomic():
+        image_flags_record(job=job, flags=flags)
+        return job_fail(job=job, code="moderated", message=FLAGGED_IMAGE, retry=False)
 
 
 def jobs_reap() -> dict[str, int]:

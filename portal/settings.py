@@ -406,6 +406,42 @@ JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
 # job rows and the ledger stay); 0 keeps them forever.
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)
 
+# --- Moderation (generation.moderation, workers.moderation) ----------------
+
+# Prompt checks run at submit, before anything is held or stored: dotted
+# paths of callables check(*, field, text) -> label | None (a label refuses
+# the text: 400 "moderated"); empty: none. The default applies the blocked
+# terms staff keep in the admin.
+MODERATION_PROMPT_CHECKS = [
+    path.strip()
+    for path in env.str("MODERATION_PROMPT_CHECKS", default="generation.moderation.blocked_terms_check").split(",")
+    if path.strip()
+]
+# The image check on the worker: a local transformers image-classification
+# model (a folder; relative: under MODELS_DIR) run on every result before it
+# is stored. A picture whose score for one of MODERATION_IMAGE_LABELS is at
+# least MODERATION_THRESHOLD is flagged: never stored, the job fails
+# "moderated", nothing charged. Empty, or no weights there: no image check.
+MODERATION_IMAGE_MODEL = env.str("MODERATION_IMAGE_MODEL", default="").strip()
+MODERATION_IMAGE_LABELS = [label.strip() for label in env.list("MODERATION_IMAGE_LABELS", default=["nsfw"])]
+if not all(MODERATION_IMAGE_LABELS):
+    raise ImproperlyConfigured("MODERATION_IMAGE_LABELS: give one or more labels, comma-separated")
+
+
+def _env_threshold(name: str, default: float) -> float:
+    """A score from 0 (flags every picture) up; above 1 flags none."""
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value <= 2:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be between 0 and 2 (above 1: flag nothing)")
+    return value
+
+
+MODERATION_THRESHOLD = _env_threshold("MODERATION_THRESHOLD", 0.5)
+
 # --- Webhooks (generation.webhooks) ----------------------------------------
 
 # Let webhook URLs point at private, loopback or link-local addresses (a

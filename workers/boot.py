@@ -27,16 +27,20 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
 
     from generation.dispatch import queue_for
     from generation.models import Checkpoint
+    from workers import moderation
     from workers.accel import Speedups
     from workers.runtime import preload
     from workers.services import servable_slugs
 
     Speedups.parse(settings.WORKER_SPEEDUPS, device="cuda")  # a typo stops the worker now, not at the first job
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
+    if _served:
+        moderation.check_setup()  # says whether the image check is on; a model without the labels stops the worker
     families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))
     connections.close_all()  # never hand an open connection to the forked pool
     if families:
         preload(families)
+        moderation.preload()
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")

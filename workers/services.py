@@ -25,10 +25,13 @@ from generation.services import (
     job_claim_companions,
     job_fail,
     job_progress,
+    job_refuse_images,
     job_succeed,
     jobs_reap_if_due,
 )
 from workers.errors import ErrorKind, classify
+from workers.moderation import ImageFlag, screen
+from workers.moderation import is_on as moderation_on
 from workers.preview import data_url
 from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img, warm_up_pipeline
 from workers.spec import CheckpointSpec
@@ -201,6 +204,9 @@ def job_run(*, job_id: str) -> str:
 def _run_together(jobs: list[Job]) -> list[str]:
     outcomes: dict = {}
     items, ready = [], []
+    # Live previews show the picture before the image check has seen it: off
+    # while the check is on.
+    previews = not moderation_on()
     for job in jobs:
         try:
             items.append(
@@ -208,7 +214,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     _input_of(job),
                     JobParams.of(job),
                     on_step=lambda step, total, job=job: _report_progress(job, step, total),
-                    on_preview=lambda image, job=job: job_send(job.id, {"type": "preview", "image": data_url(image)}),
+                    on_preview=_preview_sender(job) if previews else None,
                 )
             )
             ready.append(job)
@@ -223,17 +229,45 @@ def _run_together(jobs: list[Job]) -> list[str]:
             results = run_batch(pipe, spec, items)
         except Exception as exc:
             results = [exc] * len(ready)
+        results, flags = _screen(ready, results)
         for job, result in zip(ready, results, strict=True):
             try:
-                if result is None:
-                    outcomes[job.id] = "canceled"
-                elif isinstance(result, BaseException):
-                    outcomes[job.id] = _failed(job, result)
-                else:
-                    outcomes[job.id] = "succeeded" if job_succeed(job=job, images=result) else "not owned"
+                outcomes[job.id] = _finish(job, result, flags.get(job.id))
             except Exception as exc:  # storing this job's result failed: it alone is retried
                 outcomes[job.id] = _failed(job, exc)
     return [outcomes[job.id] for job in jobs]
+
+
+def _preview_sender(job: Job):
+    return lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)})
+
+
+def _screen(jobs: list[Job], results: list) -> tuple[list, dict]:
+    """The image check (workers.moderation) on every picture of the batch,
+    before any is stored: the results, and each job's flags. If the check
+    itself fails, the jobs whose pictures it could not check fail with it
+    (retryable) instead of being stored unchecked."""
+    made = {job.id: result for job, result in zip(jobs, results, strict=True) if isinstance(result, list)}
+    try:
+        return results, screen(made)
+    except Exception as exc:
+        log.warning("image moderation failed for %s job(s)", len(made), exc_info=True)
+        return [exc if isinstance(result, list) else result for result in results], {}
+
+
+def _finish(job: Job, result, flags: list[ImageFlag] | None) -> str:
+    """Record one job's outcome: canceled, failed, refused (a picture was
+    flagged: nothing is stored, the hold is released; the others of the
+    batch go on) or succeeded (its pictures stored, the hold captured)."""
+    if result is None:
+        return "canceled"
+    if isinstance(result, BaseException):
+        return _failed(job, result)
+    if flags:
+        log.warning("job %s: image moderation flagged %s", job.id, ", ".join(f"#{f.index} {f.label}" for f in flags))
+        outcome = job_refuse_images(job=job, flags=[(f.index, f.label, f.score) for f in flags])
+        return "moderated" if outcome == "failed" else outcome
+    return "succeeded" if job_succeed(job=job, images=result) else "not owned"
 
 
 def _input_of(job: Job):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEST_DIR = "test"
+# The image moderation classifier (MODERATION_IMAGE_MODEL=test/moderation).
+MODERATION_FOLDER = f"{TEST_DIR}/moderation"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ RANDOM_CHECKPOINTS = [
 
 
 def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint]:
-    """Build every test checkpoint under models_dir (skips ones already built)."""
+    """Build every test checkpoint under models_dir, and the test image
+    moderation classifier (skips what is built already)."""
     root = Path(models_dir)
     builders = {
         "test-sd1": lambda d: _build_sd(d, seed=1, sd2=False),
@@ -69,15 +72,44 @@ def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint
         "test-sdxl-turbo": lambda d: _copy(root / f"{TEST_DIR}/sdxl", d),
     }
     for checkpoint in RANDOM_CHECKPOINTS:
-        target = root / checkpoint.folder
-        if force and target.exists():
-            shutil.rmtree(target)
-        if not (target / "model_index.json").exists():
-            tmp = target.with_name(target.name + ".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            builders[checkpoint.slug](tmp)
-            tmp.rename(target)  # a half-built folder is never taken for a checkpoint
+        _build_once(root / checkpoint.folder, "model_index.json", builders[checkpoint.slug], force=force)
+    _build_once(root / MODERATION_FOLDER, "config.json", _build_moderation_classifier, force=force)
     return RANDOM_CHECKPOINTS
+
+
+def _build_once(target: Path, marker: str, builder, *, force: bool) -> None:
+    if force and target.exists():
+        shutil.rmtree(target)
+    if not (target / marker).exists():
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        builder(tmp)
+        tmp.rename(target)  # a half-built folder is never taken for a model
+
+
+def _build_moderation_classifier(folder: Path) -> None:
+    """A tiny ViT image classifier (labels normal / nsfw) with its image
+    processor, saved as transformers saves a real one: the worker's image
+    check (workers.moderation) loads it through the same code. Its scores
+    are arbitrary: tests flag every picture with MODERATION_THRESHOLD=0 and
+    none with 1.01."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(5)
+    labels = {0: "normal", 1: "nsfw"}
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        id2label=labels,
+        label2id={label: index for index, label in labels.items()},
+    )
+    ViTForImageClassification(config).save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
 
 
 def _tokenizer(folder: Path):

@@ -9,17 +9,21 @@ from generation.catalog import catalog_register_test_checkpoints
 
 
 class Command(BaseCommand):
-    help = "Build the small random-weight test checkpoints under MODELS_DIR and add them to the catalog."
+    help = (
+        "Build the small random-weight test checkpoints (and a test image moderation classifier) under "
+        "MODELS_DIR and add the checkpoints to the catalog."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--force", action="store_true", help="Rebuild checkpoints that exist.")
 
     def handle(self, *args, force: bool, **options) -> None:
-        from workers.testweights import build_all
+        from workers.testweights import MODERATION_FOLDER, build_all
 
         built = build_all(Path(settings.MODELS_DIR), force=force)
         created = catalog_register_test_checkpoints(built)
         self.stdout.write(
             f"==> {len(built)} test checkpoints (random weights) in {settings.MODELS_DIR}; "
-            f"{len(created)} added to the catalog"
+            f"{len(created)} added to the catalog; a test image moderation classifier in "
+            f"{MODERATION_FOLDER} (MODERATION_IMAGE_MODEL={MODERATION_FOLDER} turns it on; its scores are arbitrary)"
         )
