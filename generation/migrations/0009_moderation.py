@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generation', '0007_webhooks'),
+        ('generation', '0008_job_expired_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
