@@ -169,8 +169,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "delivered_at",
-        "payload",
     ]
+    # Not the payload: it is the job's JSON (its prompt), which staff see only
+    # with generation.view_others_jobs, logged (the job page).
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

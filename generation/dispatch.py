@@ -2,12 +2,16 @@
 queue of the checkpoint. generation never imports workers/; the worker's
 tasks are registered under these names (workers/tasks.py).
 
-Every job message sent is remembered by a marker key in the broker's Redis
-until a worker takes the message (`job_received`). A queued job without a
-marker has no message any more (a Redis restart without persistence, a
-publish that failed after its commit), and `jobs_unsent` finds it so the
-sweep in generation.services sends it again. A duplicate message is
-harmless: a job is claimed by one conditional update.
+A job message is a turn of its checkpoint's queue: the worker that takes
+it claims the next job in the fair queue (generation.services.job_claim),
+which may be another one; one message per queued job, so no job waits
+without a turn. Every job message sent is remembered by a marker key in the
+broker's Redis until the job it stands for is taken (`job_received`). A
+queued job without a marker has no message any more (a Redis restart
+without persistence, a publish that failed after its commit), and
+`jobs_unsent` finds it so the sweep in generation.services sends it again.
+A duplicate message is harmless: an extra turn, which claims a queued job
+if there is one (each by one conditional update) and otherwise does nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +31,19 @@ SENT_PREFIX = "portal:job-sent:"
 # A marker outlives its message only in a double fault (a crash between the
 # two writes, a broker that lost a popped message); it expires, and a job
 # still queued then is sent again: a long wait may carry a duplicate message
-# every SENT_MARKER_TTL seconds, which costs a worker one conditional update.
+# every SENT_MARKER_TTL seconds, an extra turn of its checkpoint.
 SENT_MARKER_TTL = 600
+QUEUE_PREFIX = "ckpt."
+
+
+def slug_of_queue(queue: str) -> str | None:
+    """The checkpoint whose queue this is (queue_for's inverse), or None."""
+    return queue.removeprefix(QUEUE_PREFIX) if queue.startswith(QUEUE_PREFIX) else None
 
 
 def queue_for(slug: str) -> str:
     """The Celery queue of one checkpoint: workers consume only what they serve."""
-    return f"ckpt.{slug}"
+    return QUEUE_PREFIX + slug
 
 
 def job_dispatch(*, job_id, slug: str) -> None:

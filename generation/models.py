@@ -252,6 +252,12 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="job_user_recent"),
             models.Index(fields=["checkpoint", "status", "created_at"], name="job_queue_order"),
+            # The fair queue's ranks: a person's queued jobs of a checkpoint,
+            # and those they started lately (generation.selectors.fair_keys).
+            models.Index(fields=["user", "checkpoint", "status", "created_at"], name="job_fair_queued"),
+            models.Index(fields=["user", "checkpoint", "started_at"], name="job_fair_started"),
+            # Retention's sweep: ended jobs whose pictures are still kept.
+            models.Index(fields=["finished_at"], name="job_retention_due", condition=Q(expired_at=None)),
         ]
         constraints = [
             models.CheckConstraint(

@@ -9,8 +9,9 @@ server-side request forgery:
 - the request goes to the address that was checked (TLS still verifies the
   host's name), so a DNS answer that changes between the check and the
   connection (rebinding) is never used;
-- no redirects, one timeout for the whole request, and only a short prefix
-  of the answer is read.
+- no redirects, a timeout on connecting and on each read, and only a short
+  prefix of the answer is read; the delivery task's time limit bounds the
+  whole attempt (generation.tasks.deliver_webhook), DNS included.
 
 urllib3 does the HTTP: it can connect to one address while sending the
 host's name in the Host header, SNI and the certificate check.

@@ -17,6 +17,7 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -112,8 +113,12 @@ def job_again(*, user, job_id) -> Job:
     if job.expired_at is not None:
         raise InvalidParams({"job": _expired_message()})
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
-    with job.input_image.open("rb") as handle:
-        return job_submit(user=user, data=data, upload=ContentFile(handle.read(), name="input.png"))
+    try:
+        with job.input_image.open("rb") as handle:
+            upload = ContentFile(handle.read(), name="input.png")
+    except FileNotFoundError:  # retention deleted it since the read
+        raise InvalidParams({"job": _expired_message()}) from None
+    return job_submit(user=user, data=data, upload=upload)
 
 
 def job_cancel(*, user, job_id) -> Job:
@@ -140,34 +145,50 @@ def job_cancel(*, user, job_id) -> Job:
 # --- Worker side --------------------------------------------------------------------
 
 
-def job_claim(*, job_id, worker: str) -> Job | None:
-    """A worker took the message of job `job_id`: take a job of its
-    checkpoint for `worker`, queued -> running by a conditional update, or
-    None when there is none (a duplicate delivery does nothing).
+def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
+    """A worker took the message of job `job_id` (from the queue of
+    checkpoint `slug`): take a job of that checkpoint for `worker`, queued ->
+    running by a conditional update, or None when none is queued.
 
     The message is a turn, not a ticket: the job taken is the next one of its
     checkpoint in the fair queue (generation.selectors.fair_queue), which may
     be another person's; the message's own job, still queued, is then served
-    by the message of the job taken (one message per queued job, so turns
-    never run out; its "sent" marker stays). A running job whose owner
+    by the message of the job taken. So a turn is never wasted while a job
+    waits: a lost race reads the queue again, and a message whose job is gone
+    (deleted) or taken over still serves the queue. A running job whose owner
     process is provably dead (the message came back after its worker was
     killed) is taken over at once, or failed and released when it has used
     its attempts, instead of waiting for its lease to run out."""
     message_job = Job.objects.filter(id=job_id).select_related("checkpoint").first()
-    if message_job is None:
+    if message_job is not None and message_job.status != Status.QUEUED:
         job_received(job_id)
-        return None
-    if message_job.status == Status.RUNNING and message_job.worker != worker and worker_is_gone(message_job.worker):
+    if (
+        message_job is not None
+        and message_job.status == Status.RUNNING
+        and message_job.worker != worker
+        and worker_is_gone(message_job.worker)
+        and (taken := _take_over(message_job, worker)) is not None
+    ):
+        return taken
+    if message_job is not None:
+        checkpoint_id = message_job.checkpoint_id
+    else:
         job_received(job_id)
-        return _take_over(message_job, worker)
-    for candidate in fair_queue(checkpoint_id=message_job.checkpoint_id).values_list("id", flat=True)[:CLAIM_TRIES]:
-        if Job.objects.filter(id=candidate, status=Status.QUEUED).update(**_claim_fields(worker)):
-            job_received(candidate)
-            _announce(candidate)
-            return Job.objects.select_related("checkpoint").get(id=candidate)
-    if message_job.status != Status.QUEUED:
-        job_received(job_id)
-    return None
+        checkpoint_id = Checkpoint.objects.filter(slug=slug).values_list("id", flat=True).first() if slug else None
+        if checkpoint_id is None:
+            return None
+    tried: set = set()
+    while True:
+        queued = fair_queue(checkpoint_id=checkpoint_id).values_list("id", flat=True)[: CLAIM_TRIES + len(tried)]
+        candidates = [candidate for candidate in queued if candidate not in tried][:CLAIM_TRIES]
+        if not candidates:
+            return None
+        for candidate in candidates:
+            if Job.objects.filter(id=candidate, status=Status.QUEUED).update(**_claim_fields(worker)):
+                job_received(candidate)
+                _announce(candidate)
+                return Job.objects.select_related("checkpoint").get(id=candidate)
+            tried.add(candidate)
 
 
 def _take_over(orphan: Job, worker: str) -> Job | None:
@@ -184,7 +205,9 @@ def _take_over(orphan: Job, worker: str) -> Job | None:
     return Job.objects.select_related("checkpoint").get(id=orphan.id)
 
 
-def job_claim_companions(*, job: Job, worker: str, images: int, wait_ms: int = 0) -> list[Job]:
+def job_claim_companions(
+    *, job: Job, worker: str, images: int, wait_ms: int = 0, on_claim: Callable[[object], None] | None = None
+) -> list[Job]:
     """Batching across people: claim for `worker` the next queued jobs (in
     the fair queue's order) that can share `job`'s pipeline call: the same
     checkpoint, size, steps, strength and guidance, and a negative prompt
@@ -217,6 +240,8 @@ def job_claim_companions(*, job: Job, worker: str, images: int, wait_ms: int = 0
                 ):
                     claimed.append(candidate_id)
                     images -= count
+                    if on_claim is not None:  # e.g. the worker's heartbeat lists it from now on
+                        on_claim(candidate_id)
             if images <= 0 or time.monotonic() >= deadline:
                 break
             time.sleep(min(BATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
@@ -231,7 +256,12 @@ def job_claim_companions(*, job: Job, worker: str, images: int, wait_ms: int = 0
         # Give back what was claimed: a job must not stay running under a
         # worker that will not run it. Their messages are still queued.
         Job.objects.filter(id__in=claimed, worker=worker, status=Status.RUNNING).update(
-            status=Status.QUEUED, worker="", lease_expires_at=None, batch_size=1
+            status=Status.QUEUED,
+            worker="",
+            lease_expires_at=None,
+            batch_size=1,
+            attempts=F("attempts") - 1,
+            started_at=None,
         )
         raise
     job.batch_size = 1 + len(claimed)
@@ -508,5 +538,8 @@ def _first_result(parent: Job) -> CleanImage:
     image = parent.images.first()
     if image is None:
         raise InvalidParams({"parent_job": "That job has no result to use as input yet; upload an image."})
-    with image.file.open("rb") as handle:
-        return CleanImage(png=handle.read(), width=image.width, height=image.height)
+    try:
+        with image.file.open("rb") as handle:
+            return CleanImage(png=handle.read(), width=image.width, height=image.height)
+    except FileNotFoundError:  # retention deleted it since the read
+        raise InvalidParams({"parent_job": _expired_message()}) from None

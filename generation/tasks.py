@@ -8,6 +8,7 @@ Expired idempotency keys are ignored when met, and purged here."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from generation import services, webhooks
 from generation.availability import worker_name
@@ -25,7 +26,16 @@ def purge_idempotency_keys() -> int:
     return idempotency_keys_purge()
 
 
-@shared_task(name=DELIVER_WEBHOOK, ignore_result=True)
+# One attempt, DNS to the last byte read, ends within its time limit (urllib3's
+# timeout bounds connect and each read, not a receiver that drips bytes); an
+# attempt cut short counts as failed (webhooks.webhook_deliver), well before
+# its claim on the delivery runs out (webhooks._claim_seconds).
+@shared_task(
+    name=DELIVER_WEBHOOK,
+    ignore_result=True,
+    soft_time_limit=settings.WEBHOOK_TIMEOUT + 5,
+    time_limit=settings.WEBHOOK_TIMEOUT + 15,
+)
 def deliver_webhook(delivery_id: int, attempt: int) -> str:
     return webhooks.webhook_deliver(delivery_id=delivery_id, attempt=attempt)
 

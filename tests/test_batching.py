@@ -264,10 +264,11 @@ def test_a_job_waits_for_company_at_most_the_set_time(alice, test_checkpoints):
     timer = threading.Timer(0.2, lambda: late.append(make_job(alice, "test-sd2", prompt="late")))
     timer.start()
     started = time.monotonic()
-    company = job_claim_companions(job=job, worker="w", images=1, wait_ms=5000)
+    listed: list = []
+    company = job_claim_companions(job=job, worker="w", images=1, wait_ms=5000, on_claim=listed.append)
     waited = time.monotonic() - started
     timer.join()
-    assert [c.id for c in company] == [late[0].id] and waited < 5
+    assert [c.id for c in company] == [late[0].id] == listed and waited < 5
     assert Job.objects.get(id=first.id).batch_size == 2
 
     started = time.monotonic()

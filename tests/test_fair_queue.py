@@ -129,3 +129,39 @@ def test_with_one_worker_the_second_person_s_job_runs_second(paid_api, alice, bo
     wait_for(lambda: all(Job.objects.get(id=i).is_finished for i in ids), timeout=180, message="every job to end")
     started = sorted(ids, key=lambda i: Job.objects.get(id=i).started_at)
     assert started[:2] == [mine[0], theirs]
+
+
+@pytest.mark.django_db
+def test_a_turn_is_never_wasted_while_a_job_waits(alice, bob, catalog, monkeypatch):
+    """A message whose own job is gone still serves its checkpoint's queue
+    (the worker knows the checkpoint from the queue it came from), and a
+    claim that loses its race to other workers reads the queue again."""
+    import generation.services
+
+    gone = make_job(alice, SLUG)
+    waiting = make_job(bob, SLUG)
+    gone.delete()
+    assert job_claim(job_id=gone.id, worker="w", slug=SLUG).id == waiting.id
+
+    taken = [make_job(alice, SLUG) for _ in range(6)]
+    last = make_job(bob, SLUG)
+    Job.objects.filter(id__in=[job.id for job in taken]).update(status="running", worker="others")
+    real, reads = generation.services.fair_queue, []
+
+    def stale_then_real(**filters):  # the first read predates the other workers' claims
+        reads.append(filters)
+        return Job.objects.filter(id__in=[job.id for job in taken]) if len(reads) == 1 else real(**filters)
+
+    monkeypatch.setattr(generation.services, "fair_queue", stale_then_real)
+    assert job_claim(job_id=last.id, worker="w").id == last.id
+    assert len(reads) >= 2
+
+
+def test_a_webhook_attempt_is_bounded_by_its_task_s_time_limit():
+    from django.conf import settings as django_settings
+
+    from generation.tasks import deliver_webhook
+    from generation.webhooks import _claim_seconds
+
+    assert deliver_webhook.soft_time_limit == django_settings.WEBHOOK_TIMEOUT + 5
+    assert deliver_webhook.time_limit < _claim_seconds()

@@ -127,8 +127,10 @@ def servable_slugs(requested: str) -> list[str]:
     return served
 
 
-# The jobs this process is running (one pipeline call; several when batched).
+# The jobs this process is running (one pipeline call; several when batched),
+# and the companions claimed while a batch forms (listed in the heartbeat at once).
 _current_jobs: list[Job] = []
+_claiming: list = []
 
 
 def renew_lease() -> None:
@@ -140,7 +142,7 @@ def renew_lease() -> None:
 
 def running_jobs() -> list[str]:
     """The ids of the jobs this process runs now, for its heartbeat."""
-    return [str(job.id) for job in list(_current_jobs)]
+    return [str(job.id) for job in list(_current_jobs)] + [str(job_id) for job_id in list(_claiming)]
 
 
 def batch_limit() -> int:
@@ -170,7 +172,7 @@ def _report_progress(job: Job, step: int, total: int) -> bool:
         return True
 
 
-def job_run(*, job_id: str) -> str:
+def job_run(*, job_id: str, slug: str | None = None) -> str:
     """Claim a job and the queued jobs that can share its pipeline call
     (batching across people, up to batch_limit() images; a job on its second
     attempt runs alone, so a batch that failed does not form again), run them
@@ -179,7 +181,7 @@ def job_run(*, job_id: str) -> str:
     either retried (bounded) or failed with the hold released. Returns the
     outcomes, one per job, comma-separated."""
     worker = worker_name()
-    job = job_claim(job_id=job_id, worker=worker)
+    job = job_claim(job_id=job_id, worker=worker, slug=slug)
     if job is None:
         return "not claimed"
     jobs = [job]
@@ -187,8 +189,11 @@ def job_run(*, job_id: str) -> str:
     try:
         room = batch_limit() - job.num_images
         if room > 0 and job.attempts == 1:
-            jobs += job_claim_companions(job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS)
+            jobs += job_claim_companions(
+                job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS, on_claim=_claiming.append
+            )
             _current_jobs[:] = jobs
+            _claiming.clear()
         return ",".join(_run_together(jobs))
     except BaseException:
         # Whatever escaped (the database, a time limit while storing): no job
@@ -199,6 +204,7 @@ def job_run(*, job_id: str) -> str:
         raise
     finally:
         _current_jobs.clear()
+        _claiming.clear()
 
 
 def _run_together(jobs: list[Job]) -> list[str]:

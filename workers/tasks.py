@@ -8,7 +8,7 @@ import socket
 
 from celery import shared_task
 
-from generation.dispatch import RUN_JOB, TEST_LOAD
+from generation.dispatch import RUN_JOB, TEST_LOAD, slug_of_queue
 from workers import (
     boot,  # noqa: F401  (connects the worker start-up signals)
     services,
@@ -26,6 +26,9 @@ def test_load(run_id: int) -> str:
     return services.checkpoint_test_run(run_id=run_id)
 
 
-@shared_task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
-def run_job(job_id: str) -> str:
-    return services.job_run(job_id=job_id)
+@shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self, job_id: str) -> str:
+    # The queue names the checkpoint (ckpt.<slug>): the turn it stands for
+    # serves that checkpoint's queue even if the message's own job is gone.
+    queue = (self.request.delivery_info or {}).get("routing_key") or ""
+    return services.job_run(job_id=job_id, slug=slug_of_queue(queue))
