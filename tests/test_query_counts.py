@@ -89,6 +89,28 @@ def test_the_job_status_api_is_four_queries(alice, catalog, django_assert_max_nu
     assert body["queue_position"] >= 1 and len(body["images"]) == 3 and body["parent_job"]
 
 
+def test_polling_a_job_with_an_api_key_writes_nothing(alice, catalog, django_assert_num_queries):
+    """Key use is recorded at most once a minute: the first read writes it,
+    the reads after it are three queries (key, job, images) and no write."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import ApiKey
+
+    job = make_job(alice, "test-sd1", status="succeeded")
+    api = api_client(alice)
+    api.get(f"/api/v1/jobs/{job.id}")
+    first_use = ApiKey.objects.get(user=alice).last_used_at
+    assert first_use is not None
+    with django_assert_num_queries(3):
+        assert api.get(f"/api/v1/jobs/{job.id}").status_code == 200
+    assert ApiKey.objects.get(user=alice).last_used_at == first_use
+    ApiKey.objects.filter(user=alice).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    api.get(f"/api/v1/jobs/{job.id}")
+    assert ApiKey.objects.get(user=alice).last_used_at > first_use  # a minute later it is recorded again
+
+
 def test_the_job_list_api_is_a_fixed_few_queries(alice, catalog, django_assert_max_num_queries):
     for n in range(12):
         add_images(make_job(alice, "test-sd1", status="queued" if n % 2 else "succeeded"), 2)
