@@ -279,6 +279,7 @@ def test_a_job_waits_for_company_at_most_the_set_time(alice, test_checkpoints):
 # --- The real worker ---------------------------------------------------------------
 
 
+@pytest.mark.one_engine
 @pytest.mark.django_db(transaction=True)
 def test_jobs_queued_behind_a_long_one_run_together_on_a_real_worker(paid_api, alice, start_worker):
     start_worker("test-sd1-alt", JOB_BATCH_MAX="8")

@@ -28,6 +28,7 @@ def resolutions(job: Job) -> list[str]:
     return list(LedgerEntry.objects.filter(resolves=hold).values_list("kind", flat=True))
 
 
+@pytest.mark.one_engine
 def test_a_killed_worker_s_job_is_finished_by_another_and_charged_once(api, alice, start_worker):
     doomed = start_worker("test-sd1-alt", **FAST_LEASE)
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")

@@ -18,7 +18,8 @@ from generation.services import job_cancel
 from tests.conftest import IN_CI, wait_for
 from tests.faults import assert_books_balance, long_job
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Processes are killed here: CI runs these in its PostgreSQL pass only (one_engine).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.one_engine]
 RECOVERY_BOUND = 15.0  # seconds, the promise with default settings
 DEFAULTS = {"WORKER_HEARTBEAT_TTL": "8"}  # the default (the fixture shortens it); lease, reaper: defaults
 
