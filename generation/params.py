@@ -145,6 +145,12 @@ class JobParams(Schema):
     def denoising_steps(self) -> int:
         return denoising_steps(self.steps, self.strength)
 
+    @property
+    def batch_key(self) -> tuple:
+        """What jobs of one checkpoint must share to run in one pipeline
+        call: BATCH_FIELDS, and a negative prompt on both or on neither."""
+        return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt))
+
     def again(self, *, model: str, parent_job) -> Img2ImgIn:
         """The same request with a new random seed ("again"). InvalidParams if
         it no longer passes today's limits."""
@@ -155,6 +161,13 @@ class JobParams(Schema):
         new seed, and the size of the new input."""
         return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
 
+
+# Batching across people (workers.runtime.run_batch): what jobs of one
+# checkpoint must share to run in one pipeline call, the size and the
+# denoising schedule, besides having a negative prompt or not (SDXL runs "no
+# negative prompt" on zeros, not on ""). Prompts, seeds, inputs and image
+# counts may differ. generation.services.job_claim_companions finds such jobs.
+BATCH_FIELDS = ("width", "height", "steps", "strength", "guidance_scale")
 
 INPUT_FIELDS = {*Img2ImgIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
 

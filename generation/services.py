@@ -37,7 +37,7 @@ from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
-from generation.params import JobParams, QuoteIn, job_params
+from generation.params import BATCH_FIELDS, JobParams, QuoteIn, job_params
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
 from generation.webhooks import webhook_schedule, webhook_url_check
@@ -184,7 +184,7 @@ def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
         if not candidates:
             return None
         for candidate in candidates:
-            if Job.objects.filter(id=candidate, status=Status.QUEUED).update(**_claim_fields(worker)):
+            if _claim_queued(candidate, worker):
                 job_received(candidate)
                 _announce(candidate)
                 return Job.objects.select_related("checkpoint").get(id=candidate)
@@ -210,22 +210,16 @@ def job_claim_companions(
 ) -> list[Job]:
     """Batching across people: claim for `worker` the next queued jobs (in
     the fair queue's order) that can share `job`'s pipeline call: the same
-    checkpoint, size, steps, strength and guidance, and a negative prompt
-    too or neither (SDXL treats "none" apart); any prompt, seed or input.
+    checkpoint and JobParams.batch_key (size, schedule, a negative prompt
+    too or neither); any prompt, seed or input.
     At most `images` images in all, waiting up to `wait_ms` for them. Only
     jobs on their first attempt join (a batch that failed does not form
     again). Each is claimed by the same conditional update as job_claim, so
     it runs once; its own message later serves another queued job."""
     deadline = time.monotonic() + wait_ms / 1000
-    compatible = fair_queue(
-        checkpoint_id=job.checkpoint_id,
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        strength=job.strength,
-        guidance_scale=job.guidance_scale,
-        attempts=0,
-    ).exclude(id=job.id)
+    # JobParams.batch_key, as a query.
+    same_call = {field: getattr(job, field) for field in BATCH_FIELDS}
+    compatible = fair_queue(checkpoint_id=job.checkpoint_id, attempts=0, **same_call).exclude(id=job.id)
     compatible = (
         compatible.filter(negative_prompt="") if not job.negative_prompt else compatible.exclude(negative_prompt="")
     )
@@ -235,9 +229,7 @@ def job_claim_companions(
             for candidate_id, count in compatible.filter(num_images__lte=images).values_list("id", "num_images")[
                 :images
             ]:
-                if count <= images and Job.objects.filter(id=candidate_id, status=Status.QUEUED).update(
-                    **_claim_fields(worker)
-                ):
+                if count <= images and _claim_queued(candidate_id, worker):
                     claimed.append(candidate_id)
                     images -= count
                     if on_claim is not None:  # e.g. the worker's heartbeat lists it from now on
@@ -470,6 +462,12 @@ def checkpoints_set_enabled(*, checkpoints, enabled: bool) -> int:
 
 
 # --- Internals ----------------------------------------------------------------------
+
+
+def _claim_queued(job_id, worker: str) -> bool:
+    """queued -> running for `worker`, if the job is still queued: the one
+    conditional update that makes every claim happen once."""
+    return bool(Job.objects.filter(id=job_id, status=Status.QUEUED).update(**_claim_fields(worker)))
 
 
 def _claim_fields(worker: str) -> dict:

@@ -237,20 +237,6 @@ class BatchItem:
     on_preview: Callable[[Any], None] | None = None
 
 
-def batch_key(params: JobParams) -> tuple:
-    """What jobs must share to run in one pipeline call (besides the
-    checkpoint): the size and the denoising schedule. Prompts, negative
-    prompts, seeds, inputs and image counts may differ."""
-    return (
-        params.width,
-        params.height,
-        params.steps,
-        params.strength,
-        params.guidance_scale,
-        bool(params.negative_prompt),  # SDXL runs "no negative prompt" on zeros, not on ""
-    )
-
-
 def run_img2img(
     pipe,
     spec: CheckpointSpec,
@@ -265,7 +251,7 @@ def run_img2img(
 
 
 def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list | None]:
-    """Run several jobs that share a batch_key in one pipeline call and return
+    """Run several jobs that share a batch_key (JobParams.batch_key) in one pipeline call and return
     each one's PIL images, in order.
 
     Every image has its own CPU generator (a job's seed, seed+1, ...), so the
@@ -284,7 +270,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
     if not items:
         return []
     first = items[0].params
-    if any(batch_key(item.params) != batch_key(first) for item in items):
+    if any(item.params.batch_key != first.batch_key for item in items):
         raise BadInput("jobs of one batch must share size, steps, strength and guidance")
     total = first.denoising_steps
     if total < 1:

@@ -29,7 +29,7 @@ from generation.services import (
     job_succeed,
     jobs_reap_if_due,
 )
-from workers.errors import ErrorKind, classify
+from workers.errors import MESSAGES, ErrorKind, classify
 from workers.moderation import ImageFlag, screen
 from workers.moderation import is_on as moderation_on
 from workers.preview import data_url
@@ -38,7 +38,6 @@ from workers.spec import CheckpointSpec
 
 log = logging.getLogger(__name__)
 AUTO_BATCH_CUDA = 8
-WORKER_ERROR = "The worker hit a temporary problem."
 TEST_LOAD_SIDE = 128
 TEST_LOAD_STEPS = 4
 
@@ -200,7 +199,7 @@ def job_run(*, job_id: str, slug: str | None = None) -> str:
         # of the batch may stay running under a worker that still beats.
         for each in jobs:
             with contextlib.suppress(Exception):
-                job_fail(job=each, code="transient", message=WORKER_ERROR, retry=True)
+                job_fail(job=each, code=ErrorKind.TRANSIENT, message=MESSAGES[ErrorKind.TRANSIENT], retry=True)
         raise
     finally:
         _current_jobs.clear()
