@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
+from channels.layers import channel_layers
 from PIL import Image
 
 
@@ -70,3 +72,15 @@ def run_in_threads(count: int, work) -> list:
         thread.join(timeout=60)
     close_old_connections()
     return results
+
+
+def run_async(coroutine):
+    """asyncio.run with a channel layer of its own: channels_redis binds its
+    per-channel locks to the event loop that made them, so a lock a closed
+    loop left held breaks the next loop's receive ("bound to a different
+    event loop"). One process has one loop in production; tests make many."""
+    channel_layers.backends.clear()
+    try:
+        return asyncio.run(coroutine)
+    finally:
+        channel_layers.backends.clear()

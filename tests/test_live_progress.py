@@ -3,8 +3,6 @@ layer, a real worker): who may listen, and what they hear."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -13,7 +11,7 @@ from django.test import Client
 from billing.ledger import credits_grant
 from generation.catalog import catalog_register_test_checkpoints
 from portal.asgi import application
-from tests.helpers import api_client, make_job, png_bytes
+from tests.helpers import api_client, make_job, png_bytes, run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")
@@ -44,7 +42,7 @@ def test_an_anonymous_socket_cannot_open_a_job(catalog, alice):
         await communicator.disconnect()
         return connected, code
 
-    assert asyncio.run(scenario()) == (False, 4401)
+    assert run_async(scenario()) == (False, 4401)
 
 
 def test_another_persons_socket_is_refused(catalog, alice, bob):
@@ -56,7 +54,7 @@ def test_another_persons_socket_is_refused(catalog, alice, bob):
         await communicator.disconnect()
         return connected, code
 
-    assert asyncio.run(scenario()) == (False, 4404)
+    assert run_async(scenario()) == (False, 4404)
 
 
 def test_a_foreign_origin_is_refused(catalog, alice):
@@ -68,7 +66,7 @@ def test_a_foreign_origin_is_refused(catalog, alice):
         await communicator.disconnect()
         return connected
 
-    assert asyncio.run(scenario()) is False
+    assert run_async(scenario()) is False
 
 
 def test_a_real_worker_job_pushes_increasing_steps_then_the_results(catalog, alice, gpu_worker):
@@ -105,7 +103,7 @@ def test_a_real_worker_job_pushes_increasing_steps_then_the_results(catalog, ali
         await again.disconnect()
         return messages, snapshot
 
-    messages, snapshot = asyncio.run(scenario())
+    messages, snapshot = run_async(scenario())
     assert messages[0]["type"] == "job"  # the state on connect
     steps = [m["step"] for m in messages if m["type"] == "progress"]
     assert steps and steps == sorted(steps) and steps[-1] == 20, steps

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from portal.asgi import application
+from tests.helpers import run_async
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 64 * 1024
@@ -55,7 +56,7 @@ def call(path: str, receive, headers=()) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(asyncio.wait_for(application(scope, receive, send), timeout=60))
+    run_async(asyncio.wait_for(application(scope, receive, send), timeout=60))
     return sent
 
 

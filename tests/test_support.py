@@ -18,7 +18,7 @@ from portal.asgi import application
 from support.models import Conversation, Message
 from support.services import conversation_open, message_post, remind_unread
 from support.visitors import VISITOR_COOKIE
-from tests.helpers import make_job
+from tests.helpers import make_job, run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")
@@ -54,7 +54,7 @@ def test_person_sends_staff_receives_persisted_first_and_the_sender_gets_an_ack(
         await staff.disconnect()
         return ack, heard, stored
 
-    ack, heard, stored = asyncio.run(scenario())
+    ack, heard, stored = run_async(scenario())
     assert ack["type"] == "ack" and ack["client_id"] == "c-1" and isinstance(ack["id"], int)
     assert heard["message"] == {**heard["message"], "id": ack["id"], "body": "my job failed", "sender": "person"}
     assert stored, "the broadcast carried an id with no row behind it"
@@ -73,7 +73,7 @@ def test_a_third_user_cannot_join_or_read_the_conversation(alice, bob):
         await own.disconnect()
         return ok, code, ok_own, history
 
-    ok, code, ok_own, history = asyncio.run(scenario())
+    ok, code, ok_own, history = run_async(scenario())
     assert (ok, code) == (False, 4403)
     assert ok_own and history == {"type": "messages", "messages": []}
 
@@ -85,7 +85,7 @@ def test_a_foreign_origin_is_refused(alice):
         _, ok, _ = await connect("/ws/support/", (b"origin", b"https://evil.example"), cookie)
         return ok
 
-    assert asyncio.run(scenario()) is False
+    assert run_async(scenario()) is False
 
 
 def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice, charlie):
@@ -103,7 +103,7 @@ def test_reconnect_with_the_last_id_gets_exactly_what_was_missed_in_order(alice,
         await person.disconnect()
         return missed
 
-    missed = asyncio.run(scenario())
+    missed = run_async(scenario())
     assert [m["body"] for m in missed["messages"]] == ["one", "two"]
 
 
@@ -122,7 +122,7 @@ def test_a_nul_over_the_websocket_gets_an_error_message_not_a_crash(alice):
         await ws.disconnect()
         return error, second, caught_up
 
-    error, second, caught_up = asyncio.run(scenario())
+    error, second, caught_up = run_async(scenario())
     assert error["type"] == "error" and error["code"] == "invalid_text" and error["client_id"] == "n1"
     assert second["type"] == "error"
     assert caught_up == {"type": "messages", "messages": []}
@@ -143,7 +143,7 @@ def send_once_from(cookie, peer: str, forwarded: str) -> dict:
         await ws.disconnect()
         return answer
 
-    return asyncio.run(scenario())
+    return run_async(scenario())
 
 
 def test_the_websocket_limits_each_client_behind_a_trusted_proxy_by_its_own_address(alice, bob, settings):
@@ -173,7 +173,7 @@ def test_the_same_client_id_twice_makes_one_row(alice):
         await person.disconnect()
         return acks
 
-    acks = asyncio.run(scenario())
+    acks = run_async(scenario())
     assert acks[0]["id"] == acks[1]["id"]
     assert Message.objects.filter(client_id="same").count() == 1
 
@@ -194,7 +194,7 @@ def test_a_dropped_broadcast_is_recovered_by_the_catch_up(alice, charlie, monkey
         await person.disconnect()
         return history
 
-    assert [m["body"] for m in asyncio.run(scenario())["messages"]] == ["did you get this?"]
+    assert [m["body"] for m in run_async(scenario())["messages"]] == ["did you get this?"]
 
 
 def test_markup_round_trips_as_literal_text(alice, charlie):
@@ -213,7 +213,7 @@ def test_markup_round_trips_as_literal_text(alice, charlie):
         await person.disconnect()
         return reply
 
-    assert asyncio.run(scenario())["messages"][0]["body"] == XSS
+    assert run_async(scenario())["messages"][0]["body"] == XSS
     staff = Client()
     staff.force_login(charlie)
     html = staff.get(reverse("support_conversation", args=[Conversation.objects.get(user=alice).id])).content.decode()
