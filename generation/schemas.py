@@ -153,6 +153,9 @@ class JobOut(JobParams):
 
     @staticmethod
     def resolve_images(job: Job) -> list[dict]:
+        # Only a succeeded job has pictures: the others' answer needs no query.
+        if job.status != Job.Status.SUCCEEDED:
+            return []
         return [{"url": reverse("api:image", args=[image.id])} for image in job.images.all()]
 
     @staticmethod

@@ -147,11 +147,21 @@ def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
     )
 
 
-def job_for_user(*, user, job_id) -> Job:
-    """The job if `user` owns it (or is staff), with its checkpoint and
-    images; JobNotFound otherwise, the same answer as for a job that does
-    not exist or an id that is not one."""
-    job = _visible_one(jobs_shown(Job.objects.all()), user=user, owner="user", pk=job_id)
+def job_rows() -> QuerySet[Job]:
+    """Jobs read one at a time (a status poll, a snapshot, a page): the
+    checkpoint and the webhook delivery joined, one query. The fair-queue
+    subqueries of jobs_shown cost more to build than the read itself, so a
+    queued job's position and a finished job's images are read only when
+    asked for (queue_position; JobOut.resolve_images)."""
+    return Job.objects.select_related("checkpoint", "webhook_delivery").defer("webhook_delivery__payload")
+
+
+def job_for_user(*, user, job_id, rows: QuerySet[Job] | None = None) -> Job:
+    """The job if `user` owns it (or is staff), read from `rows` (job_rows()
+    unless given, e.g. jobs_shown() for a page that shows everything);
+    JobNotFound otherwise, the same answer as for a job that does not exist
+    or an id that is not one."""
+    job = _visible_one(job_rows() if rows is None else rows, user=user, owner="user", pk=job_id)
     if job is None:
         raise JobNotFound("No such job.")
     return job
@@ -203,7 +213,7 @@ def job_lineage(*, job: Job, limit: int = LINEAGE_DEPTH) -> list[Job]:
 
 def job_snapshot(job_id) -> Job | None:
     """A job as its websocket subscribers see it after a change."""
-    return jobs_shown(Job.objects.filter(id=job_id)).first()
+    return job_rows().filter(id=job_id).first()
 
 
 def job_visible(*, user, job_id) -> bool:

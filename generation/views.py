@@ -25,6 +25,7 @@ from generation.selectors import (
     job_for_user,
     job_history,
     job_lineage,
+    jobs_shown,
     queue_position,
 )
 from generation.services import job_again, job_cancel, job_submit, job_viewed
@@ -91,7 +92,8 @@ def create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_page(request: HttpRequest, job_id) -> HttpResponse:
-    job = _job_or_404(request, job_id)
+    # The page shows everything: its images and queue position in the one read.
+    job = _job_or_404(request, job_id, rows=jobs_shown(Job.objects.all()))
     job_viewed(user=request.user, job=job, what="the page")
     context = {
         "job": job,
@@ -156,10 +158,10 @@ def webhook_secret_rotate_view(request: HttpRequest) -> HttpResponse:
     return redirect(reverse("account") + "#webhooks")
 
 
-def _job_or_404(request: HttpRequest, job_id) -> Job | None:
+def _job_or_404(request: HttpRequest, job_id, rows=None) -> Job | None:
     if not job_id:
         return None
     try:
-        return job_for_user(user=request.user, job_id=job_id)
+        return job_for_user(user=request.user, job_id=job_id, rows=rows)
     except JobNotFound:
         raise Http404 from None

@@ -128,6 +128,9 @@ def fuzzer(in_process, alice, test_checkpoints, settings):
     KNOWN.clear()
 
 
+# The schema contract is the API layer's, which no database engine changes:
+# CI fuzzes it in the PostgreSQL pass only (one_engine).
+@pytest.mark.one_engine
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
