@@ -27,7 +27,7 @@ from generation.idempotency import idempotent_answer, request_fingerprint
 from generation.models import Job
 from generation.params import IDEMPOTENCY_KEY, IdempotencyKeyHeader, Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut, job_out
-from generation.selectors import checkpoints_for_catalog, image_for_user, job_for_user, jobs_of, jobs_shown
+from generation.selectors import checkpoints_for_catalog, image_for_user, job_status, jobs_of, jobs_shown
 from generation.services import job_cancel, job_quote, job_submit, job_viewed
 from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
@@ -133,7 +133,7 @@ def jobs(request: HttpRequest, query: Query[PageIn]):
     "/jobs/{job_id}", response={200: JobOut, **_errors(404, *READ)}, summary="One job: status, progress, results"
 )
 def job(request: HttpRequest, job_id: str):
-    found = job_for_user(user=request.user, job_id=job_id)
+    found = job_status(user=request.user, job_id=job_id)
     job_viewed(user=request.user, job=found, what="the JSON")
     return found
 

@@ -8,7 +8,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from generation.events import job_group
 from generation.schemas import job_out
-from generation.selectors import job_for_user, job_visible
+from generation.selectors import job_status, job_visible
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -51,4 +51,4 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user, job_id) -> dict:
-        return job_out(job_for_user(user=user, job_id=job_id))
+        return job_out(job_status(user=user, job_id=job_id))

@@ -133,3 +133,31 @@ def test_the_job_list_api_is_a_fixed_few_queries(alice, catalog, django_assert_m
         body = api.get("/api/v1/jobs").json()
     positions = sorted(job["queue_position"] for job in body["jobs"] if job["status"] == "queued")
     assert positions == [1, 2, 3, 4, 5, 6] and all(len(job["images"]) == 2 for job in body["jobs"] if job["status"] == "succeeded")
+
+
+def test_the_status_read_answers_what_the_orm_read_does(alice, bob, catalog):
+    """job_status is one hand-written query: it must give JobOut exactly what
+    the ORM's read gives, in every state, and nothing of anyone else's."""
+    from django.utils import timezone
+
+    from generation.errors import JobNotFound
+    from generation.models import WebhookDelivery
+    from generation.schemas import job_out
+    from generation.selectors import job_for_user, job_status
+
+    jobs = [
+        make_job(alice, "test-sd1", status="queued", webhook_url="https://example.com/hook"),
+        make_job(alice, "test-sd1", status="running", progress_step=2, progress_total=5, attempts=1),
+        make_job(alice, "test-sd1", status="failed", error="boom", error_code="worker_lost", finished_at=timezone.now()),
+    ]
+    done = make_job(
+        alice, "test-sd1", status="succeeded", credits_charged=1, finished_at=timezone.now(), webhook_url="https://x.test/"
+    )
+    add_images(done, 2)
+    WebhookDelivery.objects.create(job=done, url=done.webhook_url, webhook_id="msg_q", payload="{}", attempts=2)
+    for job in [*jobs, done]:
+        assert job_out(job_status(user=alice, job_id=job.id)) == job_out(job_for_user(user=alice, job_id=job.id))
+    assert job_out(job_status(user=alice, job_id=str(done.id)))["webhook"]["attempts"] == 2
+    for user, job_id in [(bob, done.id), (alice, "not-a-uuid"), (alice, "00000000-0000-0000-0000-000000000000")]:
+        with pytest.raises(JobNotFound):
+            job_status(user=user, job_id=job_id)
