@@ -79,6 +79,27 @@ def jobs_unsent(job_ids: list) -> list:
     return [job_id for job_id, mark in zip(job_ids, marks, strict=True) if mark is None]
 
 
+STOP_PREFIX = "portal:job-stop:"
+STOP_TTL = 600
+
+
+def job_stop_request(job_id) -> None:
+    """Tell a running job's worker to stop (a cancel): its step callback
+    looks for this between its less frequent database writes. Best effort:
+    the next write finds the job no longer owned anyway."""
+    try:
+        heartbeat_client().set(STOP_PREFIX + str(job_id), "1", ex=STOP_TTL)
+    except redis.RedisError:
+        log.warning("could not signal job %s to stop", job_id, exc_info=True)
+
+
+def job_stop_requested(job_id) -> bool:
+    try:
+        return bool(heartbeat_client().exists(STOP_PREFIX + str(job_id)))
+    except redis.RedisError:
+        return False
+
+
 def test_run_dispatch(*, run_id: int, slug: str) -> None:
     current_app.send_task(TEST_LOAD, args=[run_id], queue=queue_for(slug))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from django_ratelimit.core import is_ratelimited
 
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.availability import available_slugs, heartbeat_client, worker_is_beating, worker_is_gone
-from generation.dispatch import job_dispatch, job_received, jobs_unsent, test_run_dispatch
+from generation.dispatch import (
+    job_dispatch,
+    job_received,
+    job_stop_request,
+    job_stop_requested,
+    jobs_unsent,
+    test_run_dispatch,
+)
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
@@ -136,6 +144,9 @@ def job_cancel(*, user, job_id) -> Job:
         if canceled:
             credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="canceled")
             _ended(job)
+            # Now, not after the commit: the signal only makes the worker
+            # look at the row, where a rolled-back cancel is not seen.
+            job_stop_request(job.id)
     job.refresh_from_db()
     if not canceled and job.status != Status.CANCELED:
         raise JobFinished(f"The job already {job.status}.")
@@ -261,15 +272,41 @@ def job_claim_companions(
 
 
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
-    """Record progress and extend the lease. False when this attempt no
-    longer owns the job (canceled, or reaped): the worker should stop."""
-    fields = {"lease_expires_at": _lease_end()}
+    """Record progress and extend the lease. A step goes to the job's
+    websocket at once (the channel layer carries every step); the row is
+    written at most every JOB_PROGRESS_WRITE_SECONDS, and on every lease
+    renewal (step None, from the heartbeat) with the last step seen, so a
+    step costs no database round trip. False when this attempt no longer
+    owns the job (canceled, or reaped), found at the next write, or at once
+    after a cancel's stop signal (job_stop_request): the worker should stop."""
+    now = time.monotonic()
     if step is not None:
-        fields.update(progress_step=step, progress_total=total)
+        job.progress_step, job.progress_total = step, total
+        if now - getattr(job, "_progress_written", -math.inf) < settings.JOB_PROGRESS_WRITE_SECONDS and not (
+            _stop_check_due(job, now) and job_stop_requested(job.id)
+        ):
+            job_send(job.id, {"type": "progress", "step": step, "total": total})
+            return True
+    fields = {"lease_expires_at": _lease_end()}
+    if job.progress_total:
+        fields.update(progress_step=job.progress_step, progress_total=job.progress_total)
     owned = bool(_owned(job).update(**fields))
+    job._progress_written = now
     if owned and step is not None:
         job_send(job.id, {"type": "progress", "step": step, "total": total})
     return owned
+
+
+# Between writes, a step looks for a cancel's stop signal (one Redis read)
+# at most this often (seconds).
+STOP_CHECK_SECONDS = 0.25
+
+
+def _stop_check_due(job: Job, now: float) -> bool:
+    if now - getattr(job, "_stop_checked", -math.inf) < STOP_CHECK_SECONDS:
+        return False
+    job._stop_checked = now
+    return True
 
 
 def job_succeed(*, job: Job, images: list) -> bool:

@@ -317,6 +317,10 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 # and its heartbeat have both run out), and at once on the dead process's own
 # host (its pid is gone).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 8, minimum=3)
+# A running job's row gets its progress at most this often (seconds), and at
+# each lease renewal; every step reaches its websocket through the channel
+# layer at once, so a step costs no database write.
+JOB_PROGRESS_WRITE_SECONDS = env_int("JOB_PROGRESS_WRITE_SECONDS", 2, minimum=0)
 JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
 # Every worker process runs the reaper from a thread of its own, at most
 # once per interval across the fleet (a Redis lock); beat runs it too.

@@ -81,7 +81,7 @@
   function onMessage(event) {
     const message = JSON.parse(event.data);
     if (message.type === "job") showJob(message.job);
-    else if (message.type === "progress") { statusOut.textContent = "running"; showProgress(message.step, message.total); }
+    else if (message.type === "progress" && !done) { statusOut.textContent = "running"; showProgress(message.step, message.total); }
     else if (message.type === "preview" && preview) { preview.src = message.image; preview.hidden = false; }
   }
 
