@@ -10,7 +10,10 @@ served by whoever takes it, so no turn ping-pongs:
 - at dispatch, a turn goes to the direct queue of an idle worker that serves
   the checkpoint and holds it loaded, else to the checkpoint's queue;
 - a worker that takes a turn (hops 0) of a checkpoint it does not hold sends
-  it on to such a worker, if there is one, and takes nothing.
+  it on to such a worker, if there is one, and takes nothing; if there is
+  none and it holds a checkpoint with a queued job, it serves that job and
+  sends the turn back: to a busy worker that holds its checkpoint (served
+  there when its job ends), else to the checkpoint's queue.
 
 A worker is idle when its heartbeat says so ("busy" false, no "jobs"; the
 worker publishes at once when it starts or ends a turn) and no forwarded turn
@@ -52,21 +55,33 @@ def direct_queue_for(worker: str) -> str:
 def is_idle_holder(slug: str, worker: dict) -> bool:
     """Whether this heartbeat shows a worker that serves `slug`, holds it
     loaded, consumes a direct queue and runs nothing."""
-    return (
-        bool(worker.get("queue"))
-        and slug in worker.get("serves", ())
-        and slug in worker.get("loaded", ())
-        and not worker.get("busy")
-        and not worker.get("jobs")
+    return is_holder(slug, worker) and not worker.get("busy") and not worker.get("jobs")
+
+
+def is_holder(slug: str, worker: dict) -> bool:
+    """Whether this heartbeat shows a worker that serves `slug`, holds it
+    loaded and consumes a direct queue, busy or not."""
+    return bool(worker.get("queue")) and slug in worker.get("serves", ()) and slug in worker.get("loaded", ())
+
+
+def choose_workers(slug: str, workers: list[dict], *, exclude: str | None = None, busy: bool = False) -> list[dict]:
+    """The idle workers that hold `slug` (with `busy`, the busy ones too,
+    after the idle), best first: where it was used most recently ("loaded"
+    lists a cache least recently used first), so it is the last to be
+    evicted there; then by name, for a stable order."""
+    found = [
+        worker
+        for worker in workers
+        if worker.get("worker") != exclude and (is_holder(slug, worker) if busy else is_idle_holder(slug, worker))
+    ]
+    return sorted(
+        found,
+        key=lambda worker: (
+            not is_idle_holder(slug, worker),
+            list(reversed(worker["loaded"])).index(slug),
+            worker["worker"],
+        ),
     )
-
-
-def choose_workers(slug: str, workers: list[dict], *, exclude: str | None = None) -> list[dict]:
-    """The idle workers that hold `slug`, best first: where it was used most
-    recently ("loaded" lists a cache least recently used first), so it is
-    the last to be evicted there; then by name, for a stable order."""
-    idle = [worker for worker in workers if worker.get("worker") != exclude and is_idle_holder(slug, worker)]
-    return sorted(idle, key=lambda worker: (list(reversed(worker["loaded"])).index(slug), worker["worker"]))
 
 
 def choose_worker(slug: str, workers: list[dict], *, exclude: str | None = None) -> str | None:
@@ -79,13 +94,14 @@ def may_forward(hops: int) -> bool:
     return settings.JOB_AFFINITY and hops < MAX_HOPS
 
 
-def worker_reserve(slug: str, *, exclude: str | None = None) -> dict | None:
-    """Reserve an idle worker that holds `slug` for one turn: its heartbeat
-    (send to its "queue"), or None (no such worker, or Redis cannot say: the
-    turn then goes to the checkpoint's queue as without affinity)."""
+def worker_reserve(slug: str, *, exclude: str | None = None, busy: bool = False) -> dict | None:
+    """Reserve an idle worker that holds `slug` (with `busy`, a busy one if
+    none is idle: it takes the turn when its job ends) for one turn: its
+    heartbeat (send to its "queue"), or None (no such worker, or Redis cannot
+    say: the turn then goes to the checkpoint's queue as without affinity)."""
     try:
         client = heartbeat_client()
-        for worker in choose_workers(slug, live_workers(), exclude=exclude):
+        for worker in choose_workers(slug, live_workers(), exclude=exclude, busy=busy):
             if client.set(RESERVED_PREFIX + worker["worker"], slug, nx=True, ex=RESERVATION_TTL):
                 return worker
     except redis.RedisError:

@@ -25,6 +25,7 @@ import logging
 
 import redis
 from celery import current_app
+from django.conf import settings
 
 from generation import affinity
 from generation.availability import heartbeat_client
@@ -89,6 +90,29 @@ def job_forward(*, job_id, slug: str, worker: str) -> bool:
         log.warning("could not forward a turn of %s; serving it here", slug, exc_info=True)
         return False
     return True
+
+
+def job_send_back(*, job_id, slug: str, worker: str) -> None:
+    """A worker that does not hold `slug` serves a warm checkpoint instead of
+    this turn: the turn goes to a worker that holds `slug`, busy or not (it
+    takes it when free), else back to the checkpoint's queue; with hops 1,
+    so whoever takes it serves it. Raises like job_dispatch."""
+    marker = SENT_PREFIX + str(job_id)
+    heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
+    target = affinity.worker_reserve(slug, exclude=worker, busy=True) if settings.JOB_AFFINITY else None
+    try:
+        current_app.send_task(
+            RUN_JOB,
+            args=[str(job_id)],
+            kwargs={"slug": slug, "hops": 1},
+            queue=target["queue"] if target else queue_for(slug),
+        )
+    except Exception:
+        with contextlib.suppress(redis.RedisError):
+            heartbeat_client().delete(marker)
+        if target:
+            affinity.worker_unreserve(target["worker"])
+        raise
 
 
 def job_received(job_id) -> None:

@@ -34,11 +34,18 @@ def beat(name: str, *, loaded=(COLD,), serves=(COLD, WARM), busy=False, jobs=())
 
 
 def test_an_idle_worker_that_holds_the_checkpoint_is_chosen():
-    workers = [beat("a", loaded=[WARM]), beat("b", loaded=[COLD, WARM]), beat("c", loaded=[WARM, COLD])]
+    workers = [
+        beat("a", loaded=[WARM]),
+        beat("b", loaded=[COLD, WARM]),
+        beat("c", loaded=[WARM, COLD]),
+        beat("d", loaded=[WARM, COLD], busy=True),
+    ]
     # Both b and c hold it; c used it last, so c keeps it longest.
     assert [worker["worker"] for worker in choose_workers(COLD, workers)] == ["c", "b"]
     assert choose_worker(COLD, workers) == "c"
     assert choose_worker(COLD, workers, exclude="c") == "b"
+    # A turn sent back may wait for a busy holder, after the idle ones.
+    assert [worker["worker"] for worker in choose_workers(COLD, workers, busy=True)] == ["c", "b", "d"]
 
 
 @pytest.mark.parametrize(
@@ -144,17 +151,20 @@ def test_with_no_idle_holder_a_cold_worker_serves_a_warm_job_and_sends_the_turn_
 ):
     from workers.services import _take_turn
 
-    cold, warm = make_job(alice, COLD), make_job(bob, WARM)
-    live("busy holder", busy=True)
+    cold, warm = [make_job(alice, COLD) for _ in range(2)], [make_job(bob, WARM) for _ in range(2)]
+    busy = live("busy holder", busy=True)
     holding(WARM)
-    taken = _take_turn(job_id=str(cold.id), slug=COLD, hops=0, worker="me")
-    assert taken.id == warm.id and taken.status == Job.Status.RUNNING
-    assert sent == [(queue_for(COLD), {"slug": COLD, "hops": 1})]  # back once; the next taker serves it
-    assert _take_turn(job_id=str(cold.id), slug=COLD, hops=1, worker="me").id == cold.id
+    first = _take_turn(job_id=str(cold[0].id), slug=COLD, hops=0, worker="me")
+    assert first.id == warm[0].id and first.status == Job.Status.RUNNING
+    # Back once, to the busy holder (it serves it when its job ends); then,
+    # that one being reserved, to the checkpoint's queue.
+    assert _take_turn(job_id=str(cold[1].id), slug=COLD, hops=0, worker="me").id == warm[1].id
+    assert sent == [(f"worker.{busy}", {"slug": COLD, "hops": 1}), (queue_for(COLD), {"slug": COLD, "hops": 1})]
+    # Whoever takes a turn sent back serves it, cold or not.
+    assert _take_turn(job_id=str(cold[0].id), slug=COLD, hops=1, worker="me").id == cold[0].id
     # Nothing warm is waiting: the turn is served here, cold.
-    other = make_job(alice, COLD)
-    assert _take_turn(job_id=str(other.id), slug=COLD, hops=0, worker="me").id == other.id
-    assert len(sent) == 1
+    assert _take_turn(job_id=str(cold[1].id), slug=COLD, hops=0, worker="me").id == cold[1].id
+    assert len(sent) == 2
 
 
 @pytest.mark.django_db

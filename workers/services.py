@@ -18,7 +18,7 @@ from PIL import Image
 
 from generation.affinity import may_forward, worker_unreserve
 from generation.availability import worker_name
-from generation.dispatch import job_dispatch, job_forward
+from generation.dispatch import job_forward, job_send_back
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
 from generation.params import JobParams, fewest_steps
@@ -225,8 +225,9 @@ def _take_turn(*, job_id: str, slug: str | None, hops: int, worker: str) -> Job 
     the turn was not routed yet (hops 0): send the turn on to an idle worker
     that holds it (FORWARDED: take nothing), or else serve the next queued
     job of a checkpoint held here, most recently used first, and send the
-    turn back to its checkpoint's queue with hops 1 (whoever takes it next
-    serves it, so it waits at most one more round). Otherwise, or when no
+    turn back with hops 1 (job_send_back: to a busy worker that holds it,
+    else to its checkpoint's queue; whoever takes it serves it, so it waits
+    at most one more round). Otherwise, or when no
     held checkpoint has a queued job, the turn claims a job of its own
     checkpoint (job_claim)."""
     held = pipeline_cache().loaded()
@@ -236,7 +237,7 @@ def _take_turn(*, job_id: str, slug: str | None, hops: int, worker: str) -> Job 
         warm = job_claim_warm(slugs=held[::-1], worker=worker)
         if warm is not None:
             try:
-                job_dispatch(job_id=job_id, slug=slug, hops=1)
+                job_send_back(job_id=job_id, slug=slug, worker=worker)
             except Exception:  # its job stays queued unmarked: the reaper's sweep sends it
                 log.warning("could not send a turn of %s back; the sweep will", slug, exc_info=True)
             return warm
