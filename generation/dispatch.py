@@ -12,6 +12,10 @@ without persistence, a publish that failed after its commit), and
 `jobs_unsent` finds it so the sweep in generation.services sends it again.
 A duplicate message is harmless: an extra turn, which claims a queued job
 if there is one (each by one conditional update) and otherwise does nothing.
+
+A turn carries its checkpoint ("slug") and how often affinity routed it
+("hops"): it may go to a worker's own queue instead of the checkpoint's
+(generation.affinity), at most once.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import logging
 
 import redis
 from celery import current_app
+from django.conf import settings
 
+from generation import affinity
 from generation.availability import heartbeat_client
 
 log = logging.getLogger(__name__)
@@ -46,18 +52,66 @@ def queue_for(slug: str) -> str:
     return QUEUE_PREFIX + slug
 
 
-def job_dispatch(*, job_id, slug: str) -> None:
-    """Mark the job sent, then send it (its id, never the row) to its
-    checkpoint's workers; marked first, so a fast worker's job_received
-    always comes after. Raises when the broker cannot be reached; the job
-    stays queued and unmarked, and the sweep sends it later."""
+def job_dispatch(*, job_id, slug: str, hops: int = 0, exclude: str | None = None) -> None:
+    """Mark the job sent, then send a turn of its checkpoint (its id, never
+    the row): to an idle worker that holds the checkpoint when there is one
+    and the turn may still be routed (generation.affinity; never to
+    `exclude`), else to the checkpoint's queue. Marked first, so a fast
+    worker's job_received always comes after. Raises when the broker cannot
+    be reached; the job stays queued and unmarked, and the sweep sends it
+    later."""
     marker = SENT_PREFIX + str(job_id)
     heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
+    target = affinity.worker_reserve(slug, exclude=exclude) if affinity.may_forward(hops) else None
+    queue = target["queue"] if target else queue_for(slug)
     try:
-        current_app.send_task(RUN_JOB, args=[str(job_id)], queue=queue_for(slug))
+        current_app.send_task(
+            RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": hops + bool(target)}, queue=queue
+        )
     except Exception:
         with contextlib.suppress(redis.RedisError):
             heartbeat_client().delete(marker)
+        if target:
+            affinity.worker_unreserve(target["worker"])
+        raise
+
+
+def job_forward(*, job_id, slug: str, worker: str) -> bool:
+    """A worker that does not hold `slug` took a turn of it: send the turn on
+    to an idle worker that does, if there is one (True: this worker takes
+    nothing). A turn is forwarded at most once: the new message has hops 1."""
+    target = affinity.worker_reserve(slug, exclude=worker)
+    if target is None:
+        return False
+    try:
+        current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": 1}, queue=target["queue"])
+    except Exception:
+        affinity.worker_unreserve(target["worker"])
+        log.warning("could not forward a turn of %s; serving it here", slug, exc_info=True)
+        return False
+    return True
+
+
+def job_send_back(*, job_id, slug: str, worker: str) -> None:
+    """A worker that does not hold `slug` serves a warm checkpoint instead of
+    this turn: the turn goes to a worker that holds `slug`, busy or not (it
+    takes it when free), else back to the checkpoint's queue; with hops 1,
+    so whoever takes it serves it. Raises like job_dispatch."""
+    marker = SENT_PREFIX + str(job_id)
+    heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
+    target = affinity.worker_reserve(slug, exclude=worker, busy=True) if settings.JOB_AFFINITY else None
+    try:
+        current_app.send_task(
+            RUN_JOB,
+            args=[str(job_id)],
+            kwargs={"slug": slug, "hops": 1},
+            queue=target["queue"] if target else queue_for(slug),
+        )
+    except Exception:
+        with contextlib.suppress(redis.RedisError):
+            heartbeat_client().delete(marker)
+        if target:
+            affinity.worker_unreserve(target["worker"])
         raise
 
 

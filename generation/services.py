@@ -31,6 +31,7 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from billing.ledger import credits_capture, credits_hold, credits_release
+from generation.affinity import reservations_orphaned
 from generation.availability import available_slugs, heartbeat_client, worker_is_beating, worker_is_gone
 from generation.dispatch import (
     job_dispatch,
@@ -188,6 +189,26 @@ def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
         checkpoint_id = Checkpoint.objects.filter(slug=slug).values_list("id", flat=True).first() if slug else None
         if checkpoint_id is None:
             return None
+    return _claim_next(checkpoint_id, worker)
+
+
+def job_claim_warm(*, slugs: list[str], worker: str) -> Job | None:
+    """Model affinity: a worker took a turn of a checkpoint it does not hold
+    and sent that turn back to its queue; take instead the next job (fair
+    order) of the first of `slugs` (checkpoints it holds) that has one, or
+    None. The job's own message stays queued: an extra turn of its
+    checkpoint, harmless."""
+    ids = dict(Checkpoint.objects.filter(slug__in=slugs).values_list("slug", "id"))
+    for slug in slugs:
+        if slug in ids and (job := _claim_next(ids[slug], worker)) is not None:
+            return job
+    return None
+
+
+def _claim_next(checkpoint_id, worker: str) -> Job | None:
+    """The next queued job of the checkpoint in the fair queue, claimed for
+    `worker`: a lost race reads the queue again, so a turn is never wasted
+    while a job waits."""
     tried: set = set()
     while True:
         queued = fair_queue(checkpoint_id=checkpoint_id).values_list("id", flat=True)[: CLAIM_TRIES + len(tried)]
@@ -384,7 +405,9 @@ def jobs_reap() -> dict[str, int]:
       (killed, out of memory, machine gone): retry it or fail it and release;
     - a job queued too long with no worker to take it fails and is released;
     - a queued job whose message is no longer in the broker (a Redis restart,
-      a publish that failed after commit) is sent again."""
+      a publish that failed after commit) is sent again, and so is a turn
+      forwarded to a worker that stopped beating before it took it
+      (generation.affinity)."""
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     running = Job.objects.filter(status=Status.RUNNING)
@@ -416,6 +439,12 @@ def jobs_reap() -> dict[str, int]:
     for job_id in jobs_unsent(list(waiting)):
         job_dispatch(job_id=job_id, slug=waiting[job_id])
         counts["resent"] += 1
+    # A turn forwarded to a worker that stopped beating before it took it.
+    for slug in reservations_orphaned():
+        oldest = Job.objects.filter(status=Status.QUEUED, checkpoint__slug=slug).order_by("created_at").first()
+        if oldest is not None:
+            job_dispatch(job_id=oldest.id, slug=slug)
+            counts["resent"] += 1
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts

@@ -406,6 +406,11 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = 4.0 if WORKER_WARM_CHECKPOINTS.strip() in (""
 # company (0: only what already waits).
 JOB_BATCH_MAX = env_int("JOB_BATCH_MAX", 0, minimum=0)
 JOB_BATCH_WAIT_MS = env_int("JOB_BATCH_WAIT_MS", 0, minimum=0)
+# Model affinity (generation/affinity.py): a turn of a checkpoint goes to an
+# idle worker that holds its pipeline already, and a worker that takes a turn
+# of a checkpoint it does not hold serves a warm one first (the turn goes back
+# once). Off: whichever worker takes the message runs it.
+JOB_AFFINITY = env_bool("JOB_AFFINITY", True)
 # Uploads and results of finished jobs are deleted after this many days (the
 # job rows and the ledger stay); 0 keeps them forever.
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)

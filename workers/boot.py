@@ -1,22 +1,36 @@
-"""Celery worker start-up: consume one queue per served checkpoint, import
-torch and diffusers once before the pool forks, and in each pool process
-(which holds the pipeline cache) run a heartbeat thread (key and leases)
-and a reaper thread, then load and compile the warm checkpoints
-(WORKER_WARM_CHECKPOINTS) before the first job.
+"""Celery worker start-up: consume one queue per served checkpoint and one of
+its own (model affinity: generation.affinity), import torch and diffusers
+once before the pool forks, and in each pool process (which holds the
+pipeline cache) run a heartbeat thread (key and leases) and a reaper thread,
+then load and compile the warm checkpoints (WORKER_WARM_CHECKPOINTS) before
+the first job. The heartbeat is published again whenever a task starts or
+ends, so that affinity knows at once who is idle.
 
-Run workers with the prefork pool (the default): the threads start in each
-pool process, where the loaded pipelines and the running job live.
+Run workers with the prefork pool (the default), one process each
+(--concurrency 1, as every command here does): the threads start in each
+pool process, where the loaded pipelines and the running job live. With more
+pool processes they share the worker's own queue, and a turn forwarded to one
+may be taken by a sibling that does not hold its checkpoint: a cold load,
+nothing lost.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from django.conf import settings
 
 log = logging.getLogger(__name__)
 _served: list[str] = []
+_direct_queue: list[str] = []  # this worker's own queue (model affinity), once it serves a checkpoint
+_busy: list[bool] = [False]  # a task runs in this pool process now
 _heartbeat = None
 _reaper = None
 
@@ -25,6 +39,8 @@ _reaper = None
 def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from django.db import connections
 
+    from generation.affinity import direct_queue_for
+    from generation.availability import worker_name
     from generation.dispatch import queue_for
     from generation.models import Checkpoint
     from workers import moderation
@@ -43,6 +59,11 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
         moderation.preload()
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
+    if _served:
+        # Its own queue, for turns that model affinity sends to it (named
+        # after this main process: the pool processes inherit the name).
+        _direct_queue[:] = [direct_queue_for(worker_name())]
+        instance.app.amqp.queues.select_add(_direct_queue[0])
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")
 
 
@@ -61,6 +82,8 @@ def start_heartbeat(**kwargs) -> None:
         device=cache.device,
         on_beat=renew_lease,
         jobs=running_jobs,
+        queue=_direct_queue[0] if _direct_queue else "",
+        busy=lambda: _busy[0],
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()
@@ -71,6 +94,22 @@ def start_heartbeat(**kwargs) -> None:
     warm = warm_slugs(settings.WORKER_WARM_CHECKPOINTS, served=_served, device=cache.device)
     if warm:
         warm_checkpoints(warm)
+
+
+@task_prerun.connect
+def publish_busy(**kwargs) -> None:
+    """Say at once that this process takes a turn (model affinity sends
+    turns only to idle workers), and again when it ends."""
+    _busy[0] = True
+    if _heartbeat is not None:
+        _heartbeat.publish()
+
+
+@task_postrun.connect
+def publish_idle(**kwargs) -> None:
+    _busy[0] = False
+    if _heartbeat is not None:
+        _heartbeat.publish()
 
 
 @worker_process_shutdown.connect

@@ -26,13 +26,24 @@ from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
 log = logging.getLogger(__name__)
 
 
-def publish(*, worker_id: str, serves: list[str], loaded: list[str], device: str, jobs: list[str] = ()) -> None:
+def publish(
+    *,
+    worker_id: str,
+    serves: list[str],
+    loaded: list[str],
+    device: str,
+    jobs: list[str] = (),
+    queue: str = "",
+    busy: bool = False,
+) -> None:
     payload = {
         "worker": worker_id,
         "serves": serves,
-        "loaded": loaded,
+        "loaded": loaded,  # least recently used first
         "device": device,
         "jobs": list(jobs),  # the jobs it runs now: the reaper leaves their leases alone
+        "queue": queue,  # its own queue (generation.affinity): "" when it has none
+        "busy": busy,  # taking a turn now (model affinity sends turns only to idle workers)
         "at": time.time(),
     }
     heartbeat_client().set(HEARTBEAT_PREFIX + worker_id, json.dumps(payload), ex=settings.WORKER_HEARTBEAT_TTL)
@@ -90,24 +101,37 @@ class Heartbeat(threading.Thread):
         device: str,
         on_beat: Callable[[], None] | None = None,
         jobs: Callable[[], list[str]] = list,
+        queue: str = "",
+        busy: Callable[[], bool] = bool,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.worker_id, self.serves, self.loaded, self.device = worker_id, serves, loaded, device
-        self.on_beat, self.jobs = on_beat, jobs
+        self.on_beat, self.jobs, self.queue, self.busy = on_beat, jobs, queue, busy
         self._stop_event = threading.Event()
+        # One publish at a time: a beat that read "idle" cannot land after a
+        # refresh that says "busy".
+        self._publishing = threading.Lock()
+
+    def publish(self) -> None:
+        """Publish now (also between beats: when a turn starts or ends, so
+        that model affinity sees who is idle without waiting for a beat)."""
+        try:
+            with self._publishing:
+                publish(
+                    worker_id=self.worker_id,
+                    serves=self.serves,
+                    loaded=self.loaded(),
+                    device=self.device,
+                    jobs=self.jobs(),
+                    queue=self.queue,
+                    busy=self.busy(),
+                )
+        except Exception:
+            log.exception("heartbeat publish failed; retrying at the next beat")
 
     def beat(self) -> None:
         """Publish, then the other duties; each may fail without the rest."""
-        try:
-            publish(
-                worker_id=self.worker_id,
-                serves=self.serves,
-                loaded=self.loaded(),
-                device=self.device,
-                jobs=self.jobs(),
-            )
-        except Exception:
-            log.exception("heartbeat publish failed; retrying at the next beat")
+        self.publish()
         if self.on_beat is not None:
             run_duty(self.on_beat, "heartbeat's lease renewal")
 

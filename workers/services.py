@@ -16,13 +16,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 from PIL import Image
 
+from generation.affinity import may_forward, worker_unreserve
 from generation.availability import worker_name
+from generation.dispatch import job_forward, job_send_back
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
 from generation.params import JobParams, fewest_steps
 from generation.services import (
     job_claim,
     job_claim_companions,
+    job_claim_warm,
     job_fail,
     job_progress,
     job_refuse_images,
@@ -171,16 +174,24 @@ def _report_progress(job: Job, step: int, total: int) -> bool:
         return True
 
 
-def job_run(*, job_id: str, slug: str | None = None) -> str:
-    """Claim a job and the queued jobs that can share its pipeline call
-    (batching across people, up to batch_limit() images; a job on its second
-    attempt runs alone, so a batch that failed does not form again), run them
-    in one call, and record each one's outcome. A duplicate delivery, a
-    canceled job or a lost lease ends quietly; errors are classified and
-    either retried (bounded) or failed with the hold released. Returns the
-    outcomes, one per job, comma-separated."""
+def job_run(*, job_id: str, slug: str | None = None, hops: int = 0, forwarded: bool = False) -> str:
+    """Take a turn of checkpoint `slug` (_take_turn: model affinity may send
+    it on, or serve a warm checkpoint first), claim a job and the queued jobs
+    that can share its pipeline call (batching across people, up to
+    batch_limit() images; a job on its second attempt runs alone, so a batch
+    that failed does not form again), run them in one call, and record each
+    one's outcome. A duplicate delivery, a canceled job or a lost lease ends
+    quietly; errors are classified and either retried (bounded) or failed
+    with the hold released. Returns the outcomes, one per job,
+    comma-separated."""
     worker = worker_name()
-    job = job_claim(job_id=job_id, worker=worker, slug=slug)
+    try:
+        job = _take_turn(job_id=job_id, slug=slug, hops=hops, worker=worker)
+    finally:
+        if forwarded:  # this turn came through our own queue: we are free to reserve again
+            worker_unreserve(worker)
+    if job == FORWARDED:
+        return FORWARDED
     if job is None:
         return "not claimed"
     jobs = [job]
@@ -204,6 +215,33 @@ def job_run(*, job_id: str, slug: str | None = None) -> str:
     finally:
         _current_jobs.clear()
         _claiming.clear()
+
+
+FORWARDED = "forwarded"
+
+
+def _take_turn(*, job_id: str, slug: str | None, hops: int, worker: str) -> Job | str | None:
+    """Model affinity, when this process does not hold `slug`'s pipeline and
+    the turn was not routed yet (hops 0): send the turn on to an idle worker
+    that holds it (FORWARDED: take nothing), or else serve the next queued
+    job of a checkpoint held here, most recently used first, and send the
+    turn back with hops 1 (job_send_back: to a busy worker that holds it,
+    else to its checkpoint's queue; whoever takes it serves it, so it waits
+    at most one more round). Otherwise, or when no
+    held checkpoint has a queued job, the turn claims a job of its own
+    checkpoint (job_claim)."""
+    held = pipeline_cache().loaded()
+    if slug and slug not in held and may_forward(hops):
+        if job_forward(job_id=job_id, slug=slug, worker=worker):
+            return FORWARDED
+        warm = job_claim_warm(slugs=held[::-1], worker=worker)
+        if warm is not None:
+            try:
+                job_send_back(job_id=job_id, slug=slug, worker=worker)
+            except Exception:  # its job stays queued unmarked: the reaper's sweep sends it
+                log.warning("could not send a turn of %s back; the sweep will", slug, exc_info=True)
+            return warm
+    return job_claim(job_id=job_id, worker=worker, slug=slug)
 
 
 def _run_together(jobs: list[Job]) -> list[str]:
@@ -230,7 +268,12 @@ def _run_together(jobs: list[Job]) -> list[str]:
             log.info("running %s jobs in one call: %s", len(ready), ", ".join(str(job.id) for job in ready))
         spec = CheckpointSpec.from_checkpoint(ready[0].checkpoint)
         try:
-            pipe, _ = pipeline_cache().get(spec)
+            started = time.perf_counter()
+            pipe, loaded = pipeline_cache().get(spec)
+            if loaded:  # bench/affinity.py counts these lines
+                log.info(
+                    "%s: cold load (not in this worker's cache) in %.2f s", spec.slug, time.perf_counter() - started
+                )
             results = run_batch(pipe, spec, items)
         except Exception as exc:
             results = [exc] * len(ready)

@@ -27,8 +27,15 @@ def test_load(run_id: int) -> str:
 
 
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_job(self, job_id: str) -> str:
-    # The queue names the checkpoint (ckpt.<slug>): the turn it stands for
-    # serves that checkpoint's queue even if the message's own job is gone.
+def run_job(self, job_id: str, slug: str | None = None, hops: int = 0) -> str:
+    # The turn serves checkpoint `slug` even if the message's own job is
+    # gone; a message without it (sent before slugs were carried) came from
+    # the checkpoint's queue, which names it (ckpt.<slug>). A message that
+    # came through a queue not of a checkpoint was forwarded to this worker.
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
-    return services.job_run(job_id=job_id, slug=slug_of_queue(queue))
+    return services.job_run(
+        job_id=job_id,
+        slug=slug or slug_of_queue(queue),
+        hops=hops,
+        forwarded=slug_of_queue(queue) is None and hops > 0,
+    )
