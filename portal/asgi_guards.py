@@ -1,16 +1,17 @@
 """ASGI wrappers around the apps in portal.asgi, for what must happen before
 Django or Channels see a request.
 
-Django's ASGI handler reads the whole request body (spooling it to a
-temporary file) before any middleware runs, so RequestSizeLimitMiddleware
-comes too late under uvicorn: a body without Content-Length (chunked) that
-never ends would fill the disk. BodySizeLimit refuses it at the ASGI layer.
+A body over the limit is refused here from its Content-Length, before
+anything reads it. Django's WSGI handler (portal.asgi) reads a body only by
+its Content-Length, so a chunked body (none given) would reach a view as an
+empty one: it is refused with 411, and should bytes come anyway, the
+stream is cut at the limit.
 """
 
 from __future__ import annotations
 
 from portal.clientip import scope_with_client_ip
-from portal.middleware import body_limit, too_large
+from portal.middleware import body_limit, length_required, too_large
 
 
 class BodySizeLimit:
@@ -29,6 +30,8 @@ class BodySizeLimit:
         length = _content_length(scope)
         if length is not None and length > limit:
             return await _refuse(scope, send)
+        if length is None and _chunked(scope):
+            return await _answer(scope, send, length_required(scope.get("path", "")))
         received = 0
         refused = False
 
@@ -72,9 +75,16 @@ def _content_length(scope) -> int | None:
     return None
 
 
+def _chunked(scope) -> bool:
+    return any(name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in scope["headers"])
+
+
 async def _refuse(scope, send) -> None:
-    response = too_large(scope.get("path", ""))
+    await _answer(scope, send, too_large(scope.get("path", "")))
+
+
+async def _answer(scope, send, response) -> None:
     headers = [(b"content-type", response["Content-Type"].encode()), (b"connection", b"close")]
     headers.append((b"content-length", str(len(response.content)).encode()))
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": response.content})

@@ -28,6 +28,15 @@ def too_large(path: str) -> HttpResponse:
     return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
 
 
+def length_required(path: str) -> HttpResponse:
+    """The 411 answer to a body sent without its length (chunked): Django
+    reads bodies by their Content-Length."""
+    message = "Send the body with a Content-Length header (chunked uploads are not accepted)."
+    if path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "length_required", "message": message}}, status=411)
+    return HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
+
+
 class ClientIpMiddleware:
     """REMOTE_ADDR becomes the client's address behind TRUSTED_PROXIES
     (portal.clientip), before anything reads it: allauth's rate limits,

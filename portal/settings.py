@@ -153,6 +153,9 @@ MIDDLEWARE = [
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 ASGI_APPLICATION = "portal.asgi.application"
+# Threads per web process that run Django's views (portal.asgi); each keeps
+# one database connection.
+WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1)
 
 TEMPLATES = [
     {
@@ -179,7 +182,11 @@ except Exception as exc:  # django-environ raises several kinds for a bad URL
     raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from exc
 if DATABASES["default"]["ENGINE"] not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
     raise ImproperlyConfigured("DATABASE_URL must be a postgres:// or sqlite:/// URL")
-DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("CONN_MAX_AGE", 0))
+# Connections are kept (the web tier's threads are a fixed pool, portal.asgi)
+# and checked before reuse, so a restarted database costs one failed check,
+# not an error. CONN_MAX_AGE=0 opens one per request again.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("CONN_MAX_AGE", 60))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database host that vanishes without closing connections must not
     # hang a worker's heartbeat for minutes: time out connects, probe idle

@@ -132,7 +132,9 @@ def test_the_job_list_api_is_a_fixed_few_queries(alice, catalog, django_assert_m
     with django_assert_max_num_queries(5):
         body = api.get("/api/v1/jobs").json()
     positions = sorted(job["queue_position"] for job in body["jobs"] if job["status"] == "queued")
-    assert positions == [1, 2, 3, 4, 5, 6] and all(len(job["images"]) == 2 for job in body["jobs"] if job["status"] == "succeeded")
+    assert positions == [1, 2, 3, 4, 5, 6] and all(
+        len(job["images"]) == 2 for job in body["jobs"] if job["status"] == "succeeded"
+    )
 
 
 def test_the_status_read_answers_what_the_orm_read_does(alice, bob, catalog):
@@ -148,10 +150,17 @@ def test_the_status_read_answers_what_the_orm_read_does(alice, bob, catalog):
     jobs = [
         make_job(alice, "test-sd1", status="queued", webhook_url="https://example.com/hook"),
         make_job(alice, "test-sd1", status="running", progress_step=2, progress_total=5, attempts=1),
-        make_job(alice, "test-sd1", status="failed", error="boom", error_code="worker_lost", finished_at=timezone.now()),
+        make_job(
+            alice, "test-sd1", status="failed", error="boom", error_code="worker_lost", finished_at=timezone.now()
+        ),
     ]
     done = make_job(
-        alice, "test-sd1", status="succeeded", credits_charged=1, finished_at=timezone.now(), webhook_url="https://x.test/"
+        alice,
+        "test-sd1",
+        status="succeeded",
+        credits_charged=1,
+        finished_at=timezone.now(),
+        webhook_url="https://x.test/",
     )
     add_images(done, 2)
     WebhookDelivery.objects.create(job=done, url=done.webhook_url, webhook_id="msg_q", payload="{}", attempts=2)

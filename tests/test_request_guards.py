@@ -65,15 +65,28 @@ def status_and_body(sent: list[dict]) -> tuple[int, bytes]:
     return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
-def test_a_chunked_body_is_cut_off_at_the_limit_before_django_spools_it(settings):
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_refused_with_411_before_anything_reads_it(settings):
+    """Django reads a body by its Content-Length (portal/asgi.py runs its WSGI
+    handler), so a chunked one would reach the view as empty: refused."""
+    settings.UPLOAD_MAX_BYTES = 64 * 1024
+    body = EndlessBody(give_up=20 * (64 * 1024))
+    status, content = status_and_body(call("/api/v1/img2img", body, [(b"transfer-encoding", b"chunked")]))
+    assert status == 411
+    assert b'"length_required"' in content
+    assert body.given == 0  # not one byte read
+
+
+def test_bytes_past_the_limit_are_cut_off_even_without_a_declared_length(settings):
+    """A body with neither a length nor chunked framing (a broken proxy) is
+    still cut at the limit, never drained."""
     from portal.middleware import body_limit
 
     settings.UPLOAD_MAX_BYTES = 64 * 1024
     body = EndlessBody(give_up=20 * body_limit())
-    status, content = status_and_body(call("/api/v1/img2img", body))
-    assert status == 413
-    assert b'"upload_too_large"' in content
-    assert body.given <= body_limit() + CHUNK  # not drained past the limit
+    status, _ = status_and_body(call("/billing/stripe/webhook/", body))
+    assert body.given <= body_limit() + CHUNK
+    assert status in (400, 413)  # the webhook reads no further than its (absent) length, or the guard cuts it
 
 
 def test_a_declared_length_over_the_limit_is_refused_without_reading_the_body(settings):
@@ -118,7 +131,7 @@ def uvicorn_server():
         server.wait()
 
 
-def test_uvicorn_answers_413_to_an_endless_chunked_upload(uvicorn_server):
+def test_uvicorn_answers_411_to_an_endless_chunked_upload(uvicorn_server):
     sock = socket.create_connection(("127.0.0.1", uvicorn_server), timeout=30)
     sock.sendall(
         b"POST /api/v1/img2img HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
@@ -148,7 +161,7 @@ def test_uvicorn_answers_413_to_an_endless_chunked_upload(uvicorn_server):
     stop.set()
     sock.close()
     writer.join(timeout=10)
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 411"), answer[:200]
     assert sent < 64 << 20
 
 
