@@ -60,14 +60,18 @@ def job_dispatch(*, job_id, slug: str, hops: int = 0, exclude: str | None = None
     worker's job_received always comes after. Raises when the broker cannot
     be reached; the job stays queued and unmarked, and the sweep sends it
     later."""
+    target = affinity.worker_reserve(slug, exclude=exclude) if affinity.may_forward(hops) else None
+    _send_turn(job_id=job_id, slug=slug, hops=hops + bool(target), target=target)
+
+
+def _send_turn(*, job_id, slug: str, hops: int, target: dict | None) -> None:
+    """Mark the job sent and send its turn to `target`'s own queue, or to the
+    checkpoint's; on failure, unmark and free the reservation, and raise."""
     marker = SENT_PREFIX + str(job_id)
     heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
-    target = affinity.worker_reserve(slug, exclude=exclude) if affinity.may_forward(hops) else None
     queue = target["queue"] if target else queue_for(slug)
     try:
-        current_app.send_task(
-            RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": hops + bool(target)}, queue=queue
-        )
+        current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": hops}, queue=queue)
     except Exception:
         with contextlib.suppress(redis.RedisError):
             heartbeat_client().delete(marker)
@@ -97,22 +101,8 @@ def job_send_back(*, job_id, slug: str, worker: str) -> None:
     this turn: the turn goes to a worker that holds `slug`, busy or not (it
     takes it when free), else back to the checkpoint's queue; with hops 1,
     so whoever takes it serves it. Raises like job_dispatch."""
-    marker = SENT_PREFIX + str(job_id)
-    heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
     target = affinity.worker_reserve(slug, exclude=worker, busy=True) if settings.JOB_AFFINITY else None
-    try:
-        current_app.send_task(
-            RUN_JOB,
-            args=[str(job_id)],
-            kwargs={"slug": slug, "hops": 1},
-            queue=target["queue"] if target else queue_for(slug),
-        )
-    except Exception:
-        with contextlib.suppress(redis.RedisError):
-            heartbeat_client().delete(marker)
-        if target:
-            affinity.worker_unreserve(target["worker"])
-        raise
+    _send_turn(job_id=job_id, slug=slug, hops=1, target=target)
 
 
 def job_received(job_id) -> None:
