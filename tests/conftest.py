@@ -95,6 +95,22 @@ def pytest_configure(config) -> None:
         Path(test_db).parent.mkdir(parents=True, exist_ok=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_kept_connections(django_db_setup, django_db_blocker):
+    """Threads of this process keep their database connections
+    (CONN_MAX_AGE): Channels' database_sync_to_async pool, the ASGI app's
+    WSGI threads. End them before the test database is dropped, which
+    PostgreSQL refuses while anyone is connected."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 class WorkerProcess:
     """A real `celery worker` in a child process, consuming its own queue, on
     the test database and the test Redis."""
