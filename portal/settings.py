@@ -349,10 +349,13 @@ SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")
 # --- Channels (websockets) --------------------------------------------------
 
 # The channel layer only rings the bell (at-most-once); state lives in the
-# database and clients catch up from it on every (re)connect.
+# database and clients catch up from it on every (re)connect. Redis pub/sub:
+# a group message is one PUBLISH that each process fans out to its own
+# sockets; with 1,000 sockets on a job the list-based core layer ran out of
+# Redis connections and lost sockets (bench/ws_progress.py).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="portal:ws")},
     }
 }

@@ -241,6 +241,9 @@ def run() -> int:
                     "--workers",
                     "2",
                     "--no-proxy-headers",
+                    # Progress messages are ~80 bytes: compressing each one costs more than it saves.
+                    "--ws-per-message-deflate",
+                    "false",
                 ],
             ),
         ]
