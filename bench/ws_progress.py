@@ -7,16 +7,18 @@ pass/fail; the goal (issue 11): event latency p99 < 100 ms at 1,000 sockets.
     .venv/bin/python bench/ws_progress.py
     SOCKETS=200 STACKS="uvicorn (as served),granian" LAYERS=core .venv/bin/python bench/ws_progress.py
 
-Each row takes about a minute at 1,000 sockets; bench/results/ws_progress-cpu.log
-came from two runs (STACKS="uvicorn (as served),uvicorn event" and
-STACKS="uvicorn no-deflate,granian"), each under five minutes.
+Each row takes about a minute at 1,000 sockets. bench/results/ws_progress-cpu.log
+holds the runs that chose the portal's settings (before they were applied:
+the core layer, channels' database hop per event, compression on) and the
+run after.
 
 DATABASE_URL defaults to postgres://postgres@127.0.0.1:5432/portal_bench2
 (created and migrated here); REDIS_URL to redis://127.0.0.1:6379/7. The
 server runs as the portal serves websockets (scripts/stack.py run, compose:
 uvicorn portal.asgi:application, 2 workers here), DEBUG off, HTTPS_ONLY off,
-with bench.ws_settings choosing the channel layer (core: the configured
-channels_redis.core.RedisChannelLayer; pubsub: RedisPubSubChannelLayer).
+with bench.ws_settings choosing the channel layer (pubsub: the configured
+channels_redis.pubsub.RedisPubSubChannelLayer; core: the list-based
+channels_redis.core.RedisChannelLayer it replaced).
 Each client sends the session cookie and an Origin header, gets the job's
 snapshot, then the progress events; every event carries its send time
 (time.time() in the publisher) and latency is measured at each client on
@@ -137,16 +139,11 @@ def stacks(port: int) -> dict[str, list[str]]:
     bind = ["--host", "127.0.0.1", "--port", str(port)]
     uvicorn = [PY, "-m", "uvicorn", "portal.asgi:application", *bind, "--workers", "2", "--no-proxy-headers"]
     return {
-        # scripts/stack.py run and compose: uvicorn's defaults (auto picks
-        # httptools and uvloop when installed, as here; websockets for ws).
-        "uvicorn (as served)": uvicorn,
-        "uvicorn h11 asyncio": [*uvicorn, "--http", "h11", "--loop", "asyncio"],
-        # The fix proposed for generation/consumers.py, bench-local (bench/ws_asgi.py).
-        "uvicorn event w/o DB hop": [PY, "-m", "uvicorn", "bench.ws_asgi:application", *bind, "--workers", "2",
-                                          "--no-proxy-headers"],
-        "uvicorn no-deflate w/o DB hop": [PY, "-m", "uvicorn", "bench.ws_asgi:application", *bind,
-                                                 "--workers", "2", "--no-proxy-headers", "--ws-per-message-deflate",
-                                                 "false"],
+        # scripts/stack.py run and compose: uvicorn (httptools and uvloop,
+        # installed), websocket compression off.
+        "uvicorn (as served)": [*uvicorn, "--ws-per-message-deflate", "false"],
+        "uvicorn with compression": uvicorn,
+        "uvicorn h11 asyncio": [*uvicorn, "--http", "h11", "--loop", "asyncio", "--ws-per-message-deflate", "false"],
         "granian asgi": [PY, "-m", "granian", "--interface", "asgi", "portal.asgi:application", *bind,
                          "--workers", "2"],
     }  # fmt: skip

@@ -1,7 +1,7 @@
 """Settings for the benchmarks that compare channel layer backends
 (bench/ws_progress.py): portal.settings with CHANNEL_LAYERS chosen by
-BENCH_CHANNEL_LAYER (core: channels_redis.core.RedisChannelLayer, what the
-portal configures; pubsub: channels_redis.pubsub.RedisPubSubChannelLayer).
+BENCH_CHANNEL_LAYER (pubsub: channels_redis.pubsub.RedisPubSubChannelLayer,
+what the portal configures; core: channels_redis.core.RedisChannelLayer).
 Point DJANGO_SETTINGS_MODULE at bench.ws_settings for the server and for the
 process that publishes (run from the repository root)."""
 
