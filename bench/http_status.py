@@ -18,21 +18,20 @@ HTTPS_ONLY is off (TLS ends at the proxy in production).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._servers import ensure_database, free_port, stop, wait_ready  # noqa: E402
+
 PY = sys.executable
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench")
@@ -47,23 +46,10 @@ DURATION = int(os.environ.get("DURATION", "15"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prepare() -> tuple[str, str]:
     """(In a child process, one per database.) A migrated database with one
     person, an API key and a running job."""
-    url = os.environ["DATABASE_URL"]
-    if url.startswith("postgres"):
-        import psycopg
-
-        base, _, name = url.rpartition("/")
-        with psycopg.connect(base + "/postgres", autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
+    ensure_database(os.environ["DATABASE_URL"])
     import django
 
     django.setup()
@@ -151,30 +137,6 @@ def stacks(port: int) -> dict[str, tuple[list[str], dict]]:
             {"DATABASE_URL": pg},
         ),
     }
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({proc.returncode})")
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(url, timeout=2).read()  # noqa: S310
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the server did not answer in time")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """The server and every process it started (uvicorn's spawned workers
-    outlive a parent that only got SIGTERM)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 WRK_LATENCY = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)

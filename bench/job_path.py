@@ -43,7 +43,6 @@ import io
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._servers import ensure_database, free_port, stop  # noqa: E402
+
 PY = sys.executable
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench2")
@@ -73,24 +75,7 @@ SLUG, SIDE, STEPS, STRENGTH, GUIDANCE = "test-sd1", 512, 20, 0.6, 7.0
 TASK_DONE = re.compile(r"Task workers\.run_job\[[^\]]+\] succeeded in ([\d.]+)s")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_database() -> None:
-    url = os.environ["DATABASE_URL"]
-    if url.startswith("postgres"):
-        import psycopg
-
-        base, _, name = url.rpartition("/")
-        with psycopg.connect(base + "/postgres", autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
-
-
-prepare_database()
+ensure_database(os.environ["DATABASE_URL"])
 
 import django  # noqa: E402
 
@@ -131,16 +116,6 @@ def wait(predicate, timeout: float, what: str, every: float = 0.01):
             return value
         time.sleep(every)
     raise SystemExit(f"timed out waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def cpu_seconds(proc: subprocess.Popen) -> float:

@@ -36,15 +36,16 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._servers import ensure_database, free_port, stop, wait_ready  # noqa: E402
+
 PY = sys.executable
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.ws_settings"
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench2")
@@ -64,22 +65,9 @@ GOAL_P99_MS = 100.0
 DRAIN_SECONDS = 60
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prepare() -> str:
     """A migrated database and one person logged in: their session cookie."""
-    url = os.environ["DATABASE_URL"]
-    if url.startswith("postgres"):
-        import psycopg
-
-        base, _, name = url.rpartition("/")
-        with psycopg.connect(base + "/postgres", autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
+    ensure_database(os.environ["DATABASE_URL"])
     import django
 
     django.setup()
@@ -147,29 +135,6 @@ def stacks(port: int) -> dict[str, list[str]]:
         "granian asgi": [PY, "-m", "granian", "--interface", "asgi", "portal.asgi:application", *bind,
                          "--workers", "2"],
     }  # fmt: skip
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({proc.returncode})")
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(url, timeout=2).read()  # noqa: S310  (our own http:// URL)
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the server did not answer in time")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """The process and everything it started (its own session)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def pct(values: list[float], q: float) -> float:

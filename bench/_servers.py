@@ -1,0 +1,55 @@
+"""What the benches share: a free port, a PostgreSQL database made if
+missing, waiting for a server and stopping it with everything it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` if it does not exist (SQLite
+    makes its file itself)."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode})")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=2).read()  # noqa: S310  (our own http:// URL)
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the server did not answer in time")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """The process and everything it started (started in a session of its
+    own: uvicorn's spawned workers outlive a parent that only got SIGTERM)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
