@@ -13,6 +13,7 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -102,7 +103,9 @@ def _end_kept_connections(django_db_setup, django_db_blocker):
     WSGI threads. End them before the test database is dropped, which
     PostgreSQL refuses while anyone is connected."""
     yield
-    if connection.vendor != "postgresql":
+    # Only when the test database was set up: a run without database tests
+    # never leaves the real one's name.
+    if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].startswith(TEST_DATABASE_PREFIX):
         return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
