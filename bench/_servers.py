@@ -1,5 +1,6 @@
 """What the benches share: a free port, a PostgreSQL database made if
-missing, waiting for a server and stopping it with everything it started."""
+missing, a running job to watch, waiting for a server and stopping it with
+everything it started."""
 
 from __future__ import annotations
 
@@ -53,3 +54,26 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def running_job(user, *, step: int = 0):
+    """A job of `user` on test-sd1 as a worker would leave it mid-run (512 px,
+    20 steps at strength 0.6: 12 denoising steps). Django must be set up."""
+    from generation.models import Checkpoint, Job
+
+    return Job.objects.create(
+        user=user,
+        checkpoint=Checkpoint.objects.get(slug="test-sd1"),
+        prompt="a lighthouse at dusk",
+        strength=0.6,
+        steps=20,
+        guidance_scale=7,
+        seed=1,
+        num_images=1,
+        width=512,
+        height=512,
+        credits_held=1,
+        status=Job.Status.RUNNING,
+        progress_step=step,
+        progress_total=12,
+    )

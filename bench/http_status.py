@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._servers import ensure_database, free_port, stop, wait_ready  # noqa: E402
+from bench._servers import ensure_database, free_port, running_job, stop, wait_ready  # noqa: E402
 
 PY = sys.executable
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -58,7 +58,6 @@ def prepare() -> tuple[str, str]:
     from accounts.models import User
     from accounts.services import api_key_create
     from generation.catalog import catalog_register_test_checkpoints
-    from generation.models import Checkpoint, Job
 
     call_command("migrate", "--noinput", verbosity=0)
     from workers.testweights import build_all
@@ -66,22 +65,7 @@ def prepare() -> tuple[str, str]:
     catalog_register_test_checkpoints(build_all(Path(os.environ.get("MODELS_DIR", ROOT / "var" / "models"))))
     user, _ = User.objects.get_or_create(username="bench", defaults={"email": "bench@example.com"})
     _, secret = api_key_create(user=user, name="bench")
-    job = Job.objects.create(
-        user=user,
-        checkpoint=Checkpoint.objects.get(slug="test-sd1"),
-        prompt="a lighthouse at dusk",
-        strength=0.6,
-        steps=20,
-        guidance_scale=7,
-        seed=1,
-        num_images=1,
-        width=512,
-        height=512,
-        credits_held=1,
-        status=Job.Status.RUNNING,
-        progress_step=5,
-        progress_total=12,
-    )
+    job = running_job(user, step=5)
     from django.db import connections
 
     connections.close_all()

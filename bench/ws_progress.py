@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._servers import ensure_database, free_port, stop, wait_ready  # noqa: E402
+from bench._servers import ensure_database, free_port, running_job, stop, wait_ready  # noqa: E402
 
 PY = sys.executable
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.ws_settings"
@@ -98,27 +98,11 @@ def new_job() -> str:
     from django.db import connections
 
     from accounts.models import User
-    from generation.models import Checkpoint, Job
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     for key in client.scan_iter(os.environ["CHANNELS_PREFIX"] + "*"):
         client.delete(key)
-    job = Job.objects.create(
-        user=User.objects.get(username="bench-ws"),
-        checkpoint=Checkpoint.objects.get(slug="test-sd1"),
-        prompt="a lighthouse at dusk",
-        strength=0.6,
-        steps=20,
-        guidance_scale=7,
-        seed=1,
-        num_images=1,
-        width=512,
-        height=512,
-        credits_held=1,
-        status=Job.Status.RUNNING,
-        progress_step=0,
-        progress_total=12,
-    )
+    job = running_job(User.objects.get(username="bench-ws"), step=0)
     connections.close_all()
     return str(job.id)
 
