@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from generation.catalog import catalog_register_test_checkpoints
-from generation.models import JobImage
+from generation.models import Job, JobImage
 from support.services import conversation_open, message_post
 from tests.conftest import make_user
 from tests.helpers import api_client, make_job
@@ -170,3 +170,31 @@ def test_the_status_read_answers_what_the_orm_read_does(alice, bob, catalog):
     for user, job_id in [(bob, done.id), (alice, "not-a-uuid"), (alice, "00000000-0000-0000-0000-000000000000")]:
         with pytest.raises(JobNotFound):
             job_status(user=user, job_id=job_id)
+
+
+def test_progress_steps_write_the_row_at_most_every_interval_and_a_cancel_is_seen_at_once(
+    alice, catalog, settings, django_assert_num_queries
+):
+    """Steps between writes cost no query; a cancel's stop signal makes the
+    next step look at the row, which ends the run."""
+    from generation.dispatch import job_stop_request
+    from generation.services import job_progress
+
+    settings.JOB_PROGRESS_WRITE_SECONDS = 60
+    job = make_job(alice, "test-sd1", status="running", attempts=1, worker="w")
+    with django_assert_num_queries(1):  # the first step writes
+        assert job_progress(job=job, step=1, total=8)
+    with django_assert_num_queries(0):  # the next ones, within the interval, do not
+        assert job_progress(job=job, step=2, total=8)
+        assert job_progress(job=job, step=3, total=8)
+    row = Job.objects.values_list("progress_step", flat=True)
+    assert row.get(id=job.id) == 1
+    assert job_progress(job=job)  # a lease renewal writes the last step seen
+    assert row.get(id=job.id) == 3
+    # What job_cancel does (with no hold to release here): the row, then the signal.
+    Job.objects.filter(id=job.id).update(status="canceled")
+    with django_assert_num_queries(0):  # without the signal, the run goes on until the next write
+        assert job_progress(job=job, step=4, total=8)
+    job_stop_request(job.id)
+    job._stop_checked = float("-inf")  # past the quarter second between looks
+    assert job_progress(job=job, step=5, total=8) is False
