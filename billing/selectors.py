@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from billing.ledger import held_amount
 from billing.models import CreditAccount, CreditPack, LedgerEntry, Order
@@ -70,3 +70,55 @@ def orders_of(*, user) -> QuerySet[Order]:
 
 def packs_for_sale() -> QuerySet[CreditPack]:
     return CreditPack.objects.filter(active=True)
+
+
+# --- Totals for operators (metrics, dashboard) ---------------------------------------
+
+
+def credit_totals() -> dict[str, int]:
+    """Credits moved since the books began, by what moved them; every figure
+    only grows (the ledger is append-only). Two queries.
+
+    granted, sold, refunded: credited by grants, purchases and refunds of
+    charges (debt they paid included); held: put on hold at submit;
+    captured: charged when a job succeeded; released: given back when a job
+    failed or was canceled (the unused rest of a partly charged hold is in
+    neither); clawed_back: taken back by
+    reversals (a refunded or disputed payment), debt they left included."""
+    Kind = LedgerEntry.Kind
+    sums = {
+        row["kind"]: row
+        for row in LedgerEntry.objects.values("kind")
+        .annotate(amount=Sum("amount"), debt_paid=Sum("debt_paid"), shortfall=Sum("shortfall"))
+        .order_by()
+    }
+
+    def credited(kind: str) -> int:
+        row = sums.get(kind)
+        return (row["amount"] + row["debt_paid"]) if row else 0
+
+    resolved_capture = -(
+        LedgerEntry.objects.filter(kind=Kind.CAPTURE).aggregate(held=Sum("resolves__amount", default=0))["held"]
+    )
+    returned_by_capture = credited(Kind.CAPTURE)
+    reversal = sums.get(Kind.REVERSAL)
+    return {
+        "granted": credited(Kind.GRANT),
+        "sold": credited(Kind.PURCHASE),
+        "refunded": credited(Kind.REFUND),
+        "held": -sums[Kind.HOLD]["amount"] if Kind.HOLD in sums else 0,
+        "captured": resolved_capture - returned_by_capture,
+        "released": credited(Kind.RELEASE),
+        "clawed_back": (reversal["shortfall"] - reversal["amount"]) if reversal else 0,
+    }
+
+
+def credits_outstanding() -> dict[str, int]:
+    """What the books owe people now: `liability` is the sum of all
+    spendable balances (credits people can still spend), `held` the credits
+    on hold for jobs not yet ended. Two queries."""
+    liability = CreditAccount.objects.aggregate(total=Sum("balance", default=0))["total"]
+    held = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.HOLD, resolution__isnull=True).aggregate(
+        total=Sum("amount", default=0)
+    )["total"]
+    return {"liability": liability, "held": -held}

@@ -5,6 +5,7 @@ lineage."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import connection
 from django.db.models import (
@@ -13,6 +14,7 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     IntegerField,
+    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -298,3 +300,29 @@ def webhook_secret_of(*, user) -> str | None:
     """The person's signing secret, if they have one yet (pages show it;
     generation.webhooks.webhook_secret_get creates it)."""
     return WebhookSecret.objects.filter(user=user).values_list("key", flat=True).first()
+
+
+# --- Totals for operators (metrics, status) ------------------------------------------------
+
+
+def job_counts() -> list[tuple[str, str, int]]:
+    """(status, checkpoint slug, number of jobs) for every pair that has
+    jobs: one grouped query."""
+    return list(Job.objects.values_list("status", "checkpoint__slug").annotate(n=Count("id")).order_by())
+
+
+def queues_waiting() -> dict[str, tuple[int, datetime]]:
+    """slug -> (jobs queued, when the oldest of them was submitted), for the
+    checkpoints that have queued jobs: one grouped query."""
+    rows = (
+        Job.objects.filter(status=Job.Status.QUEUED)
+        .values_list("checkpoint__slug")
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+        .order_by()
+    )
+    return {slug: (n, oldest) for slug, n, oldest in rows}
+
+
+def webhook_counts() -> dict[str, int]:
+    """Webhook deliveries by status (pending, delivered, failed): one query."""
+    return dict(WebhookDelivery.objects.values_list("status").annotate(n=Count("id")).order_by())

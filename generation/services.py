@@ -44,6 +44,7 @@ from generation.dispatch import (
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
 from generation.images import CleanImage, image_clean
+from generation.metrics import reaper_observed
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
 from generation.params import BATCH_FIELDS, JobParams, QuoteIn, job_params
@@ -450,6 +451,7 @@ def jobs_reap() -> dict[str, int]:
             counts["resent"] += 1
     if any(counts.values()):
         log.warning("reaper: %s", counts)
+    reaper_observed(counts)
     return counts
 
 

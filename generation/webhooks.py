@@ -38,6 +38,7 @@ from standardwebhooks import Webhook
 from generation import outbound
 from generation.dispatch import webhook_dispatch
 from generation.errors import InvalidParams
+from generation.metrics import webhook_observed
 from generation.models import Job, WebhookDelivery, WebhookSecret
 from generation.schemas import job_out
 from generation.selectors import job_snapshot
@@ -156,6 +157,7 @@ def webhook_deliver(*, delivery_id: int, attempt: int) -> str:
     WebhookDelivery.objects.filter(id=delivery_id, attempts=attempt, status=Status.PENDING).update(**fields)
     if outcome != "delivered":
         log.info("webhook %s attempt %s: %s (%s)", delivery.webhook_id, attempt, outcome, answer.error or answer.status)
+    webhook_observed(outcome)
     return outcome
 
 

@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "django_prometheus",
     "allauth",
     "allauth.account",
     "portal",
@@ -133,6 +134,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request counts and latency by route, for /metrics: outermost, so the
+    # time includes every other middleware.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "portal.middleware.ClientIpMiddleware",  # first: everything after sees the client's address
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RequestSizeLimitMiddleware",
@@ -148,6 +152,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     # Last, so its process_exception sees a view's exception first.
     "portal.outages.BrokerOutageMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -494,6 +499,28 @@ CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
     "schedule": float(WEBHOOK_SWEEP_INTERVAL),
     "options": {"expires": float(WEBHOOK_SWEEP_INTERVAL)},
 }
+
+# --- Operations: metrics and health (portal.metrics, portal.views.readyz) ---
+
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it
+# is refused (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Processes that fork (uvicorn --workers N, Celery's prefork pool) share their
+# counts through files in this folder (prometheus_client's multiprocess mode;
+# one folder per web tier or per worker, emptied when it starts: the run
+# command and compose set it). Unset: each process counts alone.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# A worker's main process serves its pool's metrics (jobs run, queue wait and
+# run time per model, reaper actions, webhook attempts) on this port (0: off;
+# it needs PROMETHEUS_MULTIPROC_DIR, or the pool's counts would be lost).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="127.0.0.1")
+if WORKER_METRICS_PORT and not PROMETHEUS_MULTIPROC_DIR:
+    raise ImproperlyConfigured(
+        "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (a folder for the pool processes' counts)"
+    )
 
 # --- Security ---------------------------------------------------------------
 

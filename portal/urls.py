@@ -4,7 +4,7 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import views
+from portal import metrics, views
 from portal.api import api
 
 # The admin login goes through allauth's login, so its rate limits (and any
@@ -18,6 +18,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("pricing/", views.pricing, name="pricing"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("support/", include("support.urls")),
     path("api/v1/", api.urls),
     path("", include("generation.urls")),

@@ -1,7 +1,11 @@
-"""Site pages: home and pricing, and the liveness check."""
+"""Site pages: home and pricing, and the liveness and readiness checks."""
 
 from __future__ import annotations
 
+import time
+
+import redis
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -9,7 +13,9 @@ from django.views.decorators.http import require_GET
 
 from billing.selectors import packs_for_sale
 from billing.stripe_api import payments_enabled
+from generation.availability import live_workers
 from generation.selectors import checkpoints_priced
+from portal.celery import app as celery_app
 
 
 @require_GET
@@ -30,3 +36,50 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def _check_redis() -> str:
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def _check_broker() -> str:
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=1)
+    return "ok"
+
+
+def _check_workers() -> str:
+    serving = [beat for beat in live_workers() if beat.get("serves")]
+    if not serving:
+        raise LookupError("no worker that serves a model has a live heartbeat")
+    return f"ok ({len(serving)} live)"
+
+
+READY_CHECKS = {"database": _check_database, "redis": _check_redis, "broker": _check_broker, "workers": _check_workers}
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: every dependency a job needs, each named with its result;
+    503 when one fails. Each check is bounded by a short timeout."""
+    checks, ok = {}, True
+    for name, check in READY_CHECKS.items():
+        started = time.monotonic()
+        try:
+            result = check()
+        except Exception as exc:  # any failure of a dependency is an answer here, not an error
+            ok = False
+            result = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        checks[name] = {"status": result, "ms": round((time.monotonic() - started) * 1000, 1)}
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

@@ -198,6 +198,16 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def metrics_env(name: str, env: dict | None = None) -> dict:
+    """The environment of one process tree that forks (the web tier's
+    processes, a worker's pool), with its own, emptied folder for the counts
+    its processes share (prometheus_client's multiprocess mode)."""
+    folder = VAR / "metrics" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return {**(env or os.environ), "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+
+
 def run() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DEBUG", "true")
@@ -213,12 +223,12 @@ def run() -> int:
         children = [redis_child] if redis_child else []
         children += [
             # The GPU worker: every checkpoint it has weights for, one job at a time.
-            Child("gpu worker", [*worker, "-Q", "celery", "-n", "gpu@%h"]),
+            Child("gpu worker", [*worker, "-Q", "celery", "-n", "gpu@%h"], env=metrics_env("gpu-worker")),
             # Housekeeping (support e-mails, the beat-scheduled reaper), never behind a long job.
             Child(
                 "housekeeping worker",
                 [*worker, "-Q", "celery", "-n", "housekeeping@%h"],
-                env={**os.environ, "WORKER_CHECKPOINTS": "none"},
+                env=metrics_env("housekeeping", {**os.environ, "WORKER_CHECKPOINTS": "none"}),
             ),
             # The scheduler, alone: if it dies it is restarted, and meanwhile
             # every worker still runs the reaper from its heartbeat.
@@ -245,6 +255,7 @@ def run() -> int:
                     "--ws-per-message-deflate",
                     "false",
                 ],
+                env=metrics_env("web"),
             ),
         ]
         for child in children:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -214,16 +216,27 @@ def start_worker(django_db_setup):
 def gpu_worker(django_db_setup, test_checkpoints):
     """One real worker for the whole session serving two test checkpoints,
     the way a GPU worker serves real ones."""
+    # Its pool's metrics on a port of its own (tests/test_metrics.py).
+    metrics_dir = tempfile.mkdtemp(prefix="portal-test-metrics-")
     worker = WorkerProcess(
         queue=f"test-{uuid.uuid4().hex[:8]}",
         WORKER_CHECKPOINTS="test-sd1,test-sdxl-turbo",
         WORKER_HEARTBEAT_TTL="3",
+        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+        WORKER_METRICS_PORT=str(free_port()),
     ).start()
     from generation.availability import available_slugs
 
     wait_for(lambda: {"test-sd1", "test-sdxl-turbo"} <= available_slugs(), timeout=90, message="the worker")
     yield worker
     worker.stop()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,24 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")
 
 
+@celeryd_after_setup.connect
+def serve_metrics(sender, instance, **kwargs) -> None:
+    """The pool's metrics (generation.metrics: jobs, queue waits and run
+    times, reaper actions, webhook attempts), summed over its processes from
+    PROMETHEUS_MULTIPROC_DIR, on WORKER_METRICS_PORT of this main process."""
+    if not settings.WORKER_METRICS_PORT:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDRESS, registry=registry)
+    log.warning(
+        "worker %s serves its metrics on %s:%s", sender, settings.WORKER_METRICS_ADDRESS, settings.WORKER_METRICS_PORT
+    )
+
+
 @worker_process_init.connect
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat, _reaper

@@ -1,0 +1,108 @@
+"""GET /metrics (operators only) and the workers' metrics port: the figures
+move as a job runs, read before and after from the real endpoints."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from billing.ledger import credits_grant
+from generation.catalog import catalog_register_test_checkpoints
+from tests.conftest import wait_for
+from tests.helpers import api_client, png_bytes
+
+TOKEN = "metrics-test-token-0123456789"
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text answer."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(figures: dict, name: str, **labels) -> float:
+    return figures.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape(client: Client) -> dict:
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    return samples(response.content.decode())
+
+
+def scrape_worker(worker) -> dict:
+    port = worker.env["WORKER_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return samples(answer.read().decode())
+
+
+@pytest.mark.django_db
+def test_metrics_need_the_token_and_are_off_without_one(settings):
+    client = Client()
+    settings.METRICS_TOKEN = ""
+    off = client.get("/metrics", headers={"Authorization": "Bearer "})
+    assert off.status_code == 404 and off.json()["error"]["code"] == "metrics_disabled"
+
+    settings.METRICS_TOKEN = TOKEN
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}x"})
+    assert wrong.status_code == 401 and wrong["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_figures_move_as_a_job_runs(settings, gpu_worker, test_checkpoints, alice):
+    settings.METRICS_TOKEN = TOKEN
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    credits_grant(user=alice, amount=50, ref="g:alice")
+    api, operator = api_client(alice), Client()
+    before, worker_before = scrape(operator), scrape_worker(gpu_worker)
+
+    image = SimpleUploadedFile("in.png", png_bytes(), content_type="image/png")
+    submitted = api.post(
+        "/api/v1/img2img", {"model": "test-sd1", "prompt": "a lighthouse", "steps": 2, "strength": 0.5, "image": image}
+    )
+    assert submitted.status_code == 202, submitted.content
+    job = submitted.json()
+    wait_for(
+        lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "succeeded", timeout=120, message="the job"
+    )
+    after = scrape(operator)
+
+    # State read at scrape time: the job, the ledger, the worker.
+    succeeded = {"state": "succeeded", "model": "test-sd1", "mode": "img2img"}
+    assert value(after, "portal_jobs", **succeeded) == value(before, "portal_jobs", **succeeded) + 1
+    for movement in ("held", "captured"):
+        grown = value(after, "portal_credits_total", movement=movement) - value(
+            before, "portal_credits_total", movement=movement
+        )
+        assert grown == job["credits_held"], movement
+    assert value(after, "portal_credits_total", movement="granted") == value(
+        before, "portal_credits_total", movement="granted"
+    )
+    assert value(after, "portal_workers_online") >= 1
+    # Counted by the web process: the submit, by route.
+    submit_route = {"view": "api:img2img", "method": "POST"}
+    assert value(
+        after, "django_http_requests_total_by_view_transport_method_total", transport="http", **submit_route
+    ) == (
+        value(before, "django_http_requests_total_by_view_transport_method_total", transport="http", **submit_route) + 1
+    )
+    # Counted by the worker's pool process, served by its main process.
+    worker_after = scrape_worker(gpu_worker)
+    labels = {"model": "test-sd1", "mode": "img2img"}
+    for histogram in ("portal_job_queue_wait_seconds_count", "portal_job_run_seconds_count"):
+        assert value(worker_after, histogram, **labels) == value(worker_before, histogram, **labels) + 1, histogram
+    succeeded_event = {"event": "succeeded", **labels}
+    assert value(worker_after, "portal_job_events_total", **succeeded_event) == (
+        value(worker_before, "portal_job_events_total", **succeeded_event) + 1
+    )
