@@ -349,7 +349,10 @@ def job_succeed(*, job: Job, images: list) -> bool:
             status=Status.SUCCEEDED,
             finished_at=timezone.now(),
             lease_expires_at=None,
-            progress_step=F("progress_total"),
+            # The last steps seen may not be written yet (JOB_PROGRESS_WRITE_SECONDS):
+            # a finished job shows all of its steps done.
+            progress_step=job.progress_total or F("progress_total"),
+            progress_total=job.progress_total or F("progress_total"),
             credits_charged=job.credits_held,
             error_code="",
             error="",
