@@ -239,3 +239,17 @@ def test_each_worker_replica_claims_its_own_gpu(tmp_path):
     assert again == 0
     os.close(second_fd)
     os.close(again_fd)
+
+
+def test_processes_share_metrics_in_a_fresh_folder_and_workers_serve_theirs(stack):
+    services = stack["services"]
+    for name in ("web", "worker", "housekeeping"):
+        env = services[name]["environment"]
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/run/metrics", name
+        # A tmpfs: emptied at each start, as prometheus_client's multiprocess mode needs.
+        assert "/run/metrics" in services[name]["tmpfs"], name
+    for name in ("worker", "housekeeping"):
+        env = services[name]["environment"]
+        assert (env["WORKER_METRICS_PORT"], env["WORKER_METRICS_ADDRESS"]) == ("9808", "0.0.0.0"), name  # noqa: S104 (inside the network)
+        assert "9808" in services[name]["expose"] and not services[name].get("ports"), name
+    assert "METRICS_TOKEN" in (ROOT / ".env.example").read_text()
