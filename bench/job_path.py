@@ -322,7 +322,6 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
     import generation.services as gs
     import workers.runtime as wr
     import workers.services as ws
-    from generation.models import JobImage
     from generation.params import QuoteIn
 
     stages = Stages()
@@ -337,8 +336,8 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
         stages.wrap(gs, "credits_hold", "credits hold"),
         stages.wrap(gs, "job_dispatch", "dispatch (not sent here)"),
         stages.wrap(PILImage, "save", "PNG encode"),
+        # Uploads and results share one storage (generation.media): one wrap.
         stages.wrap(Job._meta.get_field("input_image").storage, "save", "file write"),
-        stages.wrap(JobImage._meta.get_field("file").storage, "save", "file write"),
         stages.wrap(ws, "job_run", "job_run"),
         stages.wrap(ws, "job_claim", "claim"),
         stages.wrap(ws, "_input_of", "load input"),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.core import is_ratelimited
 from ninja import File, Form, Header, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -24,6 +24,7 @@ from pydantic import Field
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, RateLimited, Refused, public_error
 from generation.idempotency import idempotent_answer, request_fingerprint
+from generation.media import private_file_response
 from generation.models import Job
 from generation.params import IDEMPOTENCY_KEY, IdempotencyKeyHeader, Img2ImgIn, Omitted, QuoteIn, invalid_params
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut, job_out
@@ -61,7 +62,12 @@ PNG = {
     200: {
         "description": "The image (PNG)",
         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-    }
+    },
+    302: {
+        "description": "With MEDIA_SIGNED_URL_SECONDS set: a redirect (Location) to a presigned URL of the image "
+        "in the media store, valid that many seconds",
+        "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+    },
 }
 
 
@@ -157,11 +163,7 @@ def cancel(request: HttpRequest, job_id: str):
 def image(request: HttpRequest, image_id: str):
     row = image_for_user(user=request.user, image_id=image_id)
     job_viewed(user=request.user, job=row.job, what=f"result image {row.index + 1}")
-    response = FileResponse(row.file.open("rb"), content_type="image/png")
-    response["Content-Disposition"] = f'inline; filename="{row.job_id}-{row.index + 1}.png"'
-    response["Cache-Control"] = "private, max-age=3600"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return private_file_response(row.file, content_type="image/png", filename=f"{row.job_id}-{row.index + 1}.png")
 
 
 def _submit_once(request: HttpRequest, key: str, *, fields: Schema, upload, submit: Callable[[], Job]) -> HttpResponse:

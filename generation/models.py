@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.storage import FileSystemStorage
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -30,12 +29,15 @@ from generation.limits import (
     WEBHOOK_RESPONSE_PREFIX,
     WEBHOOK_URL_MAX,
 )
+from generation.media import PrivateStorage, private_media
 
 
-def private_storage() -> FileSystemStorage:
-    """Uploads and results: on disk under MEDIA_ROOT with no public URL; a
-    view that checks the owner serves each file."""
-    return FileSystemStorage(location=settings.MEDIA_ROOT, base_url=None)
+def private_storage() -> PrivateStorage:
+    """Uploads and results: the "private" storage (generation.media), a
+    folder under MEDIA_ROOT or an S3-compatible bucket; a view that checks
+    the owner serves each file. (A callable, so migrations name it and not
+    the store that the environment chose.)"""
+    return private_media
 
 
 class Tag(models.Model):

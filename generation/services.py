@@ -489,7 +489,8 @@ def results_expire(*, limit: int = 500) -> int:
         for name in filter(None, files):
             try:
                 job.input_image.storage.delete(name)
-            except OSError:
+            # Any store's failure (an S3 error is no OSError): the sweep goes on.
+            except Exception:
                 log.warning("could not delete %s of expired job %s", name, job.id, exc_info=True)
         expired += 1
     if expired:

@@ -11,6 +11,7 @@ lists every variable.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -228,6 +229,62 @@ MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media")
 # Media is private: never served by URL prefix. Each file is served by a view
 # that checks its owner (/api/v1/images/<id>).
 MEDIA_URL = "/media/"
+# Where uploads and results live (the "private" storage; catalog previews use
+# "default", the same store): `local` under MEDIA_ROOT, or `s3`, any
+# S3-compatible store shared by every web and worker machine.
+MEDIA_STORAGE = env_choice("MEDIA_STORAGE", "local", ("local", "s3"))
+# 0: the owner-checked image view streams the picture; N > 0: it answers a
+# redirect to a presigned URL of the store that works for N seconds.
+MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 0)
+# An S3 bucket name (3-63 lowercase letters, digits, dots and hyphens).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PRESIGN_MAX_SECONDS = 7 * 24 * 3600  # SigV4's limit
+
+
+def media_storage(kind: str, signed_url_seconds: int) -> dict:
+    """The STORAGES entry of the media store `kind`. For s3 the standard
+    django-storages variables name the bucket and how to reach it; objects
+    get no ACL (they stay as private as the bucket) and every URL of one is
+    presigned. A missing or malformed value raises ImproperlyConfigured."""
+    if kind == "local":
+        if signed_url_seconds:
+            raise ImproperlyConfigured("MEDIA_SIGNED_URL_SECONDS needs MEDIA_STORAGE=s3 (a local folder signs nothing)")
+        # No location: it follows MEDIA_ROOT.
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    if signed_url_seconds > _PRESIGN_MAX_SECONDS:
+        raise ImproperlyConfigured(
+            f"MEDIA_SIGNED_URL_SECONDS={signed_url_seconds} must be at most {_PRESIGN_MAX_SECONDS}"
+        )
+    bucket = env.str("AWS_STORAGE_BUCKET_NAME", default="").strip()
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise ImproperlyConfigured(
+            f"MEDIA_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME, a valid bucket name (got {bucket!r})"
+        )
+    endpoint = env.str("AWS_S3_ENDPOINT_URL", default="").strip()
+    if endpoint and (urlparse(endpoint).scheme not in {"http", "https"} or not urlparse(endpoint).hostname):
+        raise ImproperlyConfigured(f"AWS_S3_ENDPOINT_URL={endpoint!r} must be an http:// or https:// URL")
+    key, secret = env.str("AWS_ACCESS_KEY_ID", default=""), env.str("AWS_SECRET_ACCESS_KEY", default="")
+    if bool(key) != bool(secret):
+        raise ImproperlyConfigured("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (an IAM role)")
+    options = {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint or None,
+        "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+        # None: boto3's own chain (instance role, ~/.aws).
+        "access_key": key or None,
+        "secret_key": secret or None,
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": signed_url_seconds or 60,
+        "signature_version": "s3v4",
+        # Never overwrite: a name in use gets a suffix, as on the local disk.
+        "file_overwrite": False,
+    }
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+_MEDIA = media_storage(MEDIA_STORAGE, MEDIA_SIGNED_URL_SECONDS)
+
 MODELS_DIR = env_path("MODELS_DIR", VAR_DIR / "models")
 
 STATIC_URL = "/static/"
@@ -237,7 +294,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # source folders and need no collectstatic.
 STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _MEDIA,
+    "private": _MEDIA,
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
