@@ -75,7 +75,7 @@ def test_a_stdlib_line_is_one_json_object_with_level_logger_and_exception():
 
 
 @pytest.mark.django_db
-def test_a_job_is_followed_by_its_id_from_submit_to_charge(paid_api, gpu_worker, caplog):
+def test_a_job_is_followed_by_its_id_from_submit_to_charge(paid_api, alice, gpu_worker, caplog):
     """The web's submit line (with the request id) and the worker's lines
     (run here in-process, as the worker's task would: django_db never
     commits, so no message is sent to the session worker)."""
@@ -98,6 +98,9 @@ def test_a_job_is_followed_by_its_id_from_submit_to_charge(paid_api, gpu_worker,
         job_id = response.json()["id"]
         assert workers.services.job_run(job_id=job_id) == "succeeded"
 
+    [request_line] = [rendered(r) for r in caplog.records if r.name.startswith("django_structlog")]
+    assert request_line["request_id"] == response["X-Request-ID"] and request_line["user_id"] == alice.pk
+    assert (request_line["route"], request_line["status"]) == ("api/v1/img2img", 202)
     lines = {line["event"]: line for line in job_lines(caplog, job_id)}
     assert list(lines) == ["job.submitted", "job.started", "job.succeeded"]
     submitted, started, succeeded = lines.values()
