@@ -1,7 +1,7 @@
 """Every event of a job's life goes through job_event: one structured log
 line `job.<event>` (on the web and on the workers alike), so a job can be
-followed from submit to charge by its id, and the place where the metrics
-of job events are counted.
+followed from submit to charge by its id, and counted in the metrics
+(generation.metrics.job_observed: events by model, queue wait, run time).
 
 The events, and the numbers each carries as keyword fields:
 
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 
 import structlog
 
+from generation.metrics import job_observed
 from generation.models import Job
 
 logger = structlog.get_logger("generation.jobs")
@@ -60,6 +61,13 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
     if not _request_is_of(job_id):
         fields["request_id"] = None
     logger.log(level, f"job.{event}", job_id=str(job_id), **fields)
+    job_observed(
+        event,
+        model=str(fields.get("model") or "unknown"),
+        # Once per job: its first start, and the run that gave its result.
+        queue_wait_seconds=fields.get("queue_wait_seconds") if fields.get("attempt") == 1 else None,
+        run_seconds=fields.get("run_seconds") if event == "succeeded" else None,
+    )
 
 
 @contextlib.contextmanager
