@@ -29,6 +29,7 @@ from django.conf import settings
 
 from generation import affinity
 from generation.availability import heartbeat_client
+from generation.observe import job_context, job_event
 
 log = logging.getLogger(__name__)
 RUN_JOB = "workers.run_job"
@@ -52,32 +53,34 @@ def queue_for(slug: str) -> str:
     return QUEUE_PREFIX + slug
 
 
-def job_dispatch(*, job_id, slug: str, hops: int = 0, exclude: str | None = None) -> None:
+def job_dispatch(*, job_id, slug: str, hops: int = 0, exclude: str | None = None, reason: str = "submit") -> None:
     """Mark the job sent, then send a turn of its checkpoint (its id, never
     the row): to an idle worker that holds the checkpoint when there is one
     and the turn may still be routed (generation.affinity; never to
     `exclude`), else to the checkpoint's queue. Marked first, so a fast
     worker's job_received always comes after. Raises when the broker cannot
     be reached; the job stays queued and unmarked, and the sweep sends it
-    later."""
+    later. `reason` says why, in its log line (generation.observe)."""
     target = affinity.worker_reserve(slug, exclude=exclude) if affinity.may_forward(hops) else None
-    _send_turn(job_id=job_id, slug=slug, hops=hops + bool(target), target=target)
+    _send_turn(job_id=job_id, slug=slug, hops=hops + bool(target), target=target, reason=reason)
 
 
-def _send_turn(*, job_id, slug: str, hops: int, target: dict | None) -> None:
+def _send_turn(*, job_id, slug: str, hops: int, target: dict | None, reason: str) -> None:
     """Mark the job sent and send its turn to `target`'s own queue, or to the
     checkpoint's; on failure, unmark and free the reservation, and raise."""
     marker = SENT_PREFIX + str(job_id)
     heartbeat_client().set(marker, "1", ex=SENT_MARKER_TTL)
     queue = target["queue"] if target else queue_for(slug)
     try:
-        current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": hops}, queue=queue)
+        with job_context(job_id):
+            current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": hops}, queue=queue)
     except Exception:
         with contextlib.suppress(redis.RedisError):
             heartbeat_client().delete(marker)
         if target:
             affinity.worker_unreserve(target["worker"])
         raise
+    job_event("dispatched", job_id, model=slug, queue=queue, hops=hops, reason=reason)
 
 
 def job_forward(*, job_id, slug: str, worker: str) -> bool:
@@ -88,11 +91,13 @@ def job_forward(*, job_id, slug: str, worker: str) -> bool:
     if target is None:
         return False
     try:
-        current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": 1}, queue=target["queue"])
+        with job_context(job_id):
+            current_app.send_task(RUN_JOB, args=[str(job_id)], kwargs={"slug": slug, "hops": 1}, queue=target["queue"])
     except Exception:
         affinity.worker_unreserve(target["worker"])
         log.warning("could not forward a turn of %s; serving it here", slug, exc_info=True)
         return False
+    job_event("dispatched", job_id, model=slug, queue=target["queue"], hops=1, reason="forward", by_worker=worker)
     return True
 
 
@@ -102,7 +107,7 @@ def job_send_back(*, job_id, slug: str, worker: str) -> None:
     takes it when free), else back to the checkpoint's queue; with hops 1,
     so whoever takes it serves it. Raises like job_dispatch."""
     target = affinity.worker_reserve(slug, exclude=worker, busy=True) if settings.JOB_AFFINITY else None
-    _send_turn(job_id=job_id, slug=slug, hops=1, target=target)
+    _send_turn(job_id=job_id, slug=slug, hops=1, target=target, reason="send_back")
 
 
 def job_received(job_id) -> None:

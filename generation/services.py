@@ -47,6 +47,7 @@ from generation.images import CleanImage, image_clean
 from generation.metrics import reaper_observed
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
+from generation.observe import job_event
 from generation.params import BATCH_FIELDS, JobParams, QuoteIn, job_params
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
@@ -111,6 +112,7 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
     except Exception:
         job.input_image.delete(save=False)
         raise
+    job_event("submitted", job, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height)
     # Outside the try: the job and its hold are committed, so its input must
     # stay. A publish that fails is logged; the sweep in jobs_reap sends it.
     transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=checkpoint.slug), robust=True)
@@ -149,6 +151,8 @@ def job_cancel(*, user, job_id) -> Job:
             # Now, not after the commit: the signal only makes the worker
             # look at the row, where a rolled-back cancel is not seen.
             job_stop_request(job.id)
+    if canceled:
+        job_event("canceled", job, credits_released=job.credits_held)
     job.refresh_from_db()
     if not canceled and job.status != Status.CANCELED:
         raise JobFinished(f"The job already {job.status}.")
@@ -220,7 +224,9 @@ def _claim_next(checkpoint_id, worker: str) -> Job | None:
             if _claim_queued(candidate, worker):
                 job_received(candidate)
                 _announce(candidate)
-                return Job.objects.select_related("checkpoint").get(id=candidate)
+                job = Job.objects.select_related("checkpoint").get(id=candidate)
+                _started(job)
+                return job
             tried.add(candidate)
 
 
@@ -235,7 +241,9 @@ def _take_over(orphan: Job, worker: str) -> Job | None:
         return None
     log.warning("job %s: took over from %s, which died", orphan.id, orphan.worker)
     _announce(orphan.id)
-    return Job.objects.select_related("checkpoint").get(id=orphan.id)
+    job = Job.objects.select_related("checkpoint").get(id=orphan.id)
+    _started(job, taken_over_from=orphan.worker)
+    return job
 
 
 def job_claim_companions(
@@ -290,6 +298,8 @@ def job_claim_companions(
         )
         raise
     job.batch_size = 1 + len(claimed)
+    for companion in found.values():
+        _started(companion, batch_of=str(job.id))
     return [found[job_id] for job_id in claimed]
 
 
@@ -344,10 +354,11 @@ def job_succeed(*, job: Job, images: list) -> bool:
         row = JobImage(id=uuid.uuid4(), job=job, index=index, width=image.width, height=image.height)
         row.file.save(f"{index}.png", ContentFile(buffer.getvalue()), save=False)
         stored.append(row)
+    finished = timezone.now()
     with transaction.atomic():
         done = _owned(job).update(
             status=Status.SUCCEEDED,
-            finished_at=timezone.now(),
+            finished_at=finished,
             lease_expires_at=None,
             # The last steps seen may not be written yet (JOB_PROGRESS_WRITE_SECONDS):
             # a finished job shows all of its steps done.
@@ -364,7 +375,16 @@ def job_succeed(*, job: Job, images: list) -> bool:
     if not done:
         for row in stored:
             row.file.delete(save=False)
-    return bool(done)
+        return False
+    job_event(
+        "succeeded",
+        job,
+        credits_charged=job.credits_held,
+        run_seconds=_seconds(job.started_at, finished),
+        images=len(stored),
+        batch_size=job.batch_size,
+    )
+    return True
 
 
 def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
@@ -382,15 +402,25 @@ def job_fail(*, job: Job, code: str, message: str, retry: bool) -> str:
             )
             if requeued:
                 slug = job.checkpoint.slug
-                transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=slug), robust=True)
+                transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=slug, reason="retry"), robust=True)
                 _announce(job.id)
+                job_event("requeued", job, level=logging.WARNING, error_code=code)
                 return "requeued"
+        finished = timezone.now()
         failed = _owned(job).update(
-            status=Status.FAILED, finished_at=timezone.now(), lease_expires_at=None, error_code=code, error=message
+            status=Status.FAILED, finished_at=finished, lease_expires_at=None, error_code=code, error=message
         )
         if failed:
             credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo=code)
             _ended(job)
+            job_event(
+                "failed",
+                job,
+                level=logging.WARNING,
+                error_code=code,
+                credits_released=job.credits_held,
+                run_seconds=_seconds(job.started_at, finished),
+            )
             return "failed"
     return "not owned"
 
@@ -427,7 +457,7 @@ def jobs_reap() -> dict[str, int]:
             outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
             counts[outcome] = counts.get(outcome, 0) + 1
     stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
-    for job in Job.objects.filter(status=Status.QUEUED, created_at__lt=stale):
+    for job in Job.objects.filter(status=Status.QUEUED, created_at__lt=stale).select_related("checkpoint"):
         with transaction.atomic():
             if Job.objects.filter(id=job.id, status=Status.QUEUED).update(
                 status=Status.FAILED,
@@ -437,6 +467,9 @@ def jobs_reap() -> dict[str, int]:
             ):
                 credits_release(hold_ref=job.hold_ref, ref=job.release_ref, memo="queue timeout")
                 _ended(job)
+                job_event(
+                    "failed", job, level=logging.WARNING, error_code="queue_timeout", credits_released=job.credits_held
+                )
                 counts["failed"] += 1
     waiting = dict(
         Job.objects.filter(
@@ -444,13 +477,13 @@ def jobs_reap() -> dict[str, int]:
         ).values_list("id", "checkpoint__slug")
     )
     for job_id in jobs_unsent(list(waiting)):
-        job_dispatch(job_id=job_id, slug=waiting[job_id])
+        job_dispatch(job_id=job_id, slug=waiting[job_id], reason="resend")
         counts["resent"] += 1
     # A turn forwarded to a worker that stopped beating before it took it.
     for slug in reservations_orphaned():
         oldest = Job.objects.filter(status=Status.QUEUED, checkpoint__slug=slug).order_by("created_at").first()
         if oldest is not None:
-            job_dispatch(job_id=oldest.id, slug=slug)
+            job_dispatch(job_id=oldest.id, slug=slug, reason="resend")
             counts["resent"] += 1
     if any(counts.values()):
         log.warning("reaper: %s", counts)
@@ -492,6 +525,7 @@ def results_expire(*, limit: int = 500) -> int:
             # Any store's failure (an S3 error is no OSError): the sweep goes on.
             except Exception:
                 log.warning("could not delete %s of expired job %s", name, job.id, exc_info=True)
+        job_event("expired", job, files=len(files))
         expired += 1
     if expired:
         log.info("retention: deleted the pictures of %s jobs", expired)
@@ -567,6 +601,14 @@ def _lease_end():
 def _check_active_jobs(user) -> None:
     if Job.objects.filter(user=user, status__in=Job.ACTIVE).count() >= settings.MAX_ACTIVE_JOBS:
         raise TooManyJobs(f"You have {settings.MAX_ACTIVE_JOBS} jobs waiting or running; wait for one to finish.")
+
+
+def _started(job: Job, **fields) -> None:
+    job_event("started", job, queue_wait_seconds=_seconds(job.created_at, job.started_at), **fields)
+
+
+def _seconds(start, end) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
 
 
 def _owned(job: Job):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import socket
 
+import structlog
 from celery import shared_task
 
 from generation.dispatch import RUN_JOB, TEST_LOAD, slug_of_queue
+from generation.observe import MESSAGE_JOB
 from workers import (
     boot,  # noqa: F401  (connects the worker start-up signals)
     services,
@@ -33,6 +35,9 @@ def run_job(self, job_id: str, slug: str | None = None, hops: int = 0) -> str:
     # the checkpoint's queue, which names it (ckpt.<slug>). A message that
     # came through a queue not of a checkpoint was forwarded to this worker.
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
+    # The request id this message carries (django-structlog) is its own job's
+    # submit: generation.observe puts it only on that job's lines.
+    structlog.contextvars.bind_contextvars(**{MESSAGE_JOB: job_id})
     return services.job_run(
         job_id=job_id,
         slug=slug or slug_of_queue(queue),
