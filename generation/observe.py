@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import structlog
 
 from generation.metrics import job_observed
-from generation.models import Job
+from generation.models import Checkpoint, Job
 
 logger = structlog.get_logger("generation.jobs")
 
@@ -53,8 +53,9 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
             "attempt": job.attempts,
             "worker": job.worker or None,
         }
-        if Job.checkpoint.is_cached(job):  # never a query of its own
-            known["model"] = job.checkpoint.slug
+        # The slug for the metrics' model label: from the loaded checkpoint,
+        # else one query per checkpoint per process (slugs do not change).
+        known["model"] = job.checkpoint.slug if Job.checkpoint.is_cached(job) else _slug_of(job.checkpoint_id)
         fields = {**known, **fields}
     else:
         job_id = job
@@ -68,6 +69,18 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
         queue_wait_seconds=fields.get("queue_wait_seconds") if fields.get("attempt") == 1 else None,
         run_seconds=fields.get("run_seconds") if event == "succeeded" else None,
     )
+
+
+_SLUGS: dict[int, str] = {}
+
+
+def _slug_of(checkpoint_id: int) -> str:
+    if checkpoint_id not in _SLUGS:
+        slug = Checkpoint.objects.filter(pk=checkpoint_id).values_list("slug", flat=True).first()
+        if slug is None:
+            return "unknown"
+        _SLUGS[checkpoint_id] = slug
+    return _SLUGS[checkpoint_id]
 
 
 @contextlib.contextmanager
