@@ -253,3 +253,8 @@ def test_processes_share_metrics_in_a_fresh_folder_and_workers_serve_theirs(stac
         assert (env["WORKER_METRICS_PORT"], env["WORKER_METRICS_ADDRESS"]) == ("9808", "0.0.0.0"), name  # noqa: S104 (inside the network)
         assert "9808" in services[name]["expose"] and not services[name].get("ports"), name
     assert "METRICS_TOKEN" in (ROOT / ".env.example").read_text()
+
+
+def test_web_logs_the_proxy_s_request_id(stack):
+    assert stack["services"]["web"]["environment"]["LOG_TRUST_REQUEST_ID"] == "true"
+    assert "X-Request-ID" in (ROOT / "deploy" / "Caddyfile").read_text()
