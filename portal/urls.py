@@ -20,6 +20,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    path("status/", views.status_page, name="status"),
+    path("status.json", views.status_json, name="status_json"),
     path("support/", include("support.urls")),
     path("api/v1/", api.urls),
     path("", include("generation.urls")),
