@@ -11,8 +11,6 @@ from portal.api import api
 # later MFA) protect the admin too. Staff who are signed in go straight in.
 admin.autodiscover()
 admin.site.login = secure_admin_login(admin.site.login)
-admin.site.site_header = "img2img portal staff"
-admin.site.site_title = "img2img portal staff"
 
 urlpatterns = [
     path("", views.home, name="home"),
