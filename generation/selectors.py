@@ -427,15 +427,17 @@ def jobs_stuck(*, statuses: list[ModelStatus], now: datetime, limit: int = 50) -
             found.append(SlowJob(job, f"lease expired {_ago(now - job.lease_expires_at)} ago"))
         elif elapsed > threshold(typical):
             found.append(SlowJob(job, f"running {_ago(elapsed)} (typical {_ago(typical) if typical else 'unknown'})"))
-    waiting = Q()
+    # A disabled model's queued jobs (not in `statuses`) are judged by the floor alone.
+    waiting = ~Q(checkpoint__slug__in=by_slug) & Q(created_at__lt=now - timedelta(seconds=floor))
     for status in statuses:
         waiting |= Q(
             checkpoint__slug=status.slug,
             created_at__lt=now - timedelta(seconds=threshold(status.expected_wait_seconds)),
         )
     queued = Job.objects.filter(waiting, status=Job.Status.QUEUED).select_related("checkpoint").order_by("created_at")
-    for job in queued[:limit] if statuses else []:
-        expected = by_slug[job.checkpoint.slug].expected_wait_seconds
+    for job in queued[:limit]:
+        status = by_slug.get(job.checkpoint.slug)
+        expected = status.expected_wait_seconds if status else None
         found.append(
             SlowJob(job, f"queued {_ago(now - job.created_at)} (expected {_ago(expected) if expected else 'unknown'})")
         )

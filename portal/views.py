@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.cache import cache_control
+from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
 from django_ratelimit.core import is_ratelimited
 
@@ -98,8 +98,13 @@ def _too_many() -> JsonResponse:
     return JsonResponse({"error": error}, status=429, headers={"Retry-After": "60"})
 
 
+def _cacheable(response: HttpResponse) -> HttpResponse:
+    # Shared caches may keep the figures as long as the portal does; never a 429.
+    patch_cache_control(response, public=True, max_age=settings.STATUS_CACHE_SECONDS)
+    return response
+
+
 @require_GET
-@cache_control(public=True, max_age=settings.STATUS_CACHE_SECONDS)
 def status_page(request: HttpRequest) -> HttpResponse:
     """Every enabled model: online or not, its queue and the expected wait
     (generation.estimates)."""
@@ -108,13 +113,12 @@ def status_page(request: HttpRequest) -> HttpResponse:
     snapshot = status_snapshot()
     models = [{**model, "wait_label": wait_label(model["expected_wait_seconds"])} for model in snapshot["models"]]
     context = {**snapshot, "models": models, "cache_seconds": settings.STATUS_CACHE_SECONDS}
-    return render(request, "portal/status.html", context)
+    return _cacheable(render(request, "portal/status.html", context))
 
 
 @require_GET
-@cache_control(public=True, max_age=settings.STATUS_CACHE_SECONDS)
 def status_json(request: HttpRequest) -> JsonResponse:
     """The status page's figures for scripts; the shape is in the README."""
     if _status_limited(request):
         return _too_many()
-    return JsonResponse(status_snapshot())
+    return _cacheable(JsonResponse(status_snapshot()))

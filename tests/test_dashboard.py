@@ -14,7 +14,7 @@ from billing.ledger import credits_grant, credits_hold
 from billing.models import CreditAccount, CreditPack, Order
 from billing.selectors import credits_outstanding, sales_summary
 from generation.catalog import catalog_register_test_checkpoints
-from generation.models import Job
+from generation.models import Checkpoint, Job
 from generation.selectors import busiest_checkpoints, failures_by_code, jobs_per_hour
 from tests.conftest import make_user
 from tests.helpers import make_job
@@ -97,12 +97,15 @@ def test_stuck_and_slow_jobs_are_listed_with_a_link_each(client, charlie, alice,
     )
     waiting = aged(make_job(alice, "test-sd2"), hours=2)
     fresh = make_job(alice, "test-sd2")
+    disabled = aged(make_job(alice, "test-sdxl"), hours=1)  # its model is disabled: judged by the floor alone
+    Checkpoint.objects.filter(slug="test-sdxl").update(enabled=False)
     client.force_login(charlie)
     table = section(client.get(reverse("admin:index")).content.decode(), "stuck-jobs")
     for job, why in [
         (lost, "lease expired 3 min ago"),
         (slow, "running 60 min (typical 10 s)"),
         (waiting, "queued 2 h"),
+        (disabled, "queued 60 min (expected unknown)"),
     ]:
         assert f'href="{reverse("job", args=[job.id])}"' in table and why in table
     for job in (on_time, fresh):
