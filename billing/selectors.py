@@ -1,14 +1,16 @@
-"""Reads of balances, ledgers and orders that views of several apps share.
-Each is one query; nothing here changes a balance (that is billing.ledger)."""
+"""Reads of balances, ledgers and orders that views of several apps share,
+and the staff dashboard's money figures. Each is one query; nothing here
+changes a balance (that is billing.ledger)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from billing.ledger import held_amount
-from billing.models import CreditAccount, CreditPack, LedgerEntry, Order
+from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, money
 
 RECENT = 10
 
@@ -115,10 +117,70 @@ def credit_totals() -> dict[str, int]:
 
 def credits_outstanding() -> dict[str, int]:
     """What the books owe people now: `liability` is the sum of all
-    spendable balances (credits people can still spend), `held` the credits
-    on hold for jobs not yet ended. Two queries."""
-    liability = CreditAccount.objects.aggregate(total=Sum("balance", default=0))["total"]
+    spendable balances (credits people can still spend; open holds are
+    already deducted from them), `held` the credits on hold for jobs not yet
+    ended, and `debt` what people owe back (clawbacks their balance could not
+    cover). Two queries."""
+    balances = CreditAccount.objects.aggregate(total=Sum("balance", default=0), debt=Sum("debt", default=0))
     held = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.HOLD, resolution__isnull=True).aggregate(
         total=Sum("amount", default=0)
     )["total"]
-    return {"liability": liability, "held": -held}
+    return {"liability": balances["total"], "held": -held, "debt": balances["debt"]}
+
+
+@dataclass(frozen=True)
+class Sales:
+    """Paid credit pack orders in one currency: since the dashboard's cut-off
+    (`day_*`) and ever (`total_*`). Cents are what Stripe charged; refunds
+    are subtracted in `*_net_cents`."""
+
+    currency: str
+    day_orders: int
+    day_cents: int
+    day_refunded_cents: int
+    day_credits: int
+    total_orders: int
+    total_cents: int
+    total_refunded_cents: int
+    total_credits: int
+
+    @property
+    def day_net_cents(self) -> int:
+        return self.day_cents - self.day_refunded_cents
+
+    @property
+    def total_net_cents(self) -> int:
+        return self.total_cents - self.total_refunded_cents
+
+    def display(self, cents: str) -> str:
+        return money(getattr(self, cents), self.currency)
+
+    @property
+    def day_display(self) -> str:
+        return f"{self.display('day_cents')} ({self.display('day_net_cents')} after refunds)"
+
+    @property
+    def total_display(self) -> str:
+        return f"{self.display('total_cents')} ({self.display('total_net_cents')} after refunds)"
+
+
+def sales_summary(*, since) -> list[Sales]:
+    """Revenue and credits sold per currency, from orders that were paid
+    (whatever became of them later): one query."""
+    recent = Q(paid_at__gte=since)
+    rows = (
+        Order.objects.filter(paid_at__isnull=False)
+        .order_by("currency")
+        .values("currency")
+        .annotate(
+            day_orders=Count("pk", filter=recent),
+            day_cents=Coalesce(Sum("amount_cents", filter=recent), 0),
+            day_refunded_cents=Coalesce(Sum("amount_refunded_cents", filter=recent), 0),
+            day_credits=Coalesce(Sum("credits", filter=recent), 0),
+            total_orders=Count("pk"),
+            total_cents=Sum("amount_cents"),
+            total_refunded_cents=Sum("amount_refunded_cents"),
+            total_credits=Sum("credits"),
+        )
+    )
+    return [Sales(**row) for row in rows]

@@ -5,8 +5,10 @@ lineage."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import (
     Case,
@@ -19,14 +21,16 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncHour
 from django_cte import CTE, with_cte
 
 from generation.availability import available_slugs
 from generation.errors import JobNotFound, UnknownModel
+from generation.estimates import ModelStatus
 from generation.models import Checkpoint, Job, JobImage, WebhookDelivery, WebhookSecret
 
 LINEAGE_DEPTH = 20
@@ -326,3 +330,124 @@ def queues_waiting() -> dict[str, tuple[int, datetime]]:
 def webhook_counts() -> dict[str, int]:
     """Webhook deliveries by status (pending, delivered, failed): one query."""
     return dict(WebhookDelivery.objects.values_list("status").annotate(n=Count("id")).order_by())
+
+
+# --- Staff dashboard ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourOfJobs:
+    hour: datetime
+    submitted: int
+    succeeded: int
+    failed: int
+
+
+def jobs_per_hour(*, since: datetime, now: datetime) -> list[HourOfJobs]:
+    """Jobs submitted in each hour from `since` to `now` (hours without any
+    included), with how many of them succeeded and failed: one query."""
+    rows = (
+        Job.objects.filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .order_by()
+        .values("hour")
+        .annotate(
+            submitted=Count("pk"),
+            succeeded=Count("pk", filter=Q(status=Job.Status.SUCCEEDED)),
+            failed=Count("pk", filter=Q(status=Job.Status.FAILED)),
+        )
+    )
+    found = {row["hour"]: row for row in rows}
+    hours = []
+    hour = since.replace(minute=0, second=0, microsecond=0)
+    while hour <= now:
+        row = found.get(hour, {})
+        hours.append(HourOfJobs(hour, row.get("submitted", 0), row.get("succeeded", 0), row.get("failed", 0)))
+        hour += timedelta(hours=1)
+    return hours
+
+
+def failures_by_code(*, since: datetime) -> list[dict]:
+    """[{"error_code", "count"}] of the jobs that failed since then, most
+    frequent first: one query."""
+    return list(
+        Job.objects.filter(status=Job.Status.FAILED, finished_at__gte=since)
+        .order_by()
+        .values("error_code")
+        .annotate(count=Count("pk"))
+        .order_by("-count", "error_code")
+    )
+
+
+def busiest_checkpoints(*, since: datetime, limit: int = 10) -> list[dict]:
+    """The checkpoints with the most jobs submitted since then: [{"slug",
+    "name", "jobs", "succeeded", "failed", "images", "credits"}], credits
+    being what their jobs were charged. One query."""
+    succeeded = Q(status=Job.Status.SUCCEEDED)
+    return list(
+        Job.objects.filter(created_at__gte=since)
+        .order_by()
+        .values(slug=F("checkpoint__slug"), name=F("checkpoint__name"))
+        .annotate(
+            jobs=Count("pk"),
+            succeeded=Count("pk", filter=succeeded),
+            failed=Count("pk", filter=Q(status=Job.Status.FAILED)),
+            images=Coalesce(Sum("num_images", filter=succeeded), 0),
+            credits=Coalesce(Sum("credits_charged"), 0),
+        )
+        .order_by("-jobs", "slug")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class SlowJob:
+    job: Job
+    reason: str
+
+
+def jobs_stuck(*, statuses: list[ModelStatus], now: datetime, limit: int = 50) -> list[SlowJob]:
+    """Running jobs past their lease or JOB_SLOW_FACTOR times past their
+    model's typical run, and queued jobs waiting JOB_SLOW_FACTOR times their
+    model's expected wait (never flagged before JOB_SLOW_MIN_SECONDS): the
+    oldest first, at most `limit` of each kind. Two queries; `statuses` are
+    generation.estimates.model_statuses()."""
+    by_slug = {status.slug: status for status in statuses}
+    floor = settings.JOB_SLOW_MIN_SECONDS
+
+    def threshold(seconds: float | None) -> float:
+        return max(floor, settings.JOB_SLOW_FACTOR * seconds) if seconds else floor
+
+    found = []
+    running = Job.objects.filter(status=Job.Status.RUNNING).select_related("checkpoint").order_by("started_at")
+    for job in running[:limit]:
+        status = by_slug.get(job.checkpoint.slug)
+        typical = status.typical_run_seconds if status else None
+        elapsed = (now - (job.started_at or job.created_at)).total_seconds()
+        if job.lease_expires_at is not None and job.lease_expires_at < now:
+            found.append(SlowJob(job, f"lease expired {_ago(now - job.lease_expires_at)} ago"))
+        elif elapsed > threshold(typical):
+            found.append(SlowJob(job, f"running {_ago(elapsed)} (typical {_ago(typical) if typical else 'unknown'})"))
+    # A disabled model's queued jobs (not in `statuses`) are judged by the floor alone.
+    waiting = ~Q(checkpoint__slug__in=by_slug) & Q(created_at__lt=now - timedelta(seconds=floor))
+    for status in statuses:
+        waiting |= Q(
+            checkpoint__slug=status.slug,
+            created_at__lt=now - timedelta(seconds=threshold(status.expected_wait_seconds)),
+        )
+    queued = Job.objects.filter(waiting, status=Job.Status.QUEUED).select_related("checkpoint").order_by("created_at")
+    for job in queued[:limit]:
+        status = by_slug.get(job.checkpoint.slug)
+        expected = status.expected_wait_seconds if status else None
+        found.append(
+            SlowJob(job, f"queued {_ago(now - job.created_at)} (expected {_ago(expected) if expected else 'unknown'})")
+        )
+    return found
+
+
+def _ago(span: timedelta | float) -> str:
+    seconds = int(span.total_seconds() if isinstance(span, timedelta) else span)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

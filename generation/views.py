@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, JobNotFound, public_error
+from generation.estimates import status_snapshot, wait_label
 from generation.models import Checkpoint, Job
 from generation.params import Img2ImgIn, JobParams
 from generation.schemas import JobOut
@@ -69,6 +70,9 @@ def create(request: HttpRequest) -> HttpResponse:
             error = public_error(exc)
             errors, message, status = error.fields, error.message, error.status
     checkpoints = checkpoints_for_catalog()
+    waits = {model["slug"]: model["expected_wait_seconds"] for model in status_snapshot()["models"]}
+    for checkpoint in checkpoints:
+        checkpoint.wait_label = wait_label(waits.get(checkpoint.slug))
     if request.method == "POST":
         values = request.POST
     elif parent is not None:

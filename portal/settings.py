@@ -117,7 +117,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 HTTPS_ONLY = env_bool("HTTPS_ONLY", not DEBUG)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin, its index the staff dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -402,6 +402,16 @@ JOB_QUEUE_TIMEOUT = env_int("JOB_QUEUE_TIMEOUT", 3600, minimum=10)
 REAPER_INTERVAL = env_int("REAPER_INTERVAL", 2, minimum=1)
 # A queued job with no message in the broker for this long is sent again.
 JOB_RESEND_AFTER = env_int("JOB_RESEND_AFTER", 10, minimum=1)
+
+# The public status page (/status/, /status.json): its figures are computed
+# at most once per STATUS_CACHE_SECONDS, and each client address may ask
+# STATUS_RATE_LIMIT times (429 beyond). The staff dashboard calls a job slow
+# past JOB_SLOW_FACTOR times its model's typical run (or expected wait when
+# queued), and never before JOB_SLOW_MIN_SECONDS.
+STATUS_CACHE_SECONDS = env_int("STATUS_CACHE_SECONDS", 5, minimum=0)
+STATUS_RATE_LIMIT = env_rate("STATUS_RATE_LIMIT", "120/m")
+JOB_SLOW_FACTOR = env_int("JOB_SLOW_FACTOR", 3, minimum=1)
+JOB_SLOW_MIN_SECONDS = env_int("JOB_SLOW_MIN_SECONDS", 300, minimum=1)
 
 # Support chat: per-person rate, when an unread staff reply is emailed, and
 # what the widget promises.

@@ -11,8 +11,6 @@ from portal.api import api
 # later MFA) protect the admin too. Staff who are signed in go straight in.
 admin.autodiscover()
 admin.site.login = secure_admin_login(admin.site.login)
-admin.site.site_header = "img2img portal staff"
-admin.site.site_title = "img2img portal staff"
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,6 +18,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    path("status/", views.status_page, name="status"),
+    path("status.json", views.status_json, name="status_json"),
     path("support/", include("support.urls")),
     path("api/v1/", api.urls),
     path("", include("generation.urls")),

@@ -1,4 +1,5 @@
-"""Site pages: home and pricing, and the liveness and readiness checks."""
+"""Site pages: home, pricing and the public status page, and the liveness and
+readiness checks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
+from django_ratelimit.core import is_ratelimited
 
 from billing.selectors import packs_for_sale
 from billing.stripe_api import payments_enabled
 from generation.availability import live_workers
+from generation.estimates import status_snapshot, wait_label
 from generation.selectors import checkpoints_priced
 from portal.celery import app as celery_app
 
@@ -83,3 +87,38 @@ def readyz(request: HttpRequest) -> JsonResponse:
             result = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
         checks[name] = {"status": result, "ms": round((time.monotonic() - started) * 1000, 1)}
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+def _status_limited(request: HttpRequest) -> bool:
+    return is_ratelimited(request, group="status", key="ip", rate=settings.STATUS_RATE_LIMIT, increment=True)
+
+
+def _too_many() -> JsonResponse:
+    error = {"code": "rate_limited", "message": "Too many status requests from this address; wait a minute."}
+    return JsonResponse({"error": error}, status=429, headers={"Retry-After": "60"})
+
+
+def _cacheable(response: HttpResponse) -> HttpResponse:
+    # Shared caches may keep the figures as long as the portal does; never a 429.
+    patch_cache_control(response, public=True, max_age=settings.STATUS_CACHE_SECONDS)
+    return response
+
+
+@require_GET
+def status_page(request: HttpRequest) -> HttpResponse:
+    """Every enabled model: online or not, its queue and the expected wait
+    (generation.estimates)."""
+    if _status_limited(request):
+        return _too_many()
+    snapshot = status_snapshot()
+    models = [{**model, "wait_label": wait_label(model["expected_wait_seconds"])} for model in snapshot["models"]]
+    context = {**snapshot, "models": models, "cache_seconds": settings.STATUS_CACHE_SECONDS}
+    return _cacheable(render(request, "portal/status.html", context))
+
+
+@require_GET
+def status_json(request: HttpRequest) -> JsonResponse:
+    """The status page's figures for scripts; the shape is in the README."""
+    if _status_limited(request):
+        return _too_many()
+    return _cacheable(JsonResponse(status_snapshot()))

@@ -1,5 +1,6 @@
 // The create page: pick or drop or paste a picture, preview it, keep the
-// price quote live as the settings change. The server re-checks everything.
+// price quote and the chosen model's expected wait live as the settings
+// change. The server re-checks everything.
 (function () {
   "use strict";
   const form = document.getElementById("create-form");
@@ -54,9 +55,18 @@
   });
   strength.addEventListener("input", function () { strengthValue.textContent = strength.value; });
 
+  // The chosen model's expected wait (server-rendered on each model card).
+  const waitOut = document.getElementById("wait");
+  function showWait() {
+    const model = form.querySelector("input[name=model]:checked");
+    waitOut.textContent = model ? model.dataset.wait : "–";
+  }
+  showWait();
+
   // Choosing a model fills its defaults into empty fields.
   form.querySelectorAll("input[name=model]").forEach(function (radio) {
     radio.addEventListener("change", function () {
+      showWait();
       const steps = document.getElementById("id_steps");
       const guidance = document.getElementById("id_guidance_scale");
       steps.max = radio.dataset.maxSteps;

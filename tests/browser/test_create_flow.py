@@ -4,15 +4,18 @@ arrive on the job page."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from billing.ledger import credits_grant
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import make_user
-from tests.helpers import png_bytes
+from tests.helpers import make_job, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,3 +93,15 @@ def test_not_enough_credits_shows_the_buy_link(page, live_server):
     page.select_option("#id_num_images", "4")
     page.wait_for_selector("#short:not([hidden])")
     assert page.get_attribute("#short a", "href") == reverse("pricing")
+
+
+def test_the_submit_bar_shows_the_chosen_models_expected_wait(page, live_server):
+    now = timezone.now()
+    for slug, seconds in (("test-sd1", 30), ("test-sdxl-turbo", 90)):
+        make_job(page.user, slug, status="succeeded", started_at=now - timedelta(seconds=seconds), finished_at=now)
+    page.goto(live_server.url + reverse("create"))
+    page.check("input[name=model][value=test-sd1]")
+    assert page.text_content("#wait") == "about 30 s"
+    page.check("input[name=model][value=test-sdxl-turbo]")
+    assert page.text_content("#wait") == "about 2 min"
+    assert page.errors == []
