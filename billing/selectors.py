@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from billing.ledger import held_amount
@@ -85,13 +85,19 @@ def credit_totals() -> dict[str, int]:
     charges (debt they paid included); held: put on hold at submit;
     captured: charged when a job succeeded; released: given back when a job
     failed or was canceled (the unused rest of a partly charged hold is in
-    neither); clawed_back: taken back by
-    reversals (a refunded or disputed payment), debt they left included."""
+    neither); clawed_back: taken back by reversals (a refunded or disputed
+    payment), debt they left included; adjusted_in, adjusted_out: staff
+    corrections that added and that deducted credits."""
     Kind = LedgerEntry.Kind
     sums = {
         row["kind"]: row
         for row in LedgerEntry.objects.values("kind")
-        .annotate(amount=Sum("amount"), debt_paid=Sum("debt_paid"), shortfall=Sum("shortfall"))
+        .annotate(
+            amount=Sum("amount"),
+            debt_paid=Sum("debt_paid"),
+            shortfall=Sum("shortfall"),
+            deducted=Sum(Case(When(amount__lt=0, then=-F("amount")), default=Value(0))),
+        )
         .order_by()
     }
 
@@ -103,7 +109,7 @@ def credit_totals() -> dict[str, int]:
         LedgerEntry.objects.filter(kind=Kind.CAPTURE).aggregate(held=Sum("resolves__amount", default=0))["held"]
     )
     returned_by_capture = credited(Kind.CAPTURE)
-    reversal = sums.get(Kind.REVERSAL)
+    reversal, adjustment = sums.get(Kind.REVERSAL), sums.get(Kind.ADJUSTMENT)
     return {
         "granted": credited(Kind.GRANT),
         "sold": credited(Kind.PURCHASE),
@@ -112,6 +118,8 @@ def credit_totals() -> dict[str, int]:
         "captured": resolved_capture - returned_by_capture,
         "released": credited(Kind.RELEASE),
         "clawed_back": (reversal["shortfall"] - reversal["amount"]) if reversal else 0,
+        "adjusted_in": (credited(Kind.ADJUSTMENT) + adjustment["deducted"]) if adjustment else 0,
+        "adjusted_out": adjustment["deducted"] if adjustment else 0,
     }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 
 import structlog
@@ -54,7 +55,7 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
             "worker": job.worker or None,
         }
         # The slug for the metrics' model label: from the loaded checkpoint,
-        # else one query per checkpoint per process (slugs do not change).
+        # else one query per checkpoint per process and minute.
         known["model"] = job.checkpoint.slug if Job.checkpoint.is_cached(job) else _slug_of(job.checkpoint_id)
         fields = {**known, **fields}
     else:
@@ -71,16 +72,18 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
     )
 
 
-_SLUGS: dict[int, str] = {}
+_SLUGS: dict[int, tuple[str, float]] = {}
+SLUG_TTL_SECONDS = 60  # staff may rename a checkpoint: labels follow within a minute
 
 
 def _slug_of(checkpoint_id: int) -> str:
-    if checkpoint_id not in _SLUGS:
+    cached = _SLUGS.get(checkpoint_id)
+    if cached is None or time.monotonic() - cached[1] > SLUG_TTL_SECONDS:
         slug = Checkpoint.objects.filter(pk=checkpoint_id).values_list("slug", flat=True).first()
         if slug is None:
             return "unknown"
-        _SLUGS[checkpoint_id] = slug
-    return _SLUGS[checkpoint_id]
+        cached = _SLUGS[checkpoint_id] = (slug, time.monotonic())
+    return cached[0]
 
 
 @contextlib.contextmanager

@@ -418,7 +418,11 @@ def jobs_stuck(*, statuses: list[ModelStatus], now: datetime, limit: int = 50) -
         return max(floor, settings.JOB_SLOW_FACTOR * seconds) if seconds else floor
 
     found = []
-    running = Job.objects.filter(status=Job.Status.RUNNING).select_related("checkpoint").order_by("started_at")
+    # Only candidates reach the limit: past their lease, or running longer than the floor.
+    candidates = Q(lease_expires_at__lt=now) | Q(started_at__lt=now - timedelta(seconds=floor))
+    running = (
+        Job.objects.filter(candidates, status=Job.Status.RUNNING).select_related("checkpoint").order_by("started_at")
+    )
     for job in running[:limit]:
         status = by_slug.get(job.checkpoint.slug)
         typical = status.typical_run_seconds if status else None

@@ -25,11 +25,17 @@ class PortalAdminSite(admin.AdminSite):
     index_template = "admin/dashboard_index.html"
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        # AdminSite.index is already staff-only (admin_view); this adds the figures.
-        return super().index(request, extra_context={**dashboard(), **(extra_context or {})})
+        # AdminSite.index is already staff-only (admin_view); this adds the
+        # figures, the money only for staff who may see orders.
+        figures = dashboard(money=request.user.has_perm(MONEY_PERMISSION))
+        return super().index(request, extra_context={**figures, **(extra_context or {})})
 
 
-def dashboard() -> dict:
+# Revenue, sales and the credit liability: for staff who may view orders.
+MONEY_PERMISSION = "billing.view_order"
+
+
+def dashboard(*, money: bool = True) -> dict:
     now = timezone.now()
     since = now - timedelta(hours=DASHBOARD_HOURS)
     hours = jobs_per_hour(since=since, now=now)
@@ -41,8 +47,9 @@ def dashboard() -> dict:
         "jobs_last_day": sum(hour.submitted for hour in hours),
         "failures": failures_by_code(since=since),
         "busiest_models": busiest_checkpoints(since=since),
-        "sales": sales_summary(since=since),
-        "credits": credits_outstanding(),
+        "show_money": money,
+        "sales": sales_summary(since=since) if money else [],
+        "credits": credits_outstanding() if money else {},
         "model_statuses": statuses,
         "stuck_jobs": jobs_stuck(statuses=statuses, now=now),
     }

@@ -118,6 +118,7 @@ def _request_started(request, logger, log_kwargs, **kwargs) -> None:
     # The address after portal.middleware.ClientIpMiddleware (TRUSTED_PROXIES),
     # not one that any client can claim in X-Forwarded-For.
     structlog.contextvars.bind_contextvars(ip=request.META.get("REMOTE_ADDR"))
+    log_kwargs.pop("request", None)  # "GET /path?query": the query may hold a secret
 
 
 @receiver(signals.bind_extra_request_finished_metadata)
@@ -126,7 +127,7 @@ def _request_finished(request, logger, response, log_kwargs, **kwargs) -> None:
     match = getattr(request, "resolver_match", None)
     log_kwargs.update(
         method=request.method,
-        path=request.path,
+        path=_loggable_path(request),
         route=match.route if match else None,
         view=match.view_name if match else None,
         status=log_kwargs.pop("code"),
@@ -138,13 +139,28 @@ def _request_finished(request, logger, response, log_kwargs, **kwargs) -> None:
 @receiver(signals.bind_extra_request_failed_metadata)
 def _request_failed(request, logger, exception, log_kwargs, **kwargs) -> None:
     log_kwargs.pop("request", None)
-    log_kwargs.update(method=request.method, path=request.path, status=log_kwargs.pop("code"))
+    log_kwargs.update(method=request.method, path=_loggable_path(request), status=log_kwargs.pop("code"))
     _add_duration(request, log_kwargs)
 
 
 @receiver(signals.update_failure_response)
 def _failure_response(request, response, logger, exception, **kwargs) -> None:
     _answer_request_id(response)
+
+
+# Path parts that are secrets: allauth's password-reset and e-mail
+# confirmation keys (/accounts/password/reset/key/<uidb36>-<key>/,
+# /accounts/confirm-email/<key>/). Logged as "[secret]".
+SECRET_PATH_KWARGS = ("key", "token")
+
+
+def _loggable_path(request) -> str:
+    path = request.path
+    match = getattr(request, "resolver_match", None)
+    for name, value in match.kwargs.items() if match else ():
+        if name in SECRET_PATH_KWARGS and value:
+            path = path.replace(str(value), "[secret]")
+    return path
 
 
 def _add_duration(request, log_kwargs: dict) -> None:

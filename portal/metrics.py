@@ -18,7 +18,6 @@ unset (DESIGN.md).
 
 from __future__ import annotations
 
-import os
 import time
 
 from django.conf import settings
@@ -33,9 +32,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from billing.selectors import credit_totals, credits_outstanding
 from generation.availability import heartbeat_client, live_workers
 from generation.dispatch import queue_for
+from generation.metrics import DEFAULT_MODE
 from generation.selectors import job_counts, queues_waiting, webhook_counts
-
-MODE = "img2img"  # every job's mode until other modes exist
 
 
 class StateCollector:
@@ -55,7 +53,7 @@ class StateCollector:
     def _jobs(self):
         jobs = GaugeMetricFamily("portal_jobs", "Jobs by state, model and mode.", labels=["state", "model", "mode"])
         for status, slug, count in job_counts():
-            jobs.add_metric([status, slug, MODE], count)
+            jobs.add_metric([status, slug, DEFAULT_MODE], count)
         yield jobs
         depth = GaugeMetricFamily("portal_queue_depth", "Jobs queued per checkpoint.", labels=["model"])
         oldest = GaugeMetricFamily(
@@ -83,8 +81,10 @@ class StateCollector:
 
     def _workers(self):
         workers = live_workers()
-        online = GaugeMetricFamily("portal_workers_online", "Workers with a live heartbeat.")
-        online.add_metric([], len(workers))
+        online = GaugeMetricFamily(
+            "portal_workers_online", "Workers with a live heartbeat that serve a model (as /readyz and /status/ count)."
+        )
+        online.add_metric([], sum(1 for beat in workers if beat.get("serves")))
         yield online
         loaded = GaugeMetricFamily(
             "portal_worker_models_loaded", "Pipelines loaded per worker.", labels=["worker", "device"]
@@ -127,7 +127,7 @@ _STATE.register(StateCollector())
 
 def process_metrics() -> bytes:
     """What this web tier's processes counted."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return generate_latest(registry)

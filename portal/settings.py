@@ -108,6 +108,10 @@ if not SECRET_KEY:
             "generates one under var/; in production set it in the environment."
         )
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105 (DEBUG only)
+# .env.example's placeholders must never reach production unchanged.
+PLACEHOLDER = "change-me"
+if PLACEHOLDER in SECRET_KEY.lower():
+    raise ImproperlyConfigured("SECRET_KEY is still .env.example's placeholder: set a long random value")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -578,6 +582,8 @@ CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
 # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it
 # is refused (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and (PLACEHOLDER in METRICS_TOKEN.lower() or len(METRICS_TOKEN) < 16):
+    raise ImproperlyConfigured("METRICS_TOKEN must be a random value of 16 characters or more (not the placeholder)")
 # Processes that fork (uvicorn --workers N, Celery's prefork pool) share their
 # counts through files in this folder (prometheus_client's multiprocess mode;
 # one folder per web tier or per worker, emptied when it starts: the run

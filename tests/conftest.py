@@ -233,6 +233,21 @@ def gpu_worker(django_db_setup, test_checkpoints):
     shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def own_heartbeats(settings):
+    """Heartbeats in a Redis database of this test's own (REDIS_URL's, which
+    generation.availability reads), so a real worker of the session beating
+    next door is not counted; emptied before and after."""
+    import redis
+
+    settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+    client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

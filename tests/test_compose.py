@@ -183,6 +183,13 @@ def test_a_second_host_reaches_db_and_redis_on_the_private_address_only(tmp_path
     assert [(p["host_ip"], p["target"]) for p in services["redis"]["ports"]] == [("10.9.8.7", 6379)]
 
 
+def _routes(routes):
+    for route in routes:
+        yield route
+        for handler in route["handle"]:
+            yield from _routes(handler.get("routes", []))
+
+
 def _handlers(routes):
     # A site with a host name nests its routes in a subroute handler.
     for route in routes:
@@ -217,6 +224,14 @@ def test_the_proxy_config_limits_bodies_forwards_to_web_and_sets_a_request_id(st
     assert proxy_handler["upstreams"] == [{"dial": "web:8000"}]
     (request_id,) = [h["request"]["set"] for h in handlers if h["handler"] == "headers"]
     assert request_id == {"X-Request-Id": ["{http.request.uuid}"]}
+    # /metrics is refused at the edge (Prometheus scrapes web inside the network).
+    (refused,) = [h for h in handlers if h["handler"] == "static_response"]
+    assert refused["status_code"] == 404
+    assert any(route.get("match") == [{"path": ["/metrics"]}] for route in _routes(site["routes"]))
+    # The access log drops secret keys in paths and the presigned media URLs.
+    log = json.loads(result.stdout)["logging"]["logs"]
+    (fields,) = [entry["encoder"]["fields"] for entry in log.values() if "encoder" in entry]
+    assert fields["request>uri"]["filter"] == "regexp" and fields["resp_headers>Location"]["filter"] == "delete"
     # The healthcheck's listener stays inside the container.
     assert any(s["listen"] == ["127.0.0.1:2020"] for s in servers.values())
     assert "2020/healthz" in proxy["healthcheck"]["test"][-1]

@@ -30,7 +30,7 @@ def catalog(db):
 
 
 @pytest.fixture
-def worker():
+def worker(own_heartbeats):
     publish(worker_id="dashboard-w1", serves=["test-sd1", "test-sd2"], loaded=[], device="cpu")
     yield
     remove("dashboard-w1")
@@ -65,6 +65,21 @@ def test_people_who_are_not_staff_never_see_the_dashboard(client, alice):
             client.force_login(who)
         response = client.get(reverse("admin:index"))
         assert response.status_code == 302 and 'id="dashboard"' not in response.content.decode()
+
+
+def test_the_money_is_shown_only_to_staff_who_may_view_orders(client, charlie):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    support = make_user("support@example.com", staff=True)
+    client.force_login(support)
+    html = client.get(reverse("admin:index")).content.decode()
+    assert 'id="dashboard"' in html and 'id="liability"' not in html and 'id="sales"' not in html
+    support.user_permissions.add(Permission.objects.get(codename="view_order", content_type__app_label="billing"))
+    support = type(support).objects.get(pk=support.pk)  # permissions are cached per instance
+    client.force_login(support)
+    assert 'id="liability"' in client.get(reverse("admin:index")).content.decode()
 
 
 def test_stuck_and_slow_jobs_are_listed_with_a_link_each(client, charlie, alice, catalog, worker):

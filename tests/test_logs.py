@@ -49,6 +49,17 @@ def test_a_request_is_one_json_line_whose_id_is_answered_back(client, caplog):
 
 
 @pytest.mark.django_db
+def test_keys_in_a_path_are_never_logged(client, caplog):
+    key = "MQ:1tSecretConfirmationKeyXYZ"
+    with caplog.at_level(logging.DEBUG):
+        client.get(f"/accounts/confirm-email/{key}/")
+    lines = [rendered(r) for r in caplog.records if r.name.startswith("django_structlog")]
+    assert lines and all(key not in json.dumps(line) for line in lines)
+    finished = [line for line in lines if line["event"] == "request_finished"]
+    assert finished[0]["path"] == "/accounts/confirm-email/[secret]/"
+
+
+@pytest.mark.django_db
 def test_an_incoming_request_id_is_kept_when_trusted_and_well_formed(client, settings):
     assert client.get("/healthz", HTTP_X_REQUEST_ID="edge-42")["X-Request-ID"] != "edge-42"
 

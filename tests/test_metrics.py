@@ -106,3 +106,40 @@ def test_the_figures_move_as_a_job_runs(settings, gpu_worker, test_checkpoints, 
     assert value(worker_after, "portal_job_events_total", **succeeded_event) == (
         value(worker_before, "portal_job_events_total", **succeeded_event) + 1
     )
+
+
+@pytest.mark.django_db
+def test_credit_totals_follow_the_ledger_and_the_books_balance(alice, bob):
+    from billing.ledger import credits_adjust, credits_capture, credits_hold, credits_release, credits_reverse
+    from billing.models import CreditAccount
+    from billing.selectors import credit_totals, credits_outstanding
+
+    credits_grant(user=alice, amount=100, ref="t:grant")
+    credits_grant(user=bob, amount=50, ref="t:buy", kind="purchase")
+    credits_adjust(user=alice, amount=10, ref="t:adj+", actor=None, memo="goodwill")
+    credits_adjust(user=alice, amount=-5, ref="t:adj-", actor=None, memo="correction")
+    credits_hold(user=alice, amount=20, ref="t:h1")
+    credits_capture(hold_ref="t:h1", ref="t:c1", amount=15)  # 5 of the hold come back
+    credits_hold(user=bob, amount=7, ref="t:h2")
+    credits_release(hold_ref="t:h2", ref="t:r2")
+    credits_hold(user=bob, amount=3, ref="t:h3")  # still running
+    credits_reverse(entry_ref="t:buy", ref="t:rev", amount=30)
+
+    assert credit_totals() == {
+        "granted": 100,
+        "sold": 50,
+        "refunded": 0,
+        "held": 30,
+        "captured": 15,
+        "released": 7,
+        "clawed_back": 30,
+        "adjusted_in": 10,
+        "adjusted_out": 5,
+    }
+    outstanding = credits_outstanding()
+    assert outstanding["held"] == 3
+    assert (
+        outstanding["liability"]
+        == sum(CreditAccount.objects.values_list("balance", flat=True))
+        == 100 + 10 - 5 - 15 + 50 - 3 - 30
+    )

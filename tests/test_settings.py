@@ -37,6 +37,9 @@ def start(env_changes: dict[str, str | None], code: str = SETUP) -> subprocess.C
         ("HTTPS_ONLY", "perhaps"),
         ("TRUSTED_PROXIES", "10.0.0.1,10.0.0.300"),
         ("TRUSTED_PROXY_COUNT", "1"),  # replaced by TRUSTED_PROXIES: a count trusts anyone's header
+        ("SECRET_KEY", "change-me"),  # .env.example's placeholder
+        ("METRICS_TOKEN", "change-me"),
+        ("WORKER_METRICS_PORT", "9808"),  # without PROMETHEUS_MULTIPROC_DIR the pool's counts would be lost
     ],
 )
 def test_a_bad_value_fails_loudly_at_start(name, value):

@@ -26,7 +26,7 @@ def catalog(db):
 
 
 @pytest.fixture
-def workers():
+def workers(own_heartbeats):
     """workers(name, serves, loaded=()) publishes a live heartbeat, removed afterwards."""
     names = []
 
@@ -157,6 +157,8 @@ def test_the_status_page_is_public_and_linked_from_every_page(catalog, alice, wo
     row = row[: row.index("</tr>")]
     assert "Test SD 1.x (random weights)" in row and "online" in row and "about 40 s" in row
     assert f'href="{reverse("status")}"' in client.get(reverse("home")).content.decode()
+    # The page's header is the visitor's own: no shared cache may keep it.
+    assert "public" not in client.get(reverse("status")).get("Cache-Control", "")
 
 
 def test_the_figures_are_computed_once_per_cache_period(catalog, alice, workers, django_assert_num_queries):
