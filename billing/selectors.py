@@ -93,9 +93,9 @@ def credit_totals() -> dict[str, int]:
         row["kind"]: row
         for row in LedgerEntry.objects.values("kind")
         .annotate(
-            amount=Sum("amount"),
-            debt_paid=Sum("debt_paid"),
-            shortfall=Sum("shortfall"),
+            net=Sum("amount"),
+            paid=Sum("debt_paid"),
+            owed=Sum("shortfall"),
             deducted=Sum(Case(When(amount__lt=0, then=-F("amount")), default=Value(0))),
         )
         .order_by()
@@ -103,7 +103,7 @@ def credit_totals() -> dict[str, int]:
 
     def credited(kind: str) -> int:
         row = sums.get(kind)
-        return (row["amount"] + row["debt_paid"]) if row else 0
+        return (row["net"] + row["paid"]) if row else 0
 
     resolved_capture = -(
         LedgerEntry.objects.filter(kind=Kind.CAPTURE).aggregate(held=Sum("resolves__amount", default=0))["held"]
@@ -114,10 +114,10 @@ def credit_totals() -> dict[str, int]:
         "granted": credited(Kind.GRANT),
         "sold": credited(Kind.PURCHASE),
         "refunded": credited(Kind.REFUND),
-        "held": -sums[Kind.HOLD]["amount"] if Kind.HOLD in sums else 0,
+        "held": -sums[Kind.HOLD]["net"] if Kind.HOLD in sums else 0,
         "captured": resolved_capture - returned_by_capture,
         "released": credited(Kind.RELEASE),
-        "clawed_back": (reversal["shortfall"] - reversal["amount"]) if reversal else 0,
+        "clawed_back": (reversal["owed"] - reversal["net"]) if reversal else 0,
         "adjusted_in": (credited(Kind.ADJUSTMENT) + adjustment["deducted"]) if adjustment else 0,
         "adjusted_out": adjustment["deducted"] if adjustment else 0,
     }

@@ -46,7 +46,7 @@ def api(paid_api):
 def test_a_postgres_restart_mid_run_neither_stops_the_job_nor_its_lease(api, alice, start_worker, settings):
     start_worker("test-sd1-alt", WORKER_HEARTBEAT_TTL="8")
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
-    job_id = long_job(api, steps=150)  # still running when the database is back
+    job_id = long_job(api, steps=50, side=768)  # still running when the database is back
     wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
 
     connection.close()
