@@ -5,9 +5,12 @@ changes a balance (that is billing.ledger)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from billing.ledger import held_amount
 from billing.models import CreditAccount, CreditPack, LedgerEntry, Order, money
@@ -77,9 +80,69 @@ def packs_for_sale() -> QuerySet[CreditPack]:
 # --- Totals for operators (metrics, dashboard) ---------------------------------------
 
 
-def credit_totals() -> dict[str, int]:
+# Ledger rows older than this are folded into running sums kept in the cache
+# (the ledger is append-only): a scrape then reads only the newer rows, not
+# the whole books (bench/metrics_scrape.py). A ledger transaction lasts
+# milliseconds; a row committed this long after it was numbered would be
+# missed, so the margin is wide.
+SETTLED_SECONDS = 600
+_SUMS_KEY = "billing:ledger-sums:v1"
+_SUM_FIELDS = ("net", "paid", "owed", "deducted")
+
+
+def _sums_of(rows: QuerySet[LedgerEntry]) -> dict[str, int]:
+    """Flat sums over `rows`: "<kind>:<field>" (net amount, debt paid,
+    shortfall owed, amount deducted) and "resolved:<kind>" (credits of the
+    holds that capture and release rows resolve). Two queries."""
+    Kind = LedgerEntry.Kind
+    sums: dict[str, int] = {}
+    for row in (
+        rows.values("kind")
+        .annotate(
+            net=Sum("amount"),
+            paid=Sum("debt_paid"),
+            owed=Sum("shortfall"),
+            deducted=Sum(Case(When(amount__lt=0, then=-F("amount")), default=Value(0))),
+        )
+        .order_by()
+    ):
+        for field in _SUM_FIELDS:
+            sums[f"{row['kind']}:{field}"] = row[field]
+    resolutions = rows.filter(kind__in=[Kind.CAPTURE, Kind.RELEASE]).values("kind")
+    for row in resolutions.annotate(held=Sum("resolves__amount")).order_by():
+        sums[f"resolved:{row['kind']}"] = -row["held"]
+    return sums
+
+
+def _added(*parts: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def ledger_sums() -> dict[str, int]:
+    """_sums_of the whole ledger, reading only the rows of the last
+    SETTLED_SECONDS (and, now and then, those that settled since the last
+    fold): three queries, five when it folds."""
+    base = cache.get(_SUMS_KEY) or {"upto": 0, "sums": {}}
+    settled = (
+        LedgerEntry.objects.filter(created_at__lt=timezone.now() - timedelta(seconds=SETTLED_SECONDS))
+        .order_by("-created_at")
+        .values_list("id", flat=True)
+        .first()
+    ) or 0
+    if settled > base["upto"]:
+        folded = _sums_of(LedgerEntry.objects.filter(id__gt=base["upto"], id__lte=settled))
+        base = {"upto": settled, "sums": _added(base["sums"], folded)}
+        cache.set(_SUMS_KEY, base, timeout=None)
+    return _added(base["sums"], _sums_of(LedgerEntry.objects.filter(id__gt=base["upto"])))
+
+
+def credit_totals(sums: dict[str, int] | None = None) -> dict[str, int]:
     """Credits moved since the books began, by what moved them; every figure
-    only grows (the ledger is append-only). Two queries.
+    only grows (the ledger is append-only). From ledger_sums().
 
     granted, sold, refunded: credited by grants, purchases and refunds of
     charges (debt they paid included); held: put on hold at submit;
@@ -89,51 +152,42 @@ def credit_totals() -> dict[str, int]:
     payment), debt they left included; adjusted_in, adjusted_out: staff
     corrections that added and that deducted credits."""
     Kind = LedgerEntry.Kind
-    sums = {
-        row["kind"]: row
-        for row in LedgerEntry.objects.values("kind")
-        .annotate(
-            net=Sum("amount"),
-            paid=Sum("debt_paid"),
-            owed=Sum("shortfall"),
-            deducted=Sum(Case(When(amount__lt=0, then=-F("amount")), default=Value(0))),
-        )
-        .order_by()
-    }
+    sums = ledger_sums() if sums is None else sums
+
+    def get(kind: str, field: str) -> int:
+        return sums.get(f"{kind}:{field}", 0)
 
     def credited(kind: str) -> int:
-        row = sums.get(kind)
-        return (row["net"] + row["paid"]) if row else 0
+        return get(kind, "net") + get(kind, "paid")
 
-    resolved_capture = -(
-        LedgerEntry.objects.filter(kind=Kind.CAPTURE).aggregate(held=Sum("resolves__amount", default=0))["held"]
-    )
-    returned_by_capture = credited(Kind.CAPTURE)
-    reversal, adjustment = sums.get(Kind.REVERSAL), sums.get(Kind.ADJUSTMENT)
     return {
         "granted": credited(Kind.GRANT),
         "sold": credited(Kind.PURCHASE),
         "refunded": credited(Kind.REFUND),
-        "held": -sums[Kind.HOLD]["net"] if Kind.HOLD in sums else 0,
-        "captured": resolved_capture - returned_by_capture,
+        "held": -get(Kind.HOLD, "net"),
+        "captured": sums.get(f"resolved:{Kind.CAPTURE}", 0) - credited(Kind.CAPTURE),
         "released": credited(Kind.RELEASE),
-        "clawed_back": (reversal["owed"] - reversal["net"]) if reversal else 0,
-        "adjusted_in": (credited(Kind.ADJUSTMENT) + adjustment["deducted"]) if adjustment else 0,
-        "adjusted_out": adjustment["deducted"] if adjustment else 0,
+        "clawed_back": get(Kind.REVERSAL, "owed") - get(Kind.REVERSAL, "net"),
+        "adjusted_in": credited(Kind.ADJUSTMENT) + get(Kind.ADJUSTMENT, "deducted"),
+        "adjusted_out": get(Kind.ADJUSTMENT, "deducted"),
     }
 
 
-def credits_outstanding() -> dict[str, int]:
+def credits_outstanding(sums: dict[str, int] | None = None) -> dict[str, int]:
     """What the books owe people now: `liability` is the sum of all
     spendable balances (credits people can still spend; open holds are
     already deducted from them), `held` the credits on hold for jobs not yet
-    ended, and `debt` what people owe back (clawbacks their balance could not
-    cover). Two queries."""
+    ended (every hold less those resolved), and `debt` what people owe back
+    (clawbacks their balance could not cover). One query and ledger_sums()."""
+    Kind = LedgerEntry.Kind
+    sums = ledger_sums() if sums is None else sums
     balances = CreditAccount.objects.aggregate(total=Sum("balance", default=0), debt=Sum("debt", default=0))
-    held = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.HOLD, resolution__isnull=True).aggregate(
-        total=Sum("amount", default=0)
-    )["total"]
-    return {"liability": balances["total"], "held": -held, "debt": balances["debt"]}
+    held = (
+        -sums.get(f"{Kind.HOLD}:net", 0)
+        - sums.get(f"resolved:{Kind.CAPTURE}", 0)
+        - sums.get(f"resolved:{Kind.RELEASE}", 0)
+    )
+    return {"liability": balances["total"], "held": held, "debt": balances["debt"]}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from billing.selectors import credit_totals, credits_outstanding
+from billing.selectors import credit_totals, credits_outstanding, ledger_sums
 from generation.availability import heartbeat_client, live_workers
 from generation.dispatch import queue_for
 from generation.metrics import DEFAULT_MODE
@@ -107,10 +107,11 @@ class StateCollector:
         moved = CounterMetricFamily(
             "portal_credits", "Credits moved since the books began, by movement.", labels=["movement"]
         )
-        for movement, amount in credit_totals().items():
+        sums = ledger_sums()  # read once for both families
+        for movement, amount in credit_totals(sums).items():
             moved.add_metric([movement], amount)
         yield moved
-        outstanding = credits_outstanding()
+        outstanding = credits_outstanding(sums)
         liability = GaugeMetricFamily(
             "portal_credits_liability", "Spendable credits people hold: the sum of all balances."
         )

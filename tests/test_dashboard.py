@@ -185,6 +185,6 @@ def test_the_dashboard_costs_a_bounded_number_of_queries(
         make_job(person, "test-sd2", status="running", started_at=timezone.now() - timedelta(hours=1))
         aged(make_job(person, "test-sd2"), hours=2)
     client.force_login(charlie)
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(18):
         response = client.get(reverse("admin:index"))
     assert response.status_code == 200 and response.content.decode().count('href="/jobs/') == 6

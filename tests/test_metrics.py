@@ -143,3 +143,38 @@ def test_credit_totals_follow_the_ledger_and_the_books_balance(alice, bob):
         == sum(CreditAccount.objects.values_list("balance", flat=True))
         == 100 + 10 - 5 - 15 + 50 - 3 - 30
     )
+
+
+@pytest.mark.django_db
+def test_ledger_sums_fold_settled_rows_and_still_equal_the_whole_books(alice, bob):
+    """The running sums in the cache plus the recent rows equal the sums over
+    the whole ledger, before and after rows settle and are folded."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.ledger import credits_capture, credits_hold
+    from billing.models import LedgerEntry
+    from billing.selectors import SETTLED_SECONDS, _sums_of, ledger_sums
+
+    def whole() -> dict:
+        return {key: value for key, value in _sums_of(LedgerEntry.objects.all()).items() if value}
+
+    def incremental() -> dict:
+        return {key: value for key, value in ledger_sums().items() if value}
+
+    credits_grant(user=alice, amount=40, ref="f:g1")
+    credits_hold(user=alice, amount=10, ref="f:h1")
+    credits_capture(hold_ref="f:h1", ref="f:c1", amount=8)
+    assert incremental() == whole()
+    # These rows settle; the next read folds them into the cached sums.
+    LedgerEntry.objects.update(created_at=timezone.now() - timedelta(seconds=SETTLED_SECONDS + 5))
+    assert incremental() == whole()
+    credits_grant(user=bob, amount=5, ref="f:g2")
+    credits_hold(user=alice, amount=7, ref="f:h3")
+    assert incremental() == whole()
+    # A capture now of a hold that settled long ago counts that hold once.
+    LedgerEntry.objects.filter(reference="f:h3").update(created_at=timezone.now() - timedelta(hours=1))
+    credits_capture(hold_ref="f:h3", ref="f:c3")
+    assert incremental() == whole()
+    assert whole()["resolved:capture"] == 17
