@@ -72,6 +72,7 @@ def running_job(user, *, step: int = 0):
         num_images=1,
         width=512,
         height=512,
+        input_image="inputs/bench.png",
         credits_held=1,
         status=Job.Status.RUNNING,
         progress_step=step,

@@ -22,14 +22,30 @@ from ninja.files import UploadedFile
 from pydantic import Field
 
 from billing.selectors import balance_of
-from generation.errors import PUBLIC_ERRORS, GenerationError, NotAuthenticated, RateLimited, Refused, public_error
+from generation.errors import (
+    PUBLIC_ERRORS,
+    GenerationError,
+    InvalidParams,
+    NotAuthenticated,
+    RateLimited,
+    Refused,
+    public_error,
+)
 from generation.idempotency import idempotent_answer, request_fingerprint
 from generation.media import private_file_response
 from generation.models import Job
-from generation.params import IDEMPOTENCY_KEY, IdempotencyKeyHeader, Img2ImgIn, Omitted, QuoteIn, invalid_params
+from generation.params import (
+    IDEMPOTENCY_KEY,
+    IdempotencyKeyHeader,
+    Img2ImgIn,
+    Omitted,
+    QuoteIn,
+    Txt2ImgIn,
+    invalid_params,
+)
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut, job_out
 from generation.selectors import checkpoints_for_catalog, image_for_user, job_status, jobs_of, jobs_shown
-from generation.services import job_cancel, job_quote, job_submit, job_viewed
+from generation.services import NO_PICTURE, job_cancel, job_quote, job_submit, job_viewed
 from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
 router = Router()
@@ -93,12 +109,16 @@ def models(request: HttpRequest):
     "/quote",
     response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
+    description="`mode` is the submit's: img2img (the default; with its picture, or its size) or txt2img (no "
+    "picture: one sent is ignored; every step runs, so `strength` is ignored).",
 )
 def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):
     # With a picture, a quote decodes and re-encodes it like a submit: limited
     # per person (per client address without one), QUOTE_RATE_LIMIT.
-    if image is not None and is_ratelimited(
-        request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True
+    if (
+        image is not None
+        and data.mode == "img2img"
+        and is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True)
     ):
         raise RateLimited("Too many quotes with a picture; wait a minute, or quote without the picture.")
     return {"credits": job_quote(data=data, upload=image)}
@@ -126,6 +146,34 @@ def img2img(
     if idempotency_key is None:
         return 202, submit()
     return _submit_once(request, idempotency_key, fields=data, upload=image, submit=submit)
+
+
+@router.post(
+    "/txt2img",
+    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
+    summary="Submit a text to image job (form fields, no picture); its credits are held until it ends",
+    description="Makes pictures from the prompt alone, at `width` x `height` (default: the model's native size; "
+    "multiples of 8 within its max side) and runs every step (no strength). A model that cannot do text to image "
+    "(see `modes` in GET /api/v1/models) answers 400 naming `model`. A picture sent along (any file) is refused: "
+    "400 naming the file's field; use POST /api/v1/img2img to start from a picture. Prompts are moderated as for "
+    "img2img.",
+)
+def txt2img(
+    request: HttpRequest,
+    data: Form[Txt2ImgIn],
+    idempotency_key: IdempotencyKeyHeader | Omitted = Header(
+        None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
+    ),
+):
+    if request.FILES:
+        raise InvalidParams(dict.fromkeys(request.FILES, NO_PICTURE))
+
+    def submit() -> Job:
+        return job_submit(user=request.user, data=data)
+
+    if idempotency_key is None:
+        return 202, submit()
+    return _submit_once(request, idempotency_key, fields=data, upload=None, submit=submit)
 
 
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")

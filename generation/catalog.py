@@ -29,6 +29,8 @@ class Seed:
     max_steps: int = 50
     variant: str = ""
     sizes: list = field(default_factory=list)
+    # False for a checkpoint that only refines an input (image to image only).
+    text_to_image: bool = True
 
 
 # Real, well-known img2img-capable checkpoints. Prices scale with cost per
@@ -176,6 +178,9 @@ SEEDS = [
         description="Adds fine detail to an image at low strength.",
         max_side=1024,
         variant="fp16",
+        # Trained on the low-noise end of the schedule only: from pure noise
+        # it makes no picture.
+        text_to_image=False,
     ),
     Seed(
         slug="sdxl-turbo",
@@ -321,6 +326,7 @@ def catalog_seed() -> list[Checkpoint]:
             max_side=seed.max_side,
             max_steps=seed.max_steps,
             allowed_sizes=seed.sizes,
+            text_to_image=seed.text_to_image,
             price_per_image=seed.price,
             sort_order=100 + order,
         )

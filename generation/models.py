@@ -30,6 +30,7 @@ from generation.limits import (
     WEBHOOK_URL_MAX,
 )
 from generation.media import PrivateStorage, private_media
+from generation.modes import Mode
 
 
 def private_storage() -> PrivateStorage:
@@ -90,6 +91,11 @@ class Checkpoint(models.Model):
         blank=True,
         help_text="Output sizes offered, as [[width, height], ...]; empty: any multiple of 8 up to max side.",
     )
+    text_to_image = models.BooleanField(
+        default=True,
+        help_text="Makes pictures from a prompt alone (text to image). Off for checkpoints that only refine "
+        "an input picture, like the SDXL refiner: they offer image to image only.",
+    )
     price_per_image = models.PositiveIntegerField(
         help_text="Credits for one image of up to one megapixel at the default steps and strength "
         "(generation/pricing.py scales it by size, steps run and count)."
@@ -115,6 +121,12 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def modes(self) -> list[Mode]:
+        """The modes its jobs may have (generation.modes): image to image
+        always, text to image unless it only refines."""
+        return [Mode.IMG2IMG, Mode.TXT2IMG] if self.text_to_image else [Mode.IMG2IMG]
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -185,8 +197,11 @@ def _result_path(image: JobImage, filename: str) -> str:
 
 
 class Job(models.Model):
-    """One img2img request: its parameters (generation.params.JobParams),
-    its lifecycle, its credits.
+    """One generation request: its mode (generation.modes), its parameters
+    (generation.params.JobParams), its lifecycle, its credits.
+
+    An image to image job has an input picture until retention deletes it; a
+    text to image job has none (a constraint says so).
 
     Status moves queued -> running -> succeeded | failed | canceled, only
     through generation.services (conditional updates, so a duplicate
@@ -211,6 +226,9 @@ class Job(models.Model):
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.PROTECT, related_name="jobs")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # The database default too: rows written before modes existed, and raw
+    # inserts, are image to image.
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.IMG2IMG, db_default=Mode.IMG2IMG)
 
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True)
@@ -221,7 +239,7 @@ class Job(models.Model):
     num_images = models.PositiveSmallIntegerField()
     width = models.PositiveSmallIntegerField()
     height = models.PositiveSmallIntegerField()
-    input_image = models.FileField(upload_to=_input_path, storage=private_storage, max_length=300)
+    input_image = models.FileField(upload_to=_input_path, storage=private_storage, max_length=300, blank=True)
 
     credits_held = models.PositiveIntegerField()
     credits_charged = models.PositiveIntegerField(null=True, blank=True)
@@ -266,6 +284,13 @@ class Job(models.Model):
                 condition=Q(num_images__gte=1) & Q(num_images__lte=MAX_IMAGES), name="job_num_images_1_4"
             ),
             models.CheckConstraint(condition=Q(strength__gt=0) & Q(strength__lte=1), name="job_strength_range"),
+            # Image to image needs its input; text to image has none (and
+            # runs every step). Retention empties the input of expired jobs.
+            models.CheckConstraint(
+                condition=Q(mode=Mode.TXT2IMG, input_image="", strength=1)
+                | (~Q(mode=Mode.TXT2IMG) & (~Q(input_image="") | Q(expired_at__isnull=False))),
+                name="job_input_by_mode",
+            ),
         ]
 
     def __str__(self) -> str:

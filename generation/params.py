@@ -1,8 +1,9 @@
 """The parameters of a job, in one place.
 
-- `QuoteIn` / `Img2ImgIn`: what a person sends (the API's form fields and
-  the create page's form), with the limits that hold for every model
-  published in the OpenAPI schema.
+- `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn`: what a person sends (the API's
+  form fields and the create page's form), with the limits that hold for
+  every model published in the OpenAPI schema. A submit's mode
+  (generation.modes) is its class's; a quote's is a field.
 - `job_params()`: applies a checkpoint's defaults and own limits and returns
   `JobParams`, the resolved values a job stores, a worker runs, "again"
   repeats, the create page prefills and the job output shows.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from generation.errors import InvalidParams
+from generation.families import FAMILIES
 from generation.limits import (
     MAX_GUIDANCE,
     MAX_IMAGES,
@@ -35,6 +37,7 @@ from generation.limits import (
     SIZE_MULTIPLE,
     WEBHOOK_URL_MAX,
 )
+from generation.modes import Mode
 
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
@@ -75,16 +78,15 @@ FIELD_HELP = {
 }
 
 
-class QuoteIn(Schema):
-    """Form fields of POST /api/v1/quote; those of img2img without the need
-    for a prompt. Limits that depend on the model are checked by job_params."""
+class _SettingsIn(Schema):
+    """The fields every mode shares. Limits that depend on the model are
+    checked by job_params."""
 
     model: str = Field(
         min_length=1, max_length=80, pattern=SLUG_PATTERN, description="Checkpoint slug, see GET /api/v1/models"
     )
     prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What the picture should become")
     negative_prompt: str = Field("", max_length=settings.PROMPT_MAX_CHARS, description="What to avoid")
-    strength: Strength | Omitted = Field(None, description="How much to change, 0-1; default: the model's")
     steps: Steps | Omitted = Field(None, description="Default: the model's; at most its max steps")
     guidance_scale: Guidance | Omitted = Field(None, description="Default: the model's")
     seed: Seed | Omitted = Field(None, description="Same seed, settings and model: the same picture")
@@ -102,8 +104,8 @@ class QuoteIn(Schema):
             raise invalid_params(exc.errors()) from None
 
 
-class Img2ImgIn(QuoteIn):
-    """Form fields of POST /api/v1/img2img and of the create page."""
+class _SubmitIn(_SettingsIn):
+    """What a submit adds to the settings: a prompt is needed, a webhook may be."""
 
     prompt: str = Field(
         min_length=1,
@@ -121,12 +123,45 @@ class Img2ImgIn(QuoteIn):
     )
 
 
+class QuoteIn(_SettingsIn):
+    """Form fields of POST /api/v1/quote: those of the mode's submit, without
+    the need for a prompt."""
+
+    mode: Literal["img2img", "txt2img"] = Field(
+        "img2img", description="img2img (with a picture) or txt2img (from the prompt alone; no strength)"
+    )
+    strength: Strength | Omitted = Field(
+        None, description="img2img only: how much to change, 0-1; default: the model's"
+    )
+
+
+class Img2ImgIn(_SubmitIn):
+    """Form fields of POST /api/v1/img2img and of the create page's image to image."""
+
+    mode: ClassVar[Mode] = Mode.IMG2IMG
+    strength: Strength | Omitted = Field(None, description="How much to change, 0-1; default: the model's")
+
+
+class Txt2ImgIn(_SubmitIn):
+    """Form fields of POST /api/v1/txt2img and of the create page's text to
+    image: no picture and no strength (every step runs)."""
+
+    mode: ClassVar[Mode] = Mode.TXT2IMG
+    width: Side | Omitted = Field(None, description="Default: the model's native size (GET /api/v1/models)")
+    height: Side | Omitted = Field(None, description="Default: the model's native size (GET /api/v1/models)")
+    parent_job: UUID | Omitted = Field(None, description="Iterate on this job of yours (its picture is not used)")
+
+
+SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {Mode.IMG2IMG: Img2ImgIn, Mode.TXT2IMG: Txt2ImgIn}
+
+
 class JobParams(Schema):
     """The resolved settings of a job: the model's defaults applied, every
     limit checked. A job row holds these fields; the job output shows them."""
 
     model_config = ConfigDict(frozen=True)
 
+    mode: Mode = Field(Mode.IMG2IMG, description="img2img: from a picture; txt2img: from the prompt alone")
     prompt: str
     negative_prompt: str
     strength: float
@@ -151,29 +186,43 @@ class JobParams(Schema):
         call: BATCH_FIELDS, and a negative prompt on both or on neither."""
         return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt))
 
-    def again(self, *, model: str, parent_job) -> Img2ImgIn:
-        """The same request with a new random seed ("again"). InvalidParams if
-        it no longer passes today's limits."""
-        return Img2ImgIn.from_form({"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed"})})
+    def again(self, *, model: str, parent_job) -> _SubmitIn:
+        """The same request (same mode) with a new random seed ("again").
+        InvalidParams if it no longer passes today's limits."""
+        form = SUBMIT_FORMS[self.mode]
+        fields = self.model_dump(include=set(form.model_fields) - {"seed"})
+        return form.from_form({**fields, "model": model, "parent_job": parent_job})
 
     def prefill(self, *, model: str, parent_job) -> dict:
-        """The create page's fields for iterating on a job: its settings, a
-        new seed, and the size of the new input."""
-        return {"model": model, "parent_job": parent_job, **self.model_dump(exclude={"seed", "width", "height"})}
+        """The create page's fields for iterating on a job: image to image
+        from its result, whatever its mode, with its settings, a new seed and
+        the size of the new input. A text to image job ran at full strength:
+        the next one starts from the model's default instead."""
+        exclude = {"mode", "seed", "width", "height"} | ({"strength"} if self.mode != Mode.IMG2IMG else set())
+        return {
+            "mode": Mode.IMG2IMG.value,
+            "model": model,
+            "parent_job": parent_job,
+            **self.model_dump(exclude=exclude),
+        }
 
 
 # Batching across people (workers.runtime.run_batch): what jobs of one
-# checkpoint must share to run in one pipeline call, the size and the
-# denoising schedule, besides having a negative prompt or not (SDXL runs "no
+# checkpoint must share to run in one pipeline call, the mode (one pipeline
+# per call), the size and the denoising schedule, besides having a negative prompt or not (SDXL runs "no
 # negative prompt" on zeros, not on ""). Prompts, seeds, inputs and image
 # counts may differ. generation.services.job_claim_companions finds such jobs.
-BATCH_FIELDS = ("width", "height", "steps", "strength", "guidance_scale")
+BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale")
 
-INPUT_FIELDS = {*Img2ImgIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
+INPUT_FIELDS = {*Img2ImgIn.model_fields, *QuoteIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
+# A text to image job runs every step: its strength is 1 (diffusers'
+# text-to-image pipelines have none), which prices it at all its steps.
+FULL_STRENGTH = 1.0
 
 
 def denoising_steps(steps: int, strength: float) -> int:
-    """Steps img2img actually runs (diffusers' get_timesteps)."""
+    """Steps img2img actually runs (diffusers' get_timesteps); at strength 1
+    (text to image), every step."""
     return min(int(steps * strength), steps)
 
 
@@ -197,26 +246,37 @@ def invalid_params(errors: list[dict]) -> InvalidParams:
 
 
 def job_params(
-    *, checkpoint, data: QuoteIn, image_size: tuple[int, int] | None, require_prompt: bool = True
+    *, checkpoint, data: _SettingsIn, image_size: tuple[int, int] | None, require_prompt: bool = True
 ) -> JobParams:
     """Apply the model's defaults and limits; raise InvalidParams listing
-    every field that is wrong."""
+    every field that is wrong. The mode is data.mode; a text to image job
+    (no image_size) runs every step at the model's native size by default."""
     errors: dict[str, str] = {}
+    mode = Mode(data.mode)
+    if mode not in checkpoint.modes:
+        errors["model"] = mode_refusal(checkpoint, mode)
     prompt = data.prompt.strip()
     if require_prompt and not prompt:
         errors["prompt"] = FIELD_HELP["prompt"]
-    strength = checkpoint.default_strength if data.strength is None else data.strength
+    if mode == Mode.TXT2IMG:
+        strength = FULL_STRENGTH
+    else:
+        strength = checkpoint.default_strength if data.strength is None else data.strength
     steps = checkpoint.default_steps if data.steps is None else data.steps
     if steps > checkpoint.max_steps:
         errors["steps"] = f"Between 1 and {checkpoint.max_steps} for this model."
     elif denoising_steps(steps, strength) < 1:
         errors["strength"] = "Steps x strength must be at least 1; raise one of them."
-    width, height, size_error = _output_size(checkpoint, data.width, data.height, image_size)
+    # Without a picture or a size: text to image's native size; a quote of
+    # image to image, a 512 px input.
+    default_side = FAMILIES[checkpoint.family].native_side if mode == Mode.TXT2IMG else 512
+    width, height, size_error = _output_size(checkpoint, data.width, data.height, image_size, default_side)
     if size_error:
         errors["width"] = size_error
     if errors:
         raise InvalidParams(errors)
     return JobParams(
+        mode=mode,
         prompt=prompt,
         negative_prompt=data.negative_prompt.strip(),
         strength=strength,
@@ -229,11 +289,43 @@ def job_params(
     )
 
 
-def _output_size(checkpoint, width, height, image_size) -> tuple[int, int, str | None]:
+def txt2img_size(checkpoint) -> tuple[int, int]:
+    """Text to image's default output size: the first allowed size, else the
+    family's native side, square, within the model's max side."""
+    return _output_size(checkpoint, None, None, None, FAMILIES[checkpoint.family].native_side)[:2]
+
+
+def size_presets(checkpoint) -> list[tuple[str, int, int]]:
+    """The create page's text to image sizes, (label, width, height): the
+    allowed sizes, else the default square and its 4:3, 3:4 and 16:9 crops
+    (multiples of 8)."""
+    if checkpoint.allowed_sizes:
+        return [(f"{w}x{h}", w, h) for w, h in checkpoint.allowed_sizes]
+    side = txt2img_size(checkpoint)[0]
+
+    def part(ratio: float) -> int:
+        return max(MIN_SIDE, int(side * ratio) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+
+    return [
+        ("Square", side, side),
+        ("Landscape 4:3", side, part(3 / 4)),
+        ("Portrait 3:4", part(3 / 4), side),
+        ("Wide 16:9", side, part(9 / 16)),
+    ]
+
+
+def mode_refusal(checkpoint, mode: Mode) -> str:
+    offered = ", ".join(Mode(m).label.lower() for m in checkpoint.modes)
+    return f"{checkpoint.name} cannot do {mode.label.lower()}; it offers {offered}. Choose another model."
+
+
+def _output_size(checkpoint, width, height, image_size, default_side: int) -> tuple[int, int, str | None]:
+    """Without a size: the allowed size that comes first, else the input's
+    fitted to the model, else `default_side` square (within max_side)."""
     allowed = [tuple(pair) for pair in checkpoint.allowed_sizes or []]
     if width is None and height is None:
         if image_size is None:
-            side = min(checkpoint.max_side, 512)
+            side = min(checkpoint.max_side, default_side)
             return (allowed[0] if allowed else (side, side)) + (None,)
         return (*_fit(image_size, checkpoint.max_side, allowed), None)
     if width is None or height is None:

@@ -11,7 +11,7 @@ from ninja import Schema
 from pydantic import Field
 
 from generation.models import Job
-from generation.params import JobParams
+from generation.params import JobParams, txt2img_size
 from generation.selectors import queue_position
 
 
@@ -34,7 +34,7 @@ class AccountOut(Schema):
 
 
 class Defaults(Schema):
-    strength: float
+    strength: float = Field(description="Image to image's; text to image runs every step")
     steps: int
     guidance_scale: float
 
@@ -50,6 +50,12 @@ class ModelOut(Schema):
     name: str
     family: str
     tags: list[str]
+    modes: list[Literal["img2img", "txt2img"]] = Field(
+        description="What it can make pictures from: img2img (POST /api/v1/img2img), txt2img (POST /api/v1/txt2img)"
+    )
+    native_size: list[int] = Field(
+        description="[width, height]: text to image's default size, the model's native size within its limits"
+    )
     cost_per_image: int = Field(description="Credits for one image at the defaults, up to one megapixel")
     defaults: Defaults
     limits: Limits
@@ -63,6 +69,14 @@ class ModelOut(Schema):
     @staticmethod
     def resolve_cost_per_image(checkpoint) -> int:
         return checkpoint.price_per_image
+
+    @staticmethod
+    def resolve_modes(checkpoint) -> list[str]:
+        return [mode.value for mode in checkpoint.modes]
+
+    @staticmethod
+    def resolve_native_size(checkpoint) -> list[int]:
+        return list(txt2img_size(checkpoint))
 
     @staticmethod
     def resolve_defaults(checkpoint) -> dict:

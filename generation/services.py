@@ -47,8 +47,9 @@ from generation.images import CleanImage, image_clean
 from generation.metrics import reaper_observed
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
+from generation.modes import Mode
 from generation.observe import job_event
-from generation.params import BATCH_FIELDS, JobParams, QuoteIn, job_params
+from generation.params import BATCH_FIELDS, Img2ImgIn, JobParams, QuoteIn, Txt2ImgIn, job_params
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
 from generation.webhooks import webhook_schedule, webhook_url_check
@@ -59,12 +60,14 @@ REAPER_LOCK = "portal:reaper-lock"
 BATCH_POLL_SECONDS = 0.02
 CLAIM_TRIES = 5  # queued jobs tried in turn when other workers win the race
 WORKER_LOST = "The worker stopped while making your picture."
+NO_PICTURE = "Text to image takes no picture; to start from one, use image to image (POST /api/v1/img2img)."
 
 
 def job_quote(*, data: QuoteIn, upload=None) -> int:
-    """The credits a submit with these fields would hold (no prompt needed)."""
+    """The credits a submit with these fields would hold (no prompt needed).
+    A text to image quote ignores a picture: its submit takes none."""
     checkpoint = checkpoint_for_submit(data.model)
-    size = _image_size(upload) if upload is not None else None
+    size = _image_size(upload) if upload is not None and data.mode != Mode.TXT2IMG else None
     params = job_params(checkpoint=checkpoint, data=data, image_size=size, require_prompt=False)
     return quote(checkpoint=checkpoint, params=params)
 
@@ -72,18 +75,28 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
 # --- Submit and cancel ------------------------------------------------------------
 
 
-def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
+def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
     """Validate everything (the prompts through the moderation checks, a
     webhook_url too: where it points now), hold the quoted credits and create
     the job in one transaction; the task is sent after commit. Any error
     leaves no job, no hold and no stored file (a refused prompt leaves a
-    ModerationFlag row for staff)."""
+    ModerationFlag row for staff).
+
+    The mode is data's: image to image takes `upload` or, without one, the
+    parent job's first result; text to image takes no picture (an upload is
+    refused) and its parent is lineage only."""
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
-    source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
-    params = job_params(checkpoint=checkpoint, data=data, image_size=(source.width, source.height))
+    if data.mode == Mode.TXT2IMG:
+        if upload is not None:
+            raise InvalidParams({"image": NO_PICTURE})
+        source = None
+    else:
+        source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
+    size = (source.width, source.height) if source is not None else None
+    params = job_params(checkpoint=checkpoint, data=data, image_size=size)
     prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
     if webhook_url:
@@ -101,7 +114,8 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
         **params.model_dump(),
     )
     job.credits_held = quote(checkpoint=checkpoint, params=params)
-    job.input_image.save("input.png", ContentFile(source.png), save=False)
+    if source is not None:
+        job.input_image.save("input.png", ContentFile(source.png), save=False)
     try:
         with transaction.atomic():
             credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
@@ -110,9 +124,12 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
             _check_active_jobs(user)
             job.save(force_insert=True)
     except Exception:
-        job.input_image.delete(save=False)
+        if job.input_image:
+            job.input_image.delete(save=False)
         raise
-    job_event("submitted", job, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height)
+    job_event(
+        "submitted", job, mode=job.mode, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height
+    )
     # Outside the try: the job and its hold are committed, so its input must
     # stay. A publish that fails is logged; the sweep in jobs_reap sends it.
     transaction.on_commit(lambda: job_dispatch(job_id=job.id, slug=checkpoint.slug), robust=True)
@@ -120,11 +137,14 @@ def job_submit(*, user, data: QuoteIn, upload=None) -> Job:
 
 
 def job_again(*, user, job_id) -> Job:
-    """The same job with a new random seed: a sibling with the same input."""
+    """The same job with a new random seed: a sibling with the same input
+    (text to image: the same prompt and settings)."""
     job = job_for_user(user=user, job_id=job_id)
+    data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
+    if job.mode == Mode.TXT2IMG:
+        return job_submit(user=user, data=data)
     if job.expired_at is not None:
         raise InvalidParams({"job": _expired_message()})
-    data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     try:
         with job.input_image.open("rb") as handle:
             upload = ContentFile(handle.read(), name="input.png")

@@ -17,7 +17,8 @@ from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, JobNotFound, public_error
 from generation.estimates import status_snapshot, wait_label
 from generation.models import Checkpoint, Job
-from generation.params import Img2ImgIn, JobParams
+from generation.modes import OFFERED, Mode
+from generation.params import SUBMIT_FORMS, JobParams, size_presets
 from generation.schemas import JobOut
 from generation.selectors import (
     checkpoints_for_catalog,
@@ -60,11 +61,15 @@ def create(request: HttpRequest) -> HttpResponse:
     parent = _job_or_404(request, request.POST.get("parent_job") or request.GET.get("parent"))
     errors: dict[str, str] = {}
     message, status = "", 200
+    mode = request.POST.get("mode") or request.GET.get("mode") or Mode.IMG2IMG
+    if mode not in OFFERED:
+        mode = Mode.IMG2IMG
     if request.method == "POST":
         try:
-            job = job_submit(
-                user=request.user, data=Img2ImgIn.from_form(request.POST), upload=request.FILES.get("image")
-            )
+            # Text to image: the picture field is hidden and its file, if
+            # one was chosen before switching, not used.
+            upload = request.FILES.get("image") if mode == Mode.IMG2IMG else None
+            job = job_submit(user=request.user, data=SUBMIT_FORMS[mode].from_form(request.POST), upload=upload)
             return redirect("job", job_id=job.id)
         except PUBLIC_ERRORS as exc:
             error = public_error(exc)
@@ -73,6 +78,7 @@ def create(request: HttpRequest) -> HttpResponse:
     waits = {model["slug"]: model["expected_wait_seconds"] for model in status_snapshot()["models"]}
     for checkpoint in checkpoints:
         checkpoint.wait_label = wait_label(waits.get(checkpoint.slug))
+        checkpoint.size_presets = size_presets(checkpoint)
     if request.method == "POST":
         values = request.POST
     elif parent is not None:
@@ -85,6 +91,8 @@ def create(request: HttpRequest) -> HttpResponse:
         "checkpoints": checkpoints,
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
+        "mode": mode,
+        "modes": [(m.value, m.label) for m in OFFERED],
         "parent": parent,
         "values": values,
         "errors": errors,

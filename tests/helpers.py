@@ -42,6 +42,12 @@ def make_job(user, slug: str, **fields):
     values = dict(
         prompt="x", strength=0.5, steps=4, guidance_scale=7, seed=1, num_images=1, width=64, height=64, credits_held=1
     )
+    # An image to image job names its input (job_input_by_mode); text to
+    # image has none and runs every step.
+    if fields.get("mode") == "txt2img":
+        values.update(strength=1.0, input_image="")
+    else:
+        values.update(input_image="inputs/made-by-make-job.png")
     values.update(fields)
     return Job.objects.create(user=user, checkpoint=Checkpoint.objects.get(slug=slug), **values)
 

@@ -23,7 +23,7 @@ from tests.helpers import make_job, png_bytes
 from workers.heartbeat import publish, remove
 
 EXAMPLES_PER_OPERATION = 150
-UPLOADS = {"/api/v1/quote", "/api/v1/img2img"}
+UPLOADS = {"/api/v1/quote", "/api/v1/img2img", "/api/v1/txt2img"}
 # Why a schema-valid upload may still be refused: what the schema cannot say.
 # The catalog (which slugs exist), a model's own limits (its max steps and
 # size, steps x strength >= 1), whether the bytes are a picture, and where a

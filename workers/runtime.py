@@ -1,5 +1,6 @@
 """The diffusers runtime: device and dtype, loading a checkpoint's img2img
-pipeline through diffusers' own classes, and running it.
+pipeline through diffusers' own classes, deriving its text-to-image
+pipeline from it, and running either.
 
 Only workers/ imports torch and diffusers, and only inside functions that a
 worker calls, so importing this module's callers stays cheap for the web tier.
@@ -21,6 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from generation.families import FAMILIES
+from generation.modes import Mode
 from generation.params import JobParams
 from workers.errors import BadInput, Canceled, MissingWeights, classify
 from workers.preview import latents_preview
@@ -80,6 +82,20 @@ IMG2IMG_CLASSES = {
 }
 
 
+# The text-to-image class of each family. A worker never loads it: it is
+# built from the loaded img2img pipeline with from_pipe (mode_pipeline), so
+# both modes of a checkpoint share every module and the cache counts them once.
+TEXT2IMG_CLASSES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sd-turbo": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sdxl-turbo": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+
+
 def preload(families: set[str]) -> None:
     """Import torch, diffusers and the pipeline classes of `families` in the
     worker's main process, before it forks its pool: a pool process that
@@ -89,8 +105,9 @@ def preload(families: set[str]) -> None:
     import torch  # noqa: F401
 
     for family in families:
-        if name := IMG2IMG_CLASSES.get(family):
-            getattr(diffusers, name)
+        for classes in (IMG2IMG_CLASSES, TEXT2IMG_CLASSES):
+            if name := classes.get(family):
+                getattr(diffusers, name)
 
 
 def pipeline_class(spec: CheckpointSpec):
@@ -100,6 +117,28 @@ def pipeline_class(spec: CheckpointSpec):
     if name is None:
         raise BadInput(f"unknown pipeline family {spec.family!r}")
     return getattr(diffusers, name)
+
+
+def mode_pipeline(pipe, spec: CheckpointSpec, mode: str):
+    """The pipeline that runs `mode` on the loaded (img2img) `pipe`: pipe
+    itself, or the text-to-image pipeline built from its modules with
+    diffusers' from_pipe once and kept on it (so it goes with pipe when the
+    cache evicts it). Shared modules mean shared speed-ups and no new memory."""
+    if mode == Mode.IMG2IMG:
+        return pipe
+    if mode != Mode.TXT2IMG:
+        raise BadInput(f"this worker does not run {mode!r} jobs")
+    built = pipe.__dict__.setdefault("_portal_modes", {})
+    if mode not in built:
+        import diffusers
+
+        name = TEXT2IMG_CLASSES.get(spec.family)
+        if name is None:
+            raise BadInput(f"no text-to-image pipeline for family {spec.family!r}")
+        text = getattr(diffusers, name).from_pipe(pipe)
+        text.set_progress_bar_config(disable=True)
+        built[mode] = text
+    return built[mode]
 
 
 # --- Loading -----------------------------------------------------------------------
@@ -229,7 +268,8 @@ PREVIEW_EVERY = 4
 
 @dataclass
 class BatchItem:
-    """One job's part of a pipeline call: its input, settings and callbacks."""
+    """One job's part of a pipeline call: its input (None for text to image),
+    settings and callbacks."""
 
     image: Any
     params: JobParams
@@ -251,8 +291,11 @@ def run_img2img(
 
 
 def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list | None]:
-    """Run several jobs that share a batch_key (JobParams.batch_key) in one pipeline call and return
-    each one's PIL images, in order.
+    """Run several jobs that share a batch_key (JobParams.batch_key, the mode
+    included) in one pipeline call and return each one's PIL images, in order.
+    `pipe` is the checkpoint's loaded img2img pipeline; text to image runs on
+    the pipeline from_pipe builds from it (mode_pipeline), every step, at the
+    jobs' width and height.
 
     Every image has its own CPU generator (a job's seed, seed+1, ...), so the
     same seed, parameters, checkpoint and device give the same pixels whether
@@ -278,10 +321,17 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
     if first.width % 8 or first.height % 8:
         raise BadInput("width and height must be multiples of 8")
     family = FAMILIES[spec.family]
+    text = first.mode == Mode.TXT2IMG
+    runner = mode_pipeline(pipe, spec, first.mode)
     prompts, negatives, sources, generators, rows = [], [], [], [], []
     for item in items:
         params = item.params
-        source = item.image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+        if text:
+            source = None
+        elif item.image is None:
+            raise BadInput("an image to image job needs its input picture")
+        else:
+            source = item.image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
         rows.append(range(len(prompts), len(prompts) + params.num_images))
         for index in range(params.num_images):
             prompts.append(params.prompt)
@@ -317,13 +367,17 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
             pipeline._interrupt = True
         return kwargs
 
+    # Text to image sizes its latents from width and height; image to image
+    # from its (resized) inputs and the strength.
+    inputs = {"height": first.height, "width": first.width} if text else {"image": sources, "strength": first.strength}
     try:
+        # The speed-ups' state (warm shapes, the compiled UNet) lives on the
+        # loaded pipeline; the text-to-image one shares its UNet.
         with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), **shape):
-            result = pipe(
+            result = runner(
                 prompt=prompts,
                 negative_prompt=None if family.turbo or not any(negatives) else negatives,
-                image=sources,
-                strength=first.strength,
+                **inputs,
                 num_inference_steps=first.steps,
                 guidance_scale=guidance,
                 num_images_per_prompt=1,

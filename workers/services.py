@@ -21,6 +21,7 @@ from generation.availability import worker_name
 from generation.dispatch import job_forward, job_send_back
 from generation.events import job_send
 from generation.models import Checkpoint, CheckpointTestRun, Job
+from generation.modes import Mode
 from generation.params import JobParams, fewest_steps
 from generation.services import (
     job_claim,
@@ -319,6 +320,9 @@ def _finish(job: Job, result, flags: list[ImageFlag] | None) -> str:
 
 
 def _input_of(job: Job):
+    """The job's input picture; None for text to image, which has none."""
+    if job.mode == Mode.TXT2IMG:
+        return None
     with job.input_image.open("rb") as handle:
         source = Image.open(io.BytesIO(handle.read()))
         source.load()

@@ -1,6 +1,7 @@
-// The create page: pick or drop or paste a picture, preview it, keep the
-// price quote and the chosen model's expected wait live as the settings
-// change. The server re-checks everything.
+// The create page: image to image (pick or drop or paste a picture, preview
+// it) or text to image (no picture; size presets of the chosen model), with
+// the price quote and the chosen model's expected wait kept live as the
+// settings change. The server re-checks everything.
 (function () {
   "use strict";
   const form = document.getElementById("create-form");
@@ -77,6 +78,73 @@
     });
   });
 
+  // Image to image or text to image: text to image hides (and disables, so
+  // the form does not send them) the picture and the strength, shows the
+  // size presets, and offers only the models that can do it.
+  const sizeSelect = document.getElementById("id_size");
+  const widthInput = document.getElementById("id_width");
+  const heightInput = document.getElementById("id_height");
+
+  function currentMode() {
+    const checked = form.querySelector("input[name=mode]:checked");
+    return checked ? checked.value : "img2img";
+  }
+
+  function fillSizes() {
+    const model = form.querySelector("input[name=model]:checked");
+    sizeSelect.innerHTML = "";
+    if (!model) return;
+    model.dataset.sizes.split(";").forEach(function (preset) {
+      const parts = preset.split("=");
+      const option = document.createElement("option");
+      option.value = parts[1];
+      option.textContent = parts[0] + " " + parts[1].replace("x", "×");
+      sizeSelect.appendChild(option);
+    });
+    const chosen = widthInput.value + "x" + heightInput.value;
+    if (Array.from(sizeSelect.options).some(function (o) { return o.value === chosen; })) sizeSelect.value = chosen;
+  }
+
+  function applySize() {
+    const parts = sizeSelect.value.split("x");
+    widthInput.value = parts[0];
+    heightInput.value = parts[1];
+  }
+
+  function showMode() {
+    const text = currentMode() === "txt2img";
+    document.getElementById("picture-section").hidden = text;
+    document.getElementById("strength-settings").hidden = text;
+    document.getElementById("size-settings").hidden = !text;
+    fileInput.disabled = text;
+    strength.disabled = text;
+    form.querySelectorAll("[data-mode-text]").forEach(function (node) {
+      node.hidden = node.dataset.modeText !== currentMode();
+    });
+    form.querySelectorAll("input[name=model]").forEach(function (radio) {
+      const offered = radio.dataset.modes.split(" ").indexOf(currentMode()) >= 0;
+      radio.closest(".model-card").classList.toggle("wrong-mode", !offered);
+      if (!offered) {
+        radio.dataset.noMode = "1";
+        radio.disabled = true;
+        radio.checked = false;
+      } else if (radio.dataset.noMode) {
+        delete radio.dataset.noMode;
+        radio.disabled = false;
+      }
+    });
+    if (text) { fillSizes(); if (!widthInput.value && !heightInput.value) applySize(); }
+  }
+
+  form.querySelectorAll("input[name=mode]").forEach(function (radio) {
+    radio.addEventListener("change", showMode);
+  });
+  sizeSelect.addEventListener("change", applySize);
+  form.querySelectorAll("input[name=model]").forEach(function (radio) {
+    radio.addEventListener("change", function () { if (currentMode() === "txt2img") { fillSizes(); applySize(); } });
+  });
+  showMode();
+
   // Output size when left empty: the picture fitted within the model's max
   // side, in multiples of 8 (the same rule as generation/params.py).
   function fittedSize(maxSide) {
@@ -97,7 +165,7 @@
     data.delete("image");
     data.delete("prompt");
     for (const [key, value] of Array.from(data.entries())) { if (value === "") data.delete(key); }
-    if (!data.get("width") && !data.get("height")) {
+    if (currentMode() === "img2img" && !data.get("width") && !data.get("height")) {
       const size = fittedSize(Number(model.dataset.maxSide));
       if (size) { data.set("width", size[0]); data.set("height", size[1]); }
     }

@@ -66,6 +66,30 @@ def test_create_quote_submit_and_results(page, live_server, tmp_path):
     assert page.errors == []
 
 
+def test_text_to_image_hides_the_picture_offers_sizes_and_runs(page, live_server):
+    page.goto(live_server.url + reverse("create"))
+    page.check("input[name=model][value=test-sd1]")
+    page.check("input[name=mode][value=txt2img]")
+    assert page.is_hidden("#picture-section") and page.is_disabled("#id_image") and page.is_hidden("#id_strength")
+    assert page.input_value("#id_size") == "512x512"  # the model's native size first
+    page.select_option("#id_size", "512x384")
+    assert (page.input_value("#id_width"), page.input_value("#id_height")) == ("512", "384")
+    page.fill("#id_prompt", "a fox in the snow")
+    # test-sd1 prices 12 denoising steps (20 x 0.6) at 1 credit; text to image runs all 24.
+    page.fill("#id_steps", "24")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '2'")
+    page.fill("#id_steps", "3")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
+
+    page.click("form#create-form button[type=submit]")
+    page.wait_for_url("**/jobs/*/")
+    assert page.text_content("#job-mode") == "Text to image"
+    page.wait_for_selector(".results img", timeout=120_000)
+    job = Job.objects.get(user=page.user)
+    assert (job.status, job.mode, job.width, job.height, job.strength) == ("succeeded", "txt2img", 512, 384, 1.0)
+    assert page.errors == []
+
+
 def test_a_dropped_picture_is_taken_and_previewed(page, live_server):
     page.goto(live_server.url + reverse("create"))
     data = list(png_bytes(size=(64, 48)))

@@ -1,0 +1,23 @@
+"""What a job makes its pictures from: the modes of generation.
+
+A job's mode decides its inputs and which pipeline a worker runs
+(workers.runtime). A checkpoint lists the modes it can run
+(Checkpoint.modes); the catalog, the API and the pages offer only those.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Mode(models.TextChoices):
+    IMG2IMG = "img2img", "Image to image"
+    TXT2IMG = "txt2img", "Text to image"
+    # Listed now so that their jobs need no migration of the choices later;
+    # no operation creates them yet.
+    INPAINT = "inpaint", "Inpainting"
+    CONTROLNET = "controlnet", "ControlNet"
+
+
+# The modes an operation of this portal can create today.
+OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG)
