@@ -52,15 +52,11 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 
 
-# Every job's mode until other modes exist.
-DEFAULT_MODE = "img2img"
-
-
 def job_observed(
     event: str,
     *,
     model: str,
-    mode: str = DEFAULT_MODE,
+    mode: str,
     queue_wait_seconds: float | None = None,
     run_seconds: float | None = None,
 ) -> None:

@@ -57,6 +57,7 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
         # The slug for the metrics' model label: from the loaded checkpoint,
         # else one query per checkpoint per process and minute.
         known["model"] = job.checkpoint.slug if Job.checkpoint.is_cached(job) else _slug_of(job.checkpoint_id)
+        known["mode"] = job.mode
         fields = {**known, **fields}
     else:
         job_id = job
@@ -66,6 +67,7 @@ def job_event(event: str, job, *, level: int = logging.INFO, **fields) -> None:
     job_observed(
         event,
         model=str(fields.get("model") or "unknown"),
+        mode=str(fields.get("mode") or "unknown"),  # a dispatch names only the job's id
         # Once per job: its first start, and the run that gave its result.
         queue_wait_seconds=fields.get("queue_wait_seconds") if fields.get("attempt") == 1 else None,
         run_seconds=fields.get("run_seconds") if event == "succeeded" else None,

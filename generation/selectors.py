@@ -309,10 +309,10 @@ def webhook_secret_of(*, user) -> str | None:
 # --- Totals for operators (metrics, status) ------------------------------------------------
 
 
-def job_counts() -> list[tuple[str, str, int]]:
-    """(status, checkpoint slug, number of jobs) for every pair that has
-    jobs: one grouped query."""
-    return list(Job.objects.values_list("status", "checkpoint__slug").annotate(n=Count("id")).order_by())
+def job_counts() -> list[tuple[str, str, str, int]]:
+    """(status, checkpoint slug, mode, number of jobs) for every combination
+    that has jobs: one grouped query."""
+    return list(Job.objects.values_list("status", "checkpoint__slug", "mode").annotate(n=Count("id")).order_by())
 
 
 def queues_waiting() -> dict[str, tuple[int, datetime]]:

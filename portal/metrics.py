@@ -32,7 +32,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from billing.selectors import credit_totals, credits_outstanding, ledger_sums
 from generation.availability import heartbeat_client, live_workers
 from generation.dispatch import queue_for
-from generation.metrics import DEFAULT_MODE
 from generation.selectors import job_counts, queues_waiting, webhook_counts
 
 
@@ -52,8 +51,8 @@ class StateCollector:
 
     def _jobs(self):
         jobs = GaugeMetricFamily("portal_jobs", "Jobs by state, model and mode.", labels=["state", "model", "mode"])
-        for status, slug, count in job_counts():
-            jobs.add_metric([status, slug, DEFAULT_MODE], count)
+        for status, slug, mode, count in job_counts():
+            jobs.add_metric([status, slug, mode], count)
         yield jobs
         depth = GaugeMetricFamily("portal_queue_depth", "Jobs queued per checkpoint.", labels=["model"])
         oldest = GaugeMetricFamily(
