@@ -90,3 +90,29 @@ def run_async(coroutine):
         return asyncio.run(coroutine)
     finally:
         channel_layers.backends.clear()
+
+
+def job_run_here(api):
+    """Submit a small img2img job through the API and run it in this process,
+    as the worker's task would (in a django_db test nothing commits, so no
+    message reaches a real worker). The submit's 202 answer."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    import workers.services
+
+    response = api.post(
+        "/api/v1/img2img",
+        {
+            "model": "test-sd1",
+            "prompt": "a lighthouse",
+            "steps": 4,
+            "strength": 0.5,
+            "width": 64,
+            "height": 64,
+            "image": SimpleUploadedFile("in.png", png_bytes()),
+        },
+    )
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
+    assert workers.services.job_run(job_id=job_id) == "succeeded"
+    return response

@@ -18,6 +18,9 @@ import pytest
 
 from workers.gpu_claim import gpu_claim, gpu_count
 
+# The compose file and the proxy's config, no database (PostgreSQL pass only).
+pytestmark = pytest.mark.one_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".env.example"
 LONG_RUNNING = {"proxy", "db", "redis", "web", "worker", "housekeeping", "beat"}

@@ -11,13 +11,12 @@ import uuid
 import pytest
 import structlog
 from celery.signals import before_task_publish
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation.availability import heartbeat_client
 from generation.dispatch import job_dispatch, queue_for
 from generation.observe import MESSAGE_JOB, job_event
 from portal.logs import json_formatter
-from tests.helpers import png_bytes
+from tests.helpers import job_run_here
 
 
 def rendered(record: logging.LogRecord) -> dict:
@@ -90,24 +89,10 @@ def test_a_job_is_followed_by_its_id_from_submit_to_charge(paid_api, alice, gpu_
     """The web's submit line (with the request id) and the worker's lines
     (run here in-process, as the worker's task would: django_db never
     commits, so no message is sent to the session worker)."""
-    import workers.services
 
     with caplog.at_level(logging.INFO):
-        response = paid_api.post(
-            "/api/v1/img2img",
-            {
-                "model": "test-sd1",
-                "prompt": "a lighthouse",
-                "steps": 4,
-                "strength": 0.5,
-                "width": 64,
-                "height": 64,
-                "image": SimpleUploadedFile("in.png", png_bytes()),
-            },
-        )
-        assert response.status_code == 202, response.content
-        job_id = response.json()["id"]
-        assert workers.services.job_run(job_id=job_id) == "succeeded"
+        response = job_run_here(paid_api)
+    job_id = response.json()["id"]
 
     [request_line] = [rendered(r) for r in caplog.records if r.name.startswith("django_structlog")]
     assert request_line["request_id"] == response["X-Request-ID"] and request_line["user_id"] == alice.pk

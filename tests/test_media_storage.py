@@ -31,6 +31,10 @@ from portal.settings import media_storage
 from tests.conftest import wait_for
 from tests.helpers import api_client, png_bytes
 
+# The storage backend is the subject, not the database engine: CI runs this in
+# the PostgreSQL pass only (the local default runs on SQLite in the other files).
+pytestmark = pytest.mark.one_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 REAL_WORKER_MODEL = "test-sd1-alt"  # no session worker serves it: only the one a test starts
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

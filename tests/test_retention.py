@@ -7,37 +7,19 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
 from generation.models import Job
 from generation.services import results_expire
-from tests.helpers import png_bytes
+from tests.helpers import job_run_here
 
 pytestmark = pytest.mark.django_db  # no commit: no task is sent; the test runs the worker's job_run
 
 
 def finished_job(api) -> Job:
-    import workers.services
-
-    response = api.post(
-        "/api/v1/img2img",
-        {
-            "model": "test-sd1",
-            "prompt": "a lighthouse",
-            "steps": 4,
-            "strength": 0.5,
-            "width": 64,
-            "height": 64,
-            "image": SimpleUploadedFile("in.png", png_bytes()),
-        },
-    )
-    assert response.status_code == 202, response.content
-    job_id = response.json()["id"]
-    assert workers.services.job_run(job_id=job_id) == "succeeded"
-    return Job.objects.get(id=job_id)
+    return Job.objects.get(id=job_run_here(api).json()["id"])
 
 
 def ledger_of(user) -> list[tuple]:

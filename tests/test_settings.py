@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# Settings are read in subprocesses with their own environment: the test
+# database's engine plays no part (CI runs this in the PostgreSQL pass only).
+pytestmark = pytest.mark.one_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = "import django; django.setup(); print('started')"
 

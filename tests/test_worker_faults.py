@@ -8,14 +8,16 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import generation.services
 from generation.availability import available_slugs
 from generation.models import Job
 from generation.services import job_cancel
-from tests.conftest import IN_CI, wait_for
+from tests.conftest import IN_CI, free_port, wait_for
 from tests.faults import assert_books_balance, long_job
 
 # Processes are killed here: CI runs these in its PostgreSQL pass only (one_engine).
@@ -49,8 +51,9 @@ def back_again(job_id: str, attempts: int) -> float:
     return time.monotonic() - started
 
 
-def test_a_killed_pool_process_s_job_runs_again_within_seconds(api, alice, start_worker):
-    start_worker("test-sd1-alt", **DEFAULTS)
+def test_a_killed_pool_process_s_job_runs_again_within_seconds(api, alice, start_worker, tmp_path):
+    port = free_port()
+    start_worker("test-sd1-alt", **DEFAULTS, PROMETHEUS_MULTIPROC_DIR=str(tmp_path), WORKER_METRICS_PORT=str(port))
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
     job_id = long_job(api)
     job = running_job(api, job_id)
@@ -64,6 +67,18 @@ def test_a_killed_pool_process_s_job_runs_again_within_seconds(api, alice, start
     assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.error)
     assert job.worker != f"{job.worker.rpartition(':')[0]}:{owner_pid}"
     assert_books_balance(alice, granted=100)
+    # Counts survive prefork: the killed pool process's start is still counted
+    # beside its replacement's (prometheus_client's multiprocess files).
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    started = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "portal_job_events_total"
+        and sample.labels == {"event": "started", "model": "test-sd1-alt", "mode": "img2img"}
+    ]
+    assert started == [2.0], text
 
 
 def test_a_killed_worker_s_job_is_taken_by_another_without_beat(api, alice, start_worker):
