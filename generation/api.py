@@ -26,6 +26,7 @@ from generation.errors import (
     PUBLIC_ERRORS,
     GenerationError,
     InvalidParams,
+    JobNotFound,
     NotAuthenticated,
     RateLimited,
     Refused,
@@ -38,13 +39,21 @@ from generation.params import (
     IDEMPOTENCY_KEY,
     IdempotencyKeyHeader,
     Img2ImgIn,
+    InpaintIn,
     Omitted,
     QuoteIn,
     Txt2ImgIn,
     invalid_params,
 )
 from generation.schemas import AccountOut, ErrorOut, JobOut, JobsOut, ModelsOut, QuoteOut, WebhookSecretOut, job_out
-from generation.selectors import checkpoints_for_catalog, image_for_user, job_status, jobs_of, jobs_shown
+from generation.selectors import (
+    checkpoints_for_catalog,
+    image_for_user,
+    job_for_user,
+    job_status,
+    jobs_of,
+    jobs_shown,
+)
 from generation.services import NO_PICTURE, job_cancel, job_quote, job_submit, job_viewed
 from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
@@ -109,15 +118,16 @@ def models(request: HttpRequest):
     "/quote",
     response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
-    description="`mode` is the submit's: img2img (the default; with its picture, or its size) or txt2img (no "
-    "picture: one sent is ignored; every step runs, so `strength` is ignored).",
+    description="`mode` is the submit's: img2img (the default; with its picture, or its size), txt2img (no "
+    "picture: one sent is ignored; every step runs, so `strength` is ignored) or inpaint (with its picture; "
+    "`strength` 1 by default; with expand_* the price is the grown canvas's; the other modes ignore expand_*).",
 )
 def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):
     # With a picture, a quote decodes and re-encodes it like a submit: limited
     # per person (per client address without one), QUOTE_RATE_LIMIT.
     if (
         image is not None
-        and data.mode == "img2img"
+        and data.mode in ("img2img", "inpaint")
         and is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True)
     ):
         raise RateLimited("Too many quotes with a picture; wait a minute, or quote without the picture.")
@@ -176,6 +186,39 @@ def txt2img(
     return _submit_once(request, idempotency_key, fields=data, upload=None, submit=submit)
 
 
+@router.post(
+    "/inpaint",
+    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
+    summary="Submit an inpainting or outpainting job (multipart); its credits are held until it ends",
+    description="Inpainting: `image` (or `parent_job`'s first result) and `mask`, a picture of the same size: "
+    "white (at least half brightness) = change, black = keep; transparency counts as black. A mask of another "
+    "size, an all-black mask or a file that is not a picture answers 400 naming `mask`. Outpainting: instead of "
+    "`mask`, `expand_left/right/top/bottom` (multiples of 8, at least one above 0): the picture is placed on a "
+    "canvas grown by those pixels, which is the job's input, and the new area is the mask; a canvas beyond the "
+    "model's max side answers 400 naming the expand fields. Both a mask and expand_*, or neither: 400. "
+    "`mask_blur` softens the mask's edge (pixels); every pixel the blurred mask leaves black comes back exactly "
+    "as it was. The output is the picture's (or canvas's) size fitted to the model, or `width` x `height` "
+    "(picture and mask are then resized together). `strength` defaults to 1. A model without inpainting "
+    "(see `modes` in GET /api/v1/models) answers 400 naming `model`. Prompts are moderated as for img2img.",
+)
+def inpaint(
+    request: HttpRequest,
+    data: Form[InpaintIn],
+    image: UploadedFile | Omitted = File(None),
+    mask: UploadedFile | Omitted = File(None),
+    idempotency_key: IdempotencyKeyHeader | Omitted = Header(
+        None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
+    ),
+):
+    def submit() -> Job:
+        return job_submit(user=request.user, data=data, upload=image, mask_upload=mask)
+
+    if idempotency_key is None:
+        return 202, submit()
+    # The fingerprint covers the picture and the mask.
+    return _submit_once(request, idempotency_key, fields=data, upload=[image, mask], submit=submit)
+
+
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
 def jobs(request: HttpRequest, query: Query[PageIn]):
     paginator = Paginator(jobs_shown(jobs_of(user=request.user)), JOBS_PAGE_SIZE)
@@ -212,6 +255,21 @@ def image(request: HttpRequest, image_id: str):
     row = image_for_user(user=request.user, image_id=image_id)
     job_viewed(user=request.user, job=row.job, what=f"result image {row.index + 1}")
     return private_file_response(row.file, content_type="image/png", filename=f"{row.job_id}-{row.index + 1}.png")
+
+
+@router.get(
+    "/jobs/{job_id}/mask",
+    url_name="job-mask",
+    response={**_errors(404, *READ)},
+    openapi_extra={"responses": PNG},
+    summary="An inpainting job's mask (PNG, white = changed); yours only",
+)
+def job_mask(request: HttpRequest, job_id: str):
+    found = job_for_user(user=request.user, job_id=job_id)
+    if not found.mask:
+        raise JobNotFound("That job has no mask (not inpainting, or deleted by retention).")
+    job_viewed(user=request.user, job=found, what="the mask")
+    return private_file_response(found.mask, content_type="image/png", filename=f"{found.id}-mask.png")
 
 
 def _submit_once(request: HttpRequest, key: str, *, fields: Schema, upload, submit: Callable[[], Job]) -> HttpResponse:

@@ -50,7 +50,7 @@ class Answer(NamedTuple):
 
 def request_fingerprint(*, operation: str, fields: dict, upload=None) -> str:
     """What makes two requests "the same": the operation (method and path),
-    the validated form fields and the uploaded file's bytes (hashed here,
+    the validated form fields and the uploaded files' bytes (hashed here,
     never stored)."""
     payload = {"operation": operation, "fields": fields, "upload": _file_sha256(upload)}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -139,7 +139,11 @@ def _oldest_kept():
     return timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS)
 
 
-def _file_sha256(upload) -> str | None:
+def _file_sha256(upload) -> str | list | None:
+    """The upload's hash; of a list of uploads (inpainting's picture and
+    mask), each one's, in order."""
+    if isinstance(upload, list):
+        return [_file_sha256(each) for each in upload]
     if upload is None:
         return None
     digest = hashlib.sha256()

@@ -125,8 +125,10 @@ class Checkpoint(models.Model):
     @property
     def modes(self) -> list[Mode]:
         """The modes its jobs may have (generation.modes): image to image
-        always, text to image unless it only refines."""
-        return [Mode.IMG2IMG, Mode.TXT2IMG] if self.text_to_image else [Mode.IMG2IMG]
+        always; text to image and inpainting unless it only refines (a
+        refiner is trained on the last steps of a picture, not to fill a
+        masked area from noise)."""
+        return [Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT] if self.text_to_image else [Mode.IMG2IMG]
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -192,6 +194,10 @@ def _input_path(job: Job, filename: str) -> str:
     return f"inputs/{job.user_id}/{job.id}.png"
 
 
+def _mask_path(job: Job, filename: str) -> str:
+    return f"masks/{job.user_id}/{job.id}.png"
+
+
 def _result_path(image: JobImage, filename: str) -> str:
     return f"results/{image.job.user_id}/{image.job_id}/{image.id}.png"
 
@@ -200,8 +206,9 @@ class Job(models.Model):
     """One generation request: its mode (generation.modes), its parameters
     (generation.params.JobParams), its lifecycle, its credits.
 
-    An image to image job has an input picture until retention deletes it; a
-    text to image job has none (a constraint says so).
+    An image to image or inpainting job has an input picture until retention
+    deletes it, an inpainting job its mask too; a text to image job has
+    neither (constraints say so).
 
     Status moves queued -> running -> succeeded | failed | canceled, only
     through generation.services (conditional updates, so a duplicate
@@ -240,6 +247,10 @@ class Job(models.Model):
     width = models.PositiveSmallIntegerField()
     height = models.PositiveSmallIntegerField()
     input_image = models.FileField(upload_to=_input_path, storage=private_storage, max_length=300, blank=True)
+    # Inpainting's mask (grayscale PNG, the input's size; white = change);
+    # empty for the other modes and after retention.
+    mask = models.FileField(upload_to=_mask_path, storage=private_storage, max_length=300, blank=True)
+    mask_blur = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     credits_held = models.PositiveIntegerField()
     credits_charged = models.PositiveIntegerField(null=True, blank=True)
@@ -290,6 +301,12 @@ class Job(models.Model):
                 condition=Q(mode=Mode.TXT2IMG, input_image="", strength=1)
                 | (~Q(mode=Mode.TXT2IMG) & (~Q(input_image="") | Q(expired_at__isnull=False))),
                 name="job_input_by_mode",
+            ),
+            # Inpainting has its mask (until retention); the other modes none.
+            models.CheckConstraint(
+                condition=(Q(mode=Mode.INPAINT) & (~Q(mask="") | Q(expired_at__isnull=False)))
+                | (~Q(mode=Mode.INPAINT) & Q(mask="")),
+                name="job_mask_by_mode",
             ),
         ]
 

@@ -13,11 +13,13 @@ from django.db import models
 class Mode(models.TextChoices):
     IMG2IMG = "img2img", "Image to image"
     TXT2IMG = "txt2img", "Text to image"
-    # Listed now so that their jobs need no migration of the choices later;
-    # no operation creates them yet.
+    # Inpainting and outpainting: a mask says what changes (outpainting's
+    # mask is the new area of a larger canvas).
     INPAINT = "inpaint", "Inpainting"
+    # Listed now so that its jobs need no migration of the choices later; no
+    # operation creates them yet.
     CONTROLNET = "controlnet", "ControlNet"
 
 
 # The modes an operation of this portal can create today.
-OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG)
+OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT)

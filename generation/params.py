@@ -1,6 +1,6 @@
 """The parameters of a job, in one place.
 
-- `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn`: what a person sends (the API's
+- `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn` / `InpaintIn`: what a person sends (the API's
   form fields and the create page's form), with the limits that hold for
   every model published in the OpenAPI schema. A submit's mode
   (generation.modes) is its class's; a quote's is a field.
@@ -47,6 +47,10 @@ Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 Guidance = Annotated[float, Field(ge=0, le=MAX_GUIDANCE)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
+Expand = Annotated[int, Field(ge=0, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
+MAX_MASK_BLUR = 64
+# Outpainting's sides, in the order their errors are named.
+EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 # "Has a character that is not whitespace", the same in Python's str.strip()
 # and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
@@ -73,6 +77,10 @@ FIELD_HELP = {
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "parent_job": "The id of one of your jobs.",
+    "mask_blur": f"Between 0 and {MAX_MASK_BLUR} pixels.",
+    **dict.fromkeys(
+        EXPAND_FIELDS, f"A multiple of {SIZE_MULTIPLE} from 0, the new canvas within the model's max side."
+    ),
     IDEMPOTENCY_KEY: "1 to 255 printable ASCII characters; a new random one (a UUID) for each new request.",
     "webhook_url": f"An http:// or https:// URL of a public host, at most {WEBHOOK_URL_MAX} characters.",
 }
@@ -123,15 +131,31 @@ class _SubmitIn(_SettingsIn):
     )
 
 
-class QuoteIn(_SettingsIn):
+class _OutpaintIn(Schema):
+    """Outpainting: pixels added on each side of the picture; the new area
+    is the mask (generation.images.outpaint_canvas)."""
+
+    expand_left: Expand = Field(0, description="Outpainting: pixels added on the left (a multiple of 8)")
+    expand_right: Expand = Field(0, description="Outpainting: pixels added on the right (a multiple of 8)")
+    expand_top: Expand = Field(0, description="Outpainting: pixels added on the top (a multiple of 8)")
+    expand_bottom: Expand = Field(0, description="Outpainting: pixels added on the bottom (a multiple of 8)")
+
+    @property
+    def expands(self) -> bool:
+        return any(getattr(self, name) for name in EXPAND_FIELDS)
+
+
+class QuoteIn(_SettingsIn, _OutpaintIn):
     """Form fields of POST /api/v1/quote: those of the mode's submit, without
     the need for a prompt."""
 
-    mode: Literal["img2img", "txt2img"] = Field(
-        "img2img", description="img2img (with a picture) or txt2img (from the prompt alone; no strength)"
+    mode: Literal["img2img", "txt2img", "inpaint"] = Field(
+        "img2img",
+        description="img2img (with a picture), txt2img (from the prompt alone; no strength) or inpaint "
+        "(with a picture; outpainting: with expand_*, priced at the larger canvas)",
     )
     strength: Strength | Omitted = Field(
-        None, description="img2img only: how much to change, 0-1; default: the model's"
+        None, description="img2img and inpaint: how much to change, 0-1; default: the model's (inpaint: 1)"
     )
 
 
@@ -152,7 +176,23 @@ class Txt2ImgIn(_SubmitIn):
     parent_job: UUID | Omitted = Field(None, description="Iterate on this job of yours (its picture is not used)")
 
 
-SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {Mode.IMG2IMG: Img2ImgIn, Mode.TXT2IMG: Txt2ImgIn}
+class InpaintIn(_SubmitIn, _OutpaintIn):
+    """Form fields of POST /api/v1/inpaint: the picture changes only where
+    its mask is white, or (outpainting, expand_* instead of a mask) only in
+    the area added around it."""
+
+    mode: ClassVar[Mode] = Mode.INPAINT
+    strength: Strength | Omitted = Field(
+        None, description="How much the masked area changes, 0-1; default 1 (repainted from noise)"
+    )
+    mask_blur: int = Field(
+        4, ge=0, le=MAX_MASK_BLUR, description="Soft edge of the mask, pixels (a Gaussian blur's radius)"
+    )
+    width: Side | Omitted = Field(None, description="Default: the picture's (or canvas's), fitted to the model")
+    height: Side | Omitted = Field(None, description="Default: the picture's (or canvas's), fitted to the model")
+
+
+SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {Mode.IMG2IMG: Img2ImgIn, Mode.TXT2IMG: Txt2ImgIn, Mode.INPAINT: InpaintIn}
 
 
 class JobParams(Schema):
@@ -161,7 +201,11 @@ class JobParams(Schema):
 
     model_config = ConfigDict(frozen=True)
 
-    mode: Mode = Field(Mode.IMG2IMG, description="img2img: from a picture; txt2img: from the prompt alone")
+    mode: Mode = Field(
+        Mode.IMG2IMG,
+        description="img2img: from a picture; txt2img: from the prompt alone; inpaint: a picture changed "
+        "where its mask is white (outpainting too: its canvas is the input)",
+    )
     prompt: str
     negative_prompt: str
     strength: float
@@ -171,6 +215,7 @@ class JobParams(Schema):
     num_images: int
     width: int
     height: int
+    mask_blur: int = Field(0, description="inpaint: the mask's soft edge, pixels; 0 for the other modes")
 
     @classmethod
     def of(cls, job) -> JobParams:
@@ -196,9 +241,11 @@ class JobParams(Schema):
     def prefill(self, *, model: str, parent_job) -> dict:
         """The create page's fields for iterating on a job: image to image
         from its result, whatever its mode, with its settings, a new seed and
-        the size of the new input. A text to image job ran at full strength:
-        the next one starts from the model's default instead."""
-        exclude = {"mode", "seed", "width", "height"} | ({"strength"} if self.mode != Mode.IMG2IMG else set())
+        the size of the new input. A text to image or inpainting job ran at
+        its own strength: the next one starts from the model's default instead."""
+        exclude = {"mode", "seed", "width", "height", "mask_blur"} | (
+            {"strength"} if self.mode != Mode.IMG2IMG else set()
+        )
         return {
             "mode": Mode.IMG2IMG.value,
             "model": model,
@@ -214,7 +261,8 @@ class JobParams(Schema):
 # counts may differ. generation.services.job_claim_companions finds such jobs.
 BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale")
 
-INPUT_FIELDS = {*Img2ImgIn.model_fields, *QuoteIn.model_fields, "image", "page", IDEMPOTENCY_KEY}
+INPUT_FIELDS = {*Img2ImgIn.model_fields, *QuoteIn.model_fields, *InpaintIn.model_fields, "image", "mask", "page"}
+INPUT_FIELDS.add(IDEMPOTENCY_KEY)
 # A text to image job runs every step: its strength is 1 (diffusers'
 # text-to-image pipelines have none), which prices it at all its steps.
 FULL_STRENGTH = 1.0
@@ -258,7 +306,7 @@ def job_params(
     prompt = data.prompt.strip()
     if require_prompt and not prompt:
         errors["prompt"] = FIELD_HELP["prompt"]
-    if mode == Mode.TXT2IMG:
+    if mode == Mode.TXT2IMG or (mode == Mode.INPAINT and data.strength is None):
         strength = FULL_STRENGTH
     else:
         strength = checkpoint.default_strength if data.strength is None else data.strength
@@ -270,6 +318,10 @@ def job_params(
     # Without a picture or a size: text to image's native size; a quote of
     # image to image, a 512 px input.
     default_side = FAMILIES[checkpoint.family].native_side if mode == Mode.TXT2IMG else 512
+    if mode == Mode.INPAINT and data.expands:
+        # Outpainting: the canvas is the input, within the model's max side.
+        image_size, canvas_error = _canvas(checkpoint, data, image_size or (default_side, default_side))
+        errors.update(canvas_error)
     width, height, size_error = _output_size(checkpoint, data.width, data.height, image_size, default_side)
     if size_error:
         errors["width"] = size_error
@@ -286,7 +338,22 @@ def job_params(
         num_images=data.num_images,
         width=width,
         height=height,
+        mask_blur=getattr(data, "mask_blur", 0) if mode == Mode.INPAINT else 0,
     )
+
+
+def _canvas(checkpoint, data: _OutpaintIn, image_size: tuple[int, int]) -> tuple[tuple[int, int], dict[str, str]]:
+    """Outpainting's canvas: the picture with expand_* added; an error on
+    each side that grew past the model's max side."""
+    width = image_size[0] + data.expand_left + data.expand_right
+    height = image_size[1] + data.expand_top + data.expand_bottom
+    message = f"The new canvas ({width}x{height}) must fit within {checkpoint.max_side} pixels a side for this model."
+    errors = {}
+    if width > checkpoint.max_side:
+        errors.update({name: message for name in ("expand_left", "expand_right") if getattr(data, name)})
+    if height > checkpoint.max_side:
+        errors.update({name: message for name in ("expand_top", "expand_bottom") if getattr(data, name)})
+    return (width, height), errors
 
 
 def txt2img_size(checkpoint) -> tuple[int, int]:

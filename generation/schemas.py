@@ -50,8 +50,9 @@ class ModelOut(Schema):
     name: str
     family: str
     tags: list[str]
-    modes: list[Literal["img2img", "txt2img"]] = Field(
-        description="What it can make pictures from: img2img (POST /api/v1/img2img), txt2img (POST /api/v1/txt2img)"
+    modes: list[Literal["img2img", "txt2img", "inpaint"]] = Field(
+        description="What it can make pictures from: img2img (POST /api/v1/img2img), txt2img (POST /api/v1/txt2img), "
+        "inpaint (POST /api/v1/inpaint: inpainting and outpainting)"
     )
     native_size: list[int] = Field(
         description="[width, height]: text to image's default size, the model's native size within its limits"
@@ -147,6 +148,10 @@ class JobOut(JobParams):
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
     webhook: WebhookOut | None = Field(description="Null without a webhook_url")
+    mask_url: str | None = Field(
+        description="inpaint: its mask (PNG, white = changed; an outpainting's new area), served to its owner "
+        "only; null for the other modes and after retention"
+    )
     expires_at: str | None = Field(
         json_schema_extra={"format": "date-time"},
         description="When its input and pictures are (or were) deleted, RESULT_RETENTION_DAYS after it ended; "
@@ -171,6 +176,10 @@ class JobOut(JobParams):
         if job.status != Job.Status.SUCCEEDED:
             return []
         return [{"url": reverse("api:image", args=[image.id])} for image in job.images.all()]
+
+    @staticmethod
+    def resolve_mask_url(job: Job) -> str | None:
+        return reverse("api:job-mask", args=[job.id]) if job.mask else None
 
     @staticmethod
     def resolve_error(job: Job) -> str | None:

@@ -43,13 +43,23 @@ from generation.dispatch import (
 )
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
-from generation.images import CleanImage, image_clean
+from generation.images import CleanImage, image_clean, mask_clean, outpaint_canvas
 from generation.metrics import reaper_observed
 from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
 from generation.modes import Mode
 from generation.observe import job_event
-from generation.params import BATCH_FIELDS, Img2ImgIn, JobParams, QuoteIn, Txt2ImgIn, job_params
+from generation.params import (
+    BATCH_FIELDS,
+    EXPAND_FIELDS,
+    Img2ImgIn,
+    InpaintIn,
+    JobParams,
+    QuoteIn,
+    Txt2ImgIn,
+    job_params,
+    mode_refusal,
+)
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
 from generation.webhooks import webhook_schedule, webhook_url_check
@@ -61,11 +71,14 @@ BATCH_POLL_SECONDS = 0.02
 CLAIM_TRIES = 5  # queued jobs tried in turn when other workers win the race
 WORKER_LOST = "The worker stopped while making your picture."
 NO_PICTURE = "Text to image takes no picture; to start from one, use image to image (POST /api/v1/img2img)."
+MASK_OR_EXPAND = "Send a mask (inpainting) or expand_left/right/top/bottom (outpainting), not both."
+NO_MASK = "Send a mask (white = change) for inpainting, or expand_left/right/top/bottom for outpainting."
 
 
 def job_quote(*, data: QuoteIn, upload=None) -> int:
     """The credits a submit with these fields would hold (no prompt needed).
-    A text to image quote ignores a picture: its submit takes none."""
+    A text to image quote ignores a picture (its submit takes none); only an
+    inpainting quote reads expand_* (the other modes ignore them)."""
     checkpoint = checkpoint_for_submit(data.model)
     size = _image_size(upload) if upload is not None and data.mode != Mode.TXT2IMG else None
     params = job_params(checkpoint=checkpoint, data=data, image_size=size, require_prompt=False)
@@ -75,7 +88,7 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
 # --- Submit and cancel ------------------------------------------------------------
 
 
-def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
+def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn | InpaintIn, upload=None, mask_upload=None) -> Job:
     """Validate everything (the prompts through the moderation checks, a
     webhook_url too: where it points now), hold the quoted credits and create
     the job in one transaction; the task is sent after commit. Any error
@@ -84,7 +97,10 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
 
     The mode is data's: image to image takes `upload` or, without one, the
     parent job's first result; text to image takes no picture (an upload is
-    refused) and its parent is lineage only."""
+    refused) and its parent is lineage only; inpainting takes a picture as
+    image to image does and `mask_upload` (its size), or instead of the mask
+    expand_* (outpainting: the canvas becomes the input, its new area the
+    mask)."""
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
@@ -95,7 +111,11 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
         source = None
     else:
         source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
+    # The picture's size: outpainting's canvas grows from it (job_params).
     size = (source.width, source.height) if source is not None else None
+    mask = None
+    if data.mode == Mode.INPAINT:
+        source, mask = _inpaint_input(checkpoint, data, source, mask_upload)
     params = job_params(checkpoint=checkpoint, data=data, image_size=size)
     prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
@@ -116,6 +136,8 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
     job.credits_held = quote(checkpoint=checkpoint, params=params)
     if source is not None:
         job.input_image.save("input.png", ContentFile(source.png), save=False)
+    if mask is not None:
+        job.mask.save("mask.png", ContentFile(mask.png), save=False)
     try:
         with transaction.atomic():
             credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
@@ -126,6 +148,8 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
     except Exception:
         if job.input_image:
             job.input_image.delete(save=False)
+        if job.mask:
+            job.mask.delete(save=False)
         raise
     job_event(
         "submitted", job, mode=job.mode, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height
@@ -136,9 +160,29 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn, upload=None) -> Job:
     return job
 
 
+def _inpaint_input(checkpoint, data: InpaintIn, source: CleanImage, mask_upload) -> tuple[CleanImage, CleanImage]:
+    """Inpainting's input and mask: the picture and its checked mask, or
+    (outpainting) the grown canvas and its new area. The model is checked
+    first: a model without inpainting is the error to give."""
+    if Mode.INPAINT not in checkpoint.modes:
+        raise InvalidParams({"model": mode_refusal(checkpoint, Mode.INPAINT)})
+    if mask_upload is not None and data.expands:
+        raise InvalidParams({"mask": MASK_OR_EXPAND, **dict.fromkeys(EXPAND_FIELDS, MASK_OR_EXPAND)})
+    if mask_upload is None and not data.expands:
+        raise InvalidParams({"mask": NO_MASK})
+    if mask_upload is not None:
+        return source, mask_clean(mask_upload, size=(source.width, source.height))
+    # The canvas's size limit is job_params' (it names the expand_* fields):
+    # a canvas too large is refused there, before anything is stored.
+    return outpaint_canvas(
+        source, left=data.expand_left, right=data.expand_right, top=data.expand_top, bottom=data.expand_bottom
+    )
+
+
 def job_again(*, user, job_id) -> Job:
     """The same job with a new random seed: a sibling with the same input
-    (text to image: the same prompt and settings)."""
+    (text to image: the same prompt and settings; inpainting: the same
+    mask, and an outpainting's canvas and mask, so it is inpainted again)."""
     job = job_for_user(user=user, job_id=job_id)
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     if job.mode == Mode.TXT2IMG:
@@ -148,9 +192,13 @@ def job_again(*, user, job_id) -> Job:
     try:
         with job.input_image.open("rb") as handle:
             upload = ContentFile(handle.read(), name="input.png")
+        mask = None
+        if job.mode == Mode.INPAINT:
+            with job.mask.open("rb") as handle:
+                mask = ContentFile(handle.read(), name="mask.png")
     except FileNotFoundError:  # retention deleted it since the read
         raise InvalidParams({"job": _expired_message()}) from None
-    return job_submit(user=user, data=data, upload=upload)
+    return job_submit(user=user, data=data, upload=upload, mask_upload=mask)
 
 
 def job_cancel(*, user, job_id) -> Job:
@@ -277,6 +325,10 @@ def job_claim_companions(
     jobs on their first attempt join (a batch that failed does not form
     again). Each is claimed by the same conditional update as job_claim, so
     it runs once; its own message later serves another queued job."""
+    if job.mode == Mode.INPAINT:
+        # Each inpainting job has its own mask: they run alone (diffusers
+        # takes a mask per row, but a batch of them is not worth its tests).
+        return []
     deadline = time.monotonic() + wait_ms / 1000
     # JobParams.batch_key, as a query.
     same_call = {field: getattr(job, field) for field in BATCH_FIELDS}
@@ -534,9 +586,10 @@ def results_expire(*, limit: int = 500) -> int:
     due = Job.objects.filter(finished_at__lt=cutoff, expired_at=None).order_by("finished_at")[:limit]
     expired = 0
     for job in due.prefetch_related("images"):
-        files = [image.file.name for image in job.images.all()] + [job.input_image.name]
+        files = [image.file.name for image in job.images.all()] + [job.input_image.name, job.mask.name]
         with transaction.atomic():
-            if not Job.objects.filter(id=job.id, expired_at=None).update(expired_at=timezone.now(), input_image=""):
+            expire = Job.objects.filter(id=job.id, expired_at=None)
+            if not expire.update(expired_at=timezone.now(), input_image="", mask=""):
                 continue
             JobImage.objects.filter(job=job).delete()
         for name in filter(None, files):

@@ -18,18 +18,21 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from billing.ledger import credits_grant, credits_hold
 from generation.catalog import catalog_register_test_checkpoints
 from generation.models import JobImage
+from generation.params import EXPAND_FIELDS
 from portal.wsgi import application
 from tests.helpers import make_job, png_bytes
 from workers.heartbeat import publish, remove
 
 EXAMPLES_PER_OPERATION = 150
-UPLOADS = {"/api/v1/quote", "/api/v1/img2img", "/api/v1/txt2img"}
+UPLOADS = {"/api/v1/quote", "/api/v1/img2img", "/api/v1/txt2img", "/api/v1/inpaint"}
 # Why a schema-valid upload may still be refused: what the schema cannot say.
 # The catalog (which slugs exist), a model's own limits (its max steps and
 # size, steps x strength >= 1), whether the bytes are a picture, and where a
-# webhook_url points (a host that does not resolve, or to a private address).
+# webhook_url points (a host that does not resolve, or to a private address);
+# for inpainting, a mask or expand_* (one of them) and the mask's content
+# (its size, not all black) or the grown canvas within the model's max side.
 CONTENT_REFUSALS = {"unknown_model", "invalid_image", "invalid_params", "insufficient_credits"}
-MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job", "webhook_url"}
+MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job", "webhook_url", "mask", *EXPAND_FIELDS}
 # Nor does it say that text has no NUL character (PostgreSQL cannot store
 # one): portal.middleware refuses it up front, field by field.
 NUL_REFUSAL = "contains a NUL character"
@@ -58,10 +61,23 @@ def flatmap_body(context, body):
     strategies = {key: st.just(value) for key, value in body.items()}
     if "image" in body:
         strategies["image"] = _sometimes(body["image"], [png_bytes(size=(80, 64))])
+    if "mask" in body:  # white: change everything
+        strategies["mask"] = _sometimes(body["mask"], [png_bytes(size=(80, 64), color=(255, 255, 255))])
     strategies["model"] = _sometimes(body.get("model"), KNOWN["models"])
     if "parent_job" in body:
         strategies["parent_job"] = _sometimes(body["parent_job"], KNOWN["jobs"])
     return st.fixed_dictionaries(strategies)
+
+
+@schema.hook
+def filter_body(context, body):
+    """No list for a form field: multipart sends a list as repeated fields
+    (or, for some values, fields without a name), which a form reads as one
+    value, so "an array where the schema says integer" cannot reach the API
+    as such."""
+    if context.operation.path not in UPLOADS or not isinstance(body, dict):
+        return True
+    return not any(isinstance(value, list) for value in body.values())
 
 
 @schema.hook

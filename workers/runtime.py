@@ -96,6 +96,22 @@ TEXT2IMG_CLASSES = {
 }
 
 
+# The inpainting class of each family, built with from_pipe like text to
+# image's. With a regular checkpoint's 4-channel UNet diffusers blends the
+# masked latents at each step; a dedicated inpainting checkpoint (a 9-channel
+# UNet: latents, mask, masked picture) runs the same class.
+INPAINT_CLASSES = {
+    "sd1": "StableDiffusionInpaintPipeline",
+    "sd2": "StableDiffusionInpaintPipeline",
+    "sd-turbo": "StableDiffusionInpaintPipeline",
+    "sdxl": "StableDiffusionXLInpaintPipeline",
+    "sdxl-turbo": "StableDiffusionXLInpaintPipeline",
+    "sd3": "StableDiffusion3InpaintPipeline",
+    "flux": "FluxInpaintPipeline",
+}
+MODE_CLASSES = {Mode.TXT2IMG: TEXT2IMG_CLASSES, Mode.INPAINT: INPAINT_CLASSES}
+
+
 def preload(families: set[str]) -> None:
     """Import torch, diffusers and the pipeline classes of `families` in the
     worker's main process, before it forks its pool: a pool process that
@@ -105,7 +121,7 @@ def preload(families: set[str]) -> None:
     import torch  # noqa: F401
 
     for family in families:
-        for classes in (IMG2IMG_CLASSES, TEXT2IMG_CLASSES):
+        for classes in (IMG2IMG_CLASSES, TEXT2IMG_CLASSES, INPAINT_CLASSES):
             if name := classes.get(family):
                 getattr(diffusers, name)
 
@@ -121,20 +137,21 @@ def pipeline_class(spec: CheckpointSpec):
 
 def mode_pipeline(pipe, spec: CheckpointSpec, mode: str):
     """The pipeline that runs `mode` on the loaded (img2img) `pipe`: pipe
-    itself, or the text-to-image pipeline built from its modules with
-    diffusers' from_pipe once and kept on it (so it goes with pipe when the
-    cache evicts it). Shared modules mean shared speed-ups and no new memory."""
+    itself, or the text-to-image or inpainting pipeline built from its
+    modules with diffusers' from_pipe once and kept on it (so it goes with
+    pipe when the cache evicts it). Shared modules mean shared speed-ups and
+    no new memory."""
     if mode == Mode.IMG2IMG:
         return pipe
-    if mode != Mode.TXT2IMG:
+    if mode not in MODE_CLASSES:
         raise BadInput(f"this worker does not run {mode!r} jobs")
     built = pipe.__dict__.setdefault("_portal_modes", {})
     if mode not in built:
         import diffusers
 
-        name = TEXT2IMG_CLASSES.get(spec.family)
+        name = MODE_CLASSES[mode].get(spec.family)
         if name is None:
-            raise BadInput(f"no text-to-image pipeline for family {spec.family!r}")
+            raise BadInput(f"no {mode} pipeline for family {spec.family!r}")
         text = getattr(diffusers, name).from_pipe(pipe)
         text.set_progress_bar_config(disable=True)
         built[mode] = text
@@ -269,12 +286,13 @@ PREVIEW_EVERY = 4
 @dataclass
 class BatchItem:
     """One job's part of a pipeline call: its input (None for text to image),
-    settings and callbacks."""
+    settings, callbacks and inpainting's mask (L, white = change)."""
 
     image: Any
     params: JobParams
     on_step: ProgressCallback | None = None
     on_preview: Callable[[Any], None] | None = None
+    mask: Any = None
 
 
 def run_img2img(
@@ -322,8 +340,9 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
         raise BadInput("width and height must be multiples of 8")
     family = FAMILIES[spec.family]
     text = first.mode == Mode.TXT2IMG
+    inpaint = first.mode == Mode.INPAINT
     runner = mode_pipeline(pipe, spec, first.mode)
-    prompts, negatives, sources, generators, rows = [], [], [], [], []
+    prompts, negatives, sources, masks, generators, rows = [], [], [], [], [], []
     for item in items:
         params = item.params
         if text:
@@ -332,11 +351,13 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
             raise BadInput("an image to image job needs its input picture")
         else:
             source = item.image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+        mask = _soft_mask(item, params) if inpaint else None
         rows.append(range(len(prompts), len(prompts) + params.num_images))
         for index in range(params.num_images):
             prompts.append(params.prompt)
             negatives.append(params.negative_prompt)
             sources.append(source)
+            masks.append(mask)
             generators.append(torch.Generator(device="cpu").manual_seed(params.seed + index))
     # A compiled pipeline runs the batch sizes it was warmed up for: extra
     # rows repeat the last image (same seed) and are thrown away.
@@ -348,6 +369,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
         prompts.append(prompts[-1])
         negatives.append(negatives[-1])
         sources.append(sources[-1])
+        masks.append(masks[-1])
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
 
@@ -369,7 +391,11 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
 
     # Text to image sizes its latents from width and height; image to image
     # from its (resized) inputs and the strength.
+    # Inpainting adds its masks and its size (the inpaint pipelines default
+    # to the model's native size, not the picture's).
     inputs = {"height": first.height, "width": first.width} if text else {"image": sources, "strength": first.strength}
+    if inpaint:
+        inputs.update(mask_image=masks, height=first.height, width=first.width)
     try:
         # The speed-ups' state (warm shapes, the compiled UNet) lives on the
         # loaded pipeline; the text-to-image one shares its UNet.
@@ -389,4 +415,23 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
         raise classify(exc) from exc
     if not any(active):
         raise Canceled()
-    return [result.images[row.start : row.stop] if active[index] else None for index, row in enumerate(rows)]
+    images = result.images
+    if inpaint:
+        # The VAE's round trip changes every pixel a little: the picture is
+        # pasted back wherever the (soft) mask is not fully white, so a pixel
+        # the mask leaves black is exactly the input's.
+        images = [Image.composite(made, sources[row], masks[row]) for row, made in enumerate(images[: len(sources)])]
+    return [images[row.start : row.stop] if active[index] else None for index, row in enumerate(rows)]
+
+
+def _soft_mask(item: BatchItem, params: JobParams):
+    """An inpainting job's mask at its output size, its edge softened by a
+    Gaussian blur of mask_blur pixels (Pillow's ImageFilter)."""
+    from PIL import Image, ImageFilter
+
+    if item.mask is None or item.image is None:
+        raise BadInput("an inpainting job needs its picture and its mask")
+    mask = item.mask.convert("L").resize((params.width, params.height), Image.Resampling.LANCZOS)
+    if params.mask_blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(params.mask_blur))
+    return mask

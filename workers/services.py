@@ -259,6 +259,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     JobParams.of(job),
                     on_step=lambda step, total, job=job: _report_progress(job, step, total),
                     on_preview=_preview_sender(job) if previews else None,
+                    mask=_mask_of(job),
                 )
             )
             ready.append(job)
@@ -327,6 +328,16 @@ def _input_of(job: Job):
         source = Image.open(io.BytesIO(handle.read()))
         source.load()
     return source
+
+
+def _mask_of(job: Job):
+    """An inpainting job's mask; None for the other modes."""
+    if job.mode != Mode.INPAINT:
+        return None
+    with job.mask.open("rb") as handle:
+        mask = Image.open(io.BytesIO(handle.read()))
+        mask.load()
+    return mask
 
 
 def _failed(job: Job, exc: BaseException) -> str:
