@@ -75,7 +75,7 @@ class CheckpointAdmin(admin.ModelAdmin):
         "enabled",
         "sort_order",
     ]
-    list_filter = ["family", "tags", "enabled", AvailableFilter, "is_test", "text_to_image"]
+    list_filter = ["family", "tags", "enabled", AvailableFilter, "is_test", "text_to_image", "inpainting"]
     search_fields = ["name", "slug", "source", "description"]
     ordering = ["sort_order", "name"]
     filter_horizontal = ["tags"]
@@ -83,7 +83,7 @@ class CheckpointAdmin(admin.ModelAdmin):
     inlines = [TestRunInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "family", "tags", "enabled", "sort_order", "preview"]}),
-        ("Modes", {"fields": ["text_to_image"]}),
+        ("Modes", {"fields": ["text_to_image", "inpainting"]}),
         ("Weights", {"fields": ["source_kind", "source", "revision", "variant", "dtype", "is_test"]}),
         ("Defaults", {"fields": ["default_strength", "default_steps", "default_guidance"]}),
         ("Limits and price", {"fields": ["max_side", "max_steps", "allowed_sizes", "price_per_image"]}),

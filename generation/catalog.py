@@ -354,6 +354,7 @@ def catalog_register_test_checkpoints(built) -> list[Checkpoint]:
             default_guidance=0.0 if item.turbo else 7.0,
             max_side=1024,
             max_steps=4 if item.turbo else 50,
+            inpainting=item.inpainting,
             price_per_image=1,
             sort_order=order,
         )

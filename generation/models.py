@@ -96,6 +96,11 @@ class Checkpoint(models.Model):
         help_text="Makes pictures from a prompt alone (text to image). Off for checkpoints that only refine "
         "an input picture, like the SDXL refiner: they offer image to image only.",
     )
+    inpainting = models.BooleanField(
+        default=False,
+        help_text="A dedicated inpainting checkpoint (a 9-channel UNet: latents, mask, masked picture): it offers "
+        "inpainting and outpainting only.",
+    )
     price_per_image = models.PositiveIntegerField(
         help_text="Credits for one image of up to one megapixel at the default steps and strength "
         "(generation/pricing.py scales it by size, steps run and count)."
@@ -127,7 +132,9 @@ class Checkpoint(models.Model):
         """The modes its jobs may have (generation.modes): image to image
         always; text to image and inpainting unless it only refines (a
         refiner is trained on the last steps of a picture, not to fill a
-        masked area from noise)."""
+        masked area from noise); a dedicated inpainting checkpoint, inpainting only."""
+        if self.inpainting:
+            return [Mode.INPAINT]
         return [Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT] if self.text_to_image else [Mode.IMG2IMG]
 
     def clean(self) -> None:

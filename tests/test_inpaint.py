@@ -209,3 +209,50 @@ def test_other_modes_have_no_mask_link(paid_api, gpu_worker):
     body = job_run_here(paid_api).json()
     assert body["mode"] == "img2img" and body["mask_url"] is None
     assert paid_api.get(f"/api/v1/jobs/{body['id']}/mask").status_code == 404
+
+
+@pytest.fixture
+def inpainting_served(test_checkpoints):
+    """The dedicated inpainting test checkpoint served (a heartbeat); its
+    job runs in this process."""
+    from workers.heartbeat import publish, remove
+
+    publish(worker_id="inpaint-tests", serves=["test-sd1-inpaint"], loaded=[], device="cpu")
+    yield
+    remove("inpaint-tests")
+
+
+def test_a_dedicated_inpainting_checkpoint_runs_its_9_channel_unet_and_offers_inpainting_only(
+    paid_api, alice, inpainting_served
+):
+    from workers.services import pipeline_cache
+    from workers.spec import CheckpointSpec
+
+    models = {m["slug"]: m for m in paid_api.get("/api/v1/models").json()["models"]}
+    assert models["test-sd1-inpaint"]["modes"] == ["inpaint"]
+    refused = paid_api.post(
+        "/api/v1/img2img",
+        {"model": "test-sd1-inpaint", "prompt": "x", "image": SimpleUploadedFile("i.png", png_bytes())},
+    )
+    assert refused.status_code == 400 and "model" in refused.json()["error"]["fields"]
+
+    picture, mask = noise_png(seed=9), box_mask()
+    done = run_here(paid_api, inpaint(paid_api, model="test-sd1-inpaint", image=picture, mask=png_of(mask)))
+    assert done["status"] == "succeeded" and done["mode"] == "inpaint" and done["mask_blur"] == 4
+    pipe, _ = pipeline_cache().get(CheckpointSpec.from_checkpoint(Checkpoint.objects.get(slug="test-sd1-inpaint")))
+    assert pipe.unet.config.in_channels == 9
+    # Outside the blurred mask (a few blur radii out), the input's pixels.
+    result = pixels_of(paid_api, done["images"][0]["url"])
+    far = np.ones((128, 128), dtype=bool)
+    far[16:112, 16:112] = False
+    assert np.array_equal(result[far], np.asarray(Image.open(io.BytesIO(picture)))[far])
+    assert balance_of(user=alice) == 100 - done["credits_charged"]
+
+
+def test_the_test_load_of_an_inpainting_checkpoint_inpaints(paid_api):
+    from generation.models import CheckpointTestRun
+
+    run = CheckpointTestRun.objects.create(checkpoint=Checkpoint.objects.get(slug="test-sd1-inpaint"))
+    assert workers.services.checkpoint_test_run(run_id=run.id) == "succeeded"
+    run.refresh_from_db()
+    assert Image.open(io.BytesIO(run.result_png)).size == (workers.services.TEST_LOAD_SIDE,) * 2

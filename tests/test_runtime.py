@@ -39,7 +39,8 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-@pytest.mark.parametrize("slug", [c.slug for c in RANDOM_CHECKPOINTS])
+# A dedicated inpainting checkpoint runs inpainting only (tests/test_inpaint.py).
+@pytest.mark.parametrize("slug", [c.slug for c in RANDOM_CHECKPOINTS if not c.inpainting])
 def test_every_family_loads_and_runs_img2img(pipes, slug):
     pipe, spec = pipes(slug)
     images = run_img2img(pipe, spec, SOURCE, params(num_images=2, width=136, height=96))

@@ -252,7 +252,9 @@ def warm_up_pipeline(pipe, spec: CheckpointSpec, *, largest_batch: int) -> None:
     pictures. Nothing to do for a pipeline that is not compiled."""
     from workers.accel import warm_batches, warm_up
 
-    if getattr(pipe, "_accel_warm", None) is None:
+    # A dedicated inpainting checkpoint's UNet takes 9 channels: the
+    # warm-up's image to image calls cannot run it; its jobs run uncompiled.
+    if getattr(pipe, "_accel_warm", None) is None or spec.inpainting:
         return
     family = FAMILIES[spec.family]
     for batch in warm_batches(largest_batch):

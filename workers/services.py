@@ -378,7 +378,13 @@ def checkpoint_test_run(*, run_id: int) -> str:
             height=TEST_LOAD_SIDE,
         )
         started = time.perf_counter()
-        image = run_img2img(pipe, spec, Image.new("RGB", (TEST_LOAD_SIDE,) * 2, (128, 96, 64)), params)[0]
+        picture = Image.new("RGB", (TEST_LOAD_SIDE,) * 2, (128, 96, 64))
+        if spec.inpainting:  # it runs inpainting only: the whole picture is the mask
+            mask = Image.new("L", picture.size, 255)
+            params = params.model_copy(update={"mode": Mode.INPAINT})
+            image = run_batch(pipe, spec, [BatchItem(picture, params, mask=mask)])[0][0]
+        else:
+            image = run_img2img(pipe, spec, picture, params)[0]
         run.run_seconds = time.perf_counter() - started
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")

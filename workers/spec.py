@@ -19,6 +19,8 @@ class CheckpointSpec:
     revision: str = ""
     variant: str = ""
     dtype: str = "auto"
+    # A dedicated inpainting checkpoint (9-channel UNet): it runs inpainting only.
+    inpainting: bool = False
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> CheckpointSpec:
@@ -30,6 +32,7 @@ class CheckpointSpec:
             revision=checkpoint.revision,
             variant=checkpoint.variant,
             dtype=checkpoint.dtype,
+            inpainting=checkpoint.inpainting,
         )
 
     def local_path(self) -> Path | None:

@@ -30,12 +30,15 @@ class RandomCheckpoint:
     folder: str  # under MODELS_DIR
     description: str
     turbo: bool = False
+    inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
 
     @property
     def spec(self):
         from workers.spec import CheckpointSpec
 
-        return CheckpointSpec(slug=self.slug, family=self.family, source_kind="folder", source=self.folder)
+        return CheckpointSpec(
+            slug=self.slug, family=self.family, source_kind="folder", source=self.folder, inpainting=self.inpainting
+        )
 
 
 RANDOM_CHECKPOINTS = [
@@ -46,6 +49,15 @@ RANDOM_CHECKPOINTS = [
         "sd1",
         f"{TEST_DIR}/sd1-alt",
         "Another UNet on the same VAE and text encoder as Test SD 1.x: the worker shares them.",
+    ),
+    RandomCheckpoint(
+        "test-sd1-inpaint",
+        "Test SD 1.x inpainting (random weights)",
+        "sd1",
+        f"{TEST_DIR}/sd1-inpaint",
+        "A dedicated inpainting UNet (9 input channels: latents, mask, masked picture) on Test SD 1.x's VAE and "
+        "text encoder.",
+        inpainting=True,
     ),
     RandomCheckpoint("test-sd2", "Test SD 2.x (random weights)", "sd2", f"{TEST_DIR}/sd2", "Tiny SD 2.x architecture."),
     RandomCheckpoint("test-sdxl", "Test SDXL (random weights)", "sdxl", f"{TEST_DIR}/sdxl", "Tiny SDXL architecture."),
@@ -67,6 +79,7 @@ def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint
     builders = {
         "test-sd1": lambda d: _build_sd(d, seed=1, sd2=False),
         "test-sd1-alt": lambda d: _build_sd_alt(d, base=root / f"{TEST_DIR}/sd1"),
+        "test-sd1-inpaint": lambda d: _build_sd_inpaint(d, base=root / f"{TEST_DIR}/sd1"),
         "test-sd2": lambda d: _build_sd(d, seed=2, sd2=True),
         "test-sdxl": lambda d: _build_sdxl(d, seed=3),
         "test-sdxl-turbo": lambda d: _copy(root / f"{TEST_DIR}/sdxl", d),
@@ -223,6 +236,20 @@ def _build_sd_alt(folder: Path, *, base: Path) -> None:
     torch.manual_seed(11)
     shutil.rmtree(folder / "unet")
     _sd_unet(sd2=False).save_pretrained(folder / "unet", safe_serialization=True)
+
+
+def _build_sd_inpaint(folder: Path, *, base: Path) -> None:
+    """An inpainting checkpoint: the test UNet's config with 9 input
+    channels (4 latent, 1 mask, 4 masked-picture latent), on the base's
+    byte-identical VAE, text encoder and tokenizer."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    _copy(base, folder)
+    torch.manual_seed(12)
+    config = {**UNet2DConditionModel.load_config(folder / "unet"), "in_channels": 9}
+    shutil.rmtree(folder / "unet")
+    UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet", safe_serialization=True)
 
 
 def _build_sdxl(folder: Path, *, seed: int) -> None:
