@@ -256,3 +256,22 @@ def test_the_test_load_of_an_inpainting_checkpoint_inpaints(paid_api):
     assert workers.services.checkpoint_test_run(run_id=run.id) == "succeeded"
     run.refresh_from_db()
     assert Image.open(io.BytesIO(run.result_png)).size == (workers.services.TEST_LOAD_SIDE,) * 2
+
+
+def test_retention_deletes_the_mask_with_the_input(paid_api, gpu_worker, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.services import results_expire
+
+    settings.RESULT_RETENTION_DAYS = 30
+    done = run_here(paid_api, inpaint(paid_api, image=noise_png(), mask=png_of(box_mask()), steps=2))
+    row = Job.objects.get(id=done["id"])
+    name, storage = row.mask.name, row.mask.storage
+    assert storage.exists(name)
+    Job.objects.filter(id=row.id).update(finished_at=timezone.now() - timedelta(days=31))
+    assert results_expire() == 1
+    assert not storage.exists(name) and not Job.objects.get(id=row.id).mask
+    assert paid_api.get(f"/api/v1/jobs/{row.id}").json()["mask_url"] is None
+    assert paid_api.get(done["mask_url"]).status_code == 404
