@@ -275,3 +275,53 @@ def test_retention_deletes_the_mask_with_the_input(paid_api, gpu_worker, setting
     assert not storage.exists(name) and not Job.objects.get(id=row.id).mask
     assert paid_api.get(f"/api/v1/jobs/{row.id}").json()["mask_url"] is None
     assert paid_api.get(done["mask_url"]).status_code == 404
+
+
+def test_sdxl_inpaints_through_its_xl_inpaint_pipeline(pipes):
+    from workers.runtime import BatchItem, mode_pipeline, run_batch
+
+    pipe, spec = pipes("test-sdxl")
+    picture, mask = Image.open(io.BytesIO(noise_png(seed=4))), box_mask()
+    params = JobParams(
+        mode="inpaint",
+        prompt="a cat",
+        negative_prompt="",
+        strength=1.0,
+        steps=2,
+        guidance_scale=5.0,
+        seed=1,
+        num_images=1,
+        width=128,
+        height=128,
+    )
+    made = run_batch(pipe, spec, [BatchItem(picture, params, mask=mask)])[0][0]
+    assert type(mode_pipeline(pipe, spec, "inpaint")).__name__ == "StableDiffusionXLInpaintPipeline"
+    outside = np.asarray(mask) == 0
+    assert made.size == (128, 128) and np.array_equal(np.asarray(made)[outside], np.asarray(picture)[outside])
+
+
+def test_an_idempotency_key_covers_the_mask(paid_api, gpu_worker):
+    picture = noise_png()
+    first = paid_api.post(
+        "/api/v1/inpaint",
+        {
+            "model": "test-sd1",
+            "prompt": "x",
+            "image": SimpleUploadedFile("i.png", picture),
+            "mask": SimpleUploadedFile("m.png", png_of(box_mask())),
+        },
+        headers={"Idempotency-Key": "inpaint-1"},
+    )
+    assert first.status_code == 202
+    other_mask = paid_api.post(
+        "/api/v1/inpaint",
+        {
+            "model": "test-sd1",
+            "prompt": "x",
+            "image": SimpleUploadedFile("i.png", picture),
+            "mask": SimpleUploadedFile("m.png", png_of(box_mask(box=(0, 0, 8, 8)))),
+        },
+        headers={"Idempotency-Key": "inpaint-1"},
+    )
+    assert other_mask.status_code == 409 and other_mask.json()["error"]["code"] == "idempotency_key_reused"
+    assert Job.objects.count() == 1
