@@ -21,5 +21,6 @@ class Mode(models.TextChoices):
     CONTROLNET = "controlnet", "ControlNet"
 
 
-# The modes an operation of this portal can create today.
-OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT)
+# The modes the create page offers. Inpainting is the API's only
+# (POST /api/v1/inpaint) until the page has its mask editor.
+OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG)

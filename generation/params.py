@@ -261,8 +261,15 @@ class JobParams(Schema):
 # counts may differ. generation.services.job_claim_companions finds such jobs.
 BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale")
 
-INPUT_FIELDS = {*Img2ImgIn.model_fields, *QuoteIn.model_fields, *InpaintIn.model_fields, "image", "mask", "page"}
-INPUT_FIELDS.add(IDEMPOTENCY_KEY)
+INPUT_FIELDS = {
+    *Img2ImgIn.model_fields,
+    *QuoteIn.model_fields,
+    *InpaintIn.model_fields,
+    "image",
+    "mask",
+    "page",
+    IDEMPOTENCY_KEY,
+}
 # A text to image job runs every step: its strength is 1 (diffusers'
 # text-to-image pipelines have none), which prices it at all its steps.
 FULL_STRENGTH = 1.0

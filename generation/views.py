@@ -74,7 +74,9 @@ def create(request: HttpRequest) -> HttpResponse:
         except PUBLIC_ERRORS as exc:
             error = public_error(exc)
             errors, message, status = error.fields, error.message, error.status
-    checkpoints = checkpoints_for_catalog()
+    # A model that offers none of the page's modes (a dedicated inpainting
+    # checkpoint) is the API's only.
+    checkpoints = [c for c in checkpoints_for_catalog() if set(c.modes) & set(OFFERED)]
     waits = {model["slug"]: model["expected_wait_seconds"] for model in status_snapshot()["models"]}
     for checkpoint in checkpoints:
         checkpoint.wait_label = wait_label(waits.get(checkpoint.slug))

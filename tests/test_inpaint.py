@@ -325,3 +325,10 @@ def test_an_idempotency_key_covers_the_mask(paid_api, gpu_worker):
     )
     assert other_mask.status_code == 409 and other_mask.json()["error"]["code"] == "idempotency_key_reused"
     assert Job.objects.count() == 1
+
+
+def test_the_create_page_has_no_inpainting_yet_nor_the_inpainting_only_model(paid_api, alice, client):
+    client.force_login(alice)
+    page = client.get("/create/?mode=inpaint").content.decode()
+    assert 'value="img2img" checked' in page and 'value="inpaint"' not in page
+    assert 'value="test-sd1"' in page and "test-sd1-inpaint" not in page
