@@ -42,6 +42,8 @@ from generation.modes import Mode
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
 Omitted = SkipJsonSchema[None]
+# Fields whose empty value is refused rather than taken as "the default".
+CHOICES = {"mode"}
 Strength = Annotated[float, Field(gt=0, le=1)]
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 Guidance = Annotated[float, Field(ge=0, le=MAX_GUIDANCE)]
@@ -105,9 +107,13 @@ class _SettingsIn(Schema):
 
     @classmethod
     def from_form(cls, data) -> Self:
-        """From a form: empty (or missing) fields mean "the default"."""
+        """From a form: empty (or missing) fields mean "the default", except
+        a choice such as the quote's mode, where an empty value is no choice
+        (400, as the schema says)."""
         try:
-            return cls.model_validate({key: value for key, value in data.items() if value not in ("", None)})
+            return cls.model_validate(
+                {key: value for key, value in data.items() if value is not None and (value != "" or key in CHOICES)}
+            )
         except ValidationError as exc:
             raise invalid_params(exc.errors()) from None
 

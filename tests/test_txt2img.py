@@ -257,3 +257,9 @@ def test_batching_across_people_groups_only_jobs_of_one_mode(paid_api, alice, bo
     assert [c.id for c in job_claim_companions(job=job, worker="w", images=3)] == [same.id]
     text = JobParams.of(first)
     assert text.batch_key != text.model_copy(update={"mode": "img2img"}).batch_key
+
+
+def test_an_empty_mode_in_a_quote_is_refused_not_taken_for_img2img(paid_api):
+    answer = paid_api.post("/api/v1/quote", {"model": "test-sd1", "mode": ""})
+    assert answer.status_code == 400
+    assert "mode" in answer.json()["error"]["fields"]
