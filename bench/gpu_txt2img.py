@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from bench.gpu_speed import build, free, sync
+from bench.gpu_speed import build, free, timed
 from workers.accel import Speedups, compiled_if_warm, speed_up, warm_up
 
 
@@ -60,14 +60,6 @@ def text_call(pipe, *, side: int, steps: int, seed: int = 0, output_type: str = 
         generator=[torch.Generator("cpu").manual_seed(seed)],
         output_type=output_type,
     )
-
-
-def timed(fn, device: str) -> float:
-    sync(device)
-    started = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - started
 
 
 def check(family: str, *, device: str, tiny: bool, steps: int, out: dict) -> None:

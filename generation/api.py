@@ -150,12 +150,7 @@ def img2img(
         None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
     ),
 ):
-    def submit() -> Job:
-        return job_submit(user=request.user, data=data, upload=image)
-
-    if idempotency_key is None:
-        return 202, submit()
-    return _submit_once(request, idempotency_key, fields=data, upload=image, submit=submit)
+    return _submitted(request, idempotency_key, data=data, fingerprinted=image, upload=image)
 
 
 @router.post(
@@ -178,12 +173,7 @@ def txt2img(
     if request.FILES:
         raise InvalidParams(dict.fromkeys(request.FILES, NO_PICTURE))
 
-    def submit() -> Job:
-        return job_submit(user=request.user, data=data)
-
-    if idempotency_key is None:
-        return 202, submit()
-    return _submit_once(request, idempotency_key, fields=data, upload=None, submit=submit)
+    return _submitted(request, idempotency_key, data=data, fingerprinted=None)
 
 
 @router.post(
@@ -210,13 +200,8 @@ def inpaint(
         None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
     ),
 ):
-    def submit() -> Job:
-        return job_submit(user=request.user, data=data, upload=image, mask_upload=mask)
-
-    if idempotency_key is None:
-        return 202, submit()
     # The fingerprint covers the picture and the mask.
-    return _submit_once(request, idempotency_key, fields=data, upload=[image, mask], submit=submit)
+    return _submitted(request, idempotency_key, data=data, fingerprinted=[image, mask], upload=image, mask_upload=mask)
 
 
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
@@ -270,6 +255,19 @@ def job_mask(request: HttpRequest, job_id: str):
         raise JobNotFound("That job has no mask (not inpainting, or deleted by retention).")
     job_viewed(user=request.user, job=found, what="the mask")
     return private_file_response(found.mask, content_type="image/png", filename=f"{found.id}-mask.png")
+
+
+def _submitted(request: HttpRequest, key: str | None, *, data: Schema, fingerprinted, **uploads):
+    """Every submit operation: job_submit with `data` and `uploads`, once
+    per Idempotency-Key when one is sent (`fingerprinted`: the files its
+    fingerprint covers)."""
+
+    def submit() -> Job:
+        return job_submit(user=request.user, data=data, **uploads)
+
+    if key is None:
+        return 202, submit()
+    return _submit_once(request, key, fields=data, upload=fingerprinted, submit=submit)
 
 
 def _submit_once(request: HttpRequest, key: str, *, fields: Schema, upload, submit: Callable[[], Job]) -> HttpResponse:
