@@ -8,8 +8,16 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from generation.availability import available_slugs
-from generation.models import BlockedTerm, Checkpoint, CheckpointTestRun, ModerationFlag, Tag, WebhookDelivery
+from generation.availability import available_controls, available_slugs
+from generation.models import (
+    BlockedTerm,
+    Checkpoint,
+    CheckpointTestRun,
+    ControlNet,
+    ModerationFlag,
+    Tag,
+    WebhookDelivery,
+)
 from generation.moderation import moderation_flags_review
 from generation.services import checkpoint_test_load, checkpoints_set_enabled
 from generation.webhooks import webhooks_resend
@@ -46,6 +54,30 @@ class TestRunInline(admin.TabularInline):
             return "—"
         data = base64.b64encode(bytes(run.result_png)).decode()
         return format_html('<img src="data:image/png;base64,{}" width="96" height="96" alt="test output">', data)
+
+
+@admin.register(ControlNet)
+class ControlNetAdmin(admin.ModelAdmin):
+    """ControlNets, managed like checkpoints: each is tied to a family and
+    offered with the checkpoints of that family's architecture; "available"
+    means a live worker has its weights."""
+
+    list_display = ["name", "slug", "family", "kind", "cost_factor", "enabled", "available", "is_test", "sort_order"]
+    list_editable = ["cost_factor", "enabled", "sort_order"]
+    list_filter = ["family", "kind", "enabled", "is_test"]
+    search_fields = ["name", "slug", "source", "description"]
+    ordering = ["sort_order", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ControlNet]:
+        # Read once per request from the heartbeats, as for checkpoints.
+        available = Case(
+            When(slug__in=available_controls(), then=Value(True)), default=Value(False), output_field=BooleanField()
+        )
+        return super().get_queryset(request).annotate(is_available=available)
+
+    @admin.display(boolean=True, description="available", ordering="is_available")
+    def available(self, control: ControlNet) -> bool:
+        return control.is_available
 
 
 @admin.register(Checkpoint)

@@ -37,6 +37,8 @@ from generation.media import private_file_response
 from generation.models import Job
 from generation.params import (
     IDEMPOTENCY_KEY,
+    ControlNetIn,
+    ControlPreviewIn,
     IdempotencyKeyHeader,
     Img2ImgIn,
     InpaintIn,
@@ -54,7 +56,7 @@ from generation.selectors import (
     jobs_of,
     jobs_shown,
 )
-from generation.services import NO_PICTURE, job_cancel, job_quote, job_submit, job_viewed
+from generation.services import NO_PICTURE, control_preview, job_cancel, job_quote, job_submit, job_viewed
 from generation.webhooks import webhook_secret_get, webhook_secret_rotate
 
 router = Router()
@@ -204,6 +206,56 @@ def inpaint(
     return _submitted(request, idempotency_key, data=data, fingerprinted=[image, mask], upload=image, mask_upload=mask)
 
 
+@router.post(
+    "/controlnet",
+    response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
+    summary="Submit a ControlNet job (multipart); its credits are held until it ends",
+    description="Keeps the structure of `control_image` (or `parent_job`'s first result) and makes the rest from "
+    "the prompt. `control` is a ControlNet that fits the model (`controlnets` in GET /api/v1/models); one of "
+    "another family answers 400 naming `control`, one no live worker has 503. `preprocess` turns the control "
+    "picture into the ControlNet's map on the worker (default: the ControlNet's kind): none, canny (edges), "
+    "scribble (a drawing, dark on light or light on dark), or depth, openpose and lineart, which need annotator "
+    "weights: where no live worker has them, 400 naming `preprocess` (send a ready map with preprocess=none). "
+    "`conditioning_scale` (0-2) and `control_start`/`control_end` (fractions of the steps) set how strongly and "
+    "when it guides. With `image`, the image to image variant: the picture seeds the colours and `strength` "
+    "applies; without it every step runs. The output is the picture's size (else the control picture's) fitted "
+    "to the model, or `width` x `height`. The price is the model's times the ControlNet's `cost_factor` over the "
+    "steps it guides. Prompts are moderated as for img2img.",
+)
+def controlnet(
+    request: HttpRequest,
+    data: Form[ControlNetIn],
+    control_image: UploadedFile | Omitted = File(None),
+    image: UploadedFile | Omitted = File(None),
+    idempotency_key: IdempotencyKeyHeader | Omitted = Header(
+        None, alias=IDEMPOTENCY_KEY, description=IDEMPOTENCY_KEY_HELP
+    ),
+):
+    return _submitted(
+        request,
+        idempotency_key,
+        data=data,
+        fingerprinted=[control_image, image],
+        upload=image,
+        control_upload=control_image,
+    )
+
+
+@router.post(
+    "/controlnet/preview",
+    response={**_errors(400, 429, 503, *WRITE)},
+    openapi_extra={"responses": {200: PNG[200]}},
+    summary="The control map a weight-free preprocess makes of a picture (PNG); nothing is stored or charged",
+    description="What a worker makes of `control_image` with `preprocess` (none, canny or scribble), at "
+    "`width` x `height` when given (the job's output size), so the map can be checked before submitting. "
+    f"Limited per person: {settings.QUOTE_RATE_LIMIT}.",
+)
+def controlnet_preview(request: HttpRequest, data: Form[ControlPreviewIn], control_image: File[UploadedFile]):
+    if is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True):
+        raise RateLimited("Too many previews; wait a minute.")
+    return HttpResponse(control_preview(data=data, upload=control_image), content_type="image/png")
+
+
 @router.get("/jobs", response={200: JobsOut, **_errors(400, *READ)}, summary="Your jobs, newest first")
 def jobs(request: HttpRequest, query: Query[PageIn]):
     paginator = Paginator(jobs_shown(jobs_of(user=request.user)), JOBS_PAGE_SIZE)
@@ -255,6 +307,21 @@ def job_mask(request: HttpRequest, job_id: str):
         raise JobNotFound("That job has no mask (not inpainting, or deleted by retention).")
     job_viewed(user=request.user, job=found, what="the mask")
     return private_file_response(found.mask, content_type="image/png", filename=f"{found.id}-mask.png")
+
+
+@router.get(
+    "/jobs/{job_id}/control",
+    url_name="job-control",
+    response={**_errors(404, *READ)},
+    openapi_extra={"responses": PNG},
+    summary="A ControlNet job's control picture (PNG, as sent); yours only",
+)
+def job_control(request: HttpRequest, job_id: str):
+    found = job_for_user(user=request.user, job_id=job_id)
+    if not found.control_image:
+        raise JobNotFound("That job has no control picture (not ControlNet, or deleted by retention).")
+    job_viewed(user=request.user, job=found, what="the control picture")
+    return private_file_response(found.control_image, content_type="image/png", filename=f"{found.id}-control.png")
 
 
 def _submitted(request: HttpRequest, key: str | None, *, data: Schema, fingerprinted, **uploads):

@@ -31,7 +31,8 @@ def heartbeat_client() -> redis.Redis:
 
 
 def live_workers() -> list[dict]:
-    """Every live worker's heartbeat: {"worker", "serves", "loaded", "device", "at"}."""
+    """Every live worker's heartbeat: {"worker", "serves", "loaded", "device",
+    "controls", "annotators", "at", ...}."""
     client = heartbeat_client()
     keys = list(client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=200))
     if not keys:
@@ -55,6 +56,17 @@ def worker_is_beating(worker: str, *, job_id=None) -> bool:
 
 def available_slugs() -> set[str]:
     return {slug for worker in live_workers() for slug in worker.get("serves", [])}
+
+
+def available_controls() -> set[str]:
+    """The ControlNets (slugs) a live worker has the weights of."""
+    return {slug for worker in live_workers() for slug in worker.get("controls", [])}
+
+
+def available_annotators() -> set[str]:
+    """The preprocessors with learned weights (generation.controls.NEEDS_WEIGHTS)
+    a live worker can run."""
+    return {name for worker in live_workers() for name in worker.get("annotators", [])}
 
 
 def worker_name() -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from generation.models import Checkpoint, Tag
+from generation.models import Checkpoint, ControlNet, Tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,6 +291,82 @@ SEEDS = [
     ),
 ]
 
+
+@dataclass(frozen=True, kw_only=True)
+class ControlSeed:
+    slug: str
+    name: str
+    family: str
+    kind: str
+    source: str
+    description: str
+    # Its network's work per step against the UNet's (bench/controlnet_cost.py).
+    cost_factor: float = 1.5
+    variant: str = ""
+
+
+# Real ControlNets: lllyasviel's v1.1 set for SD 1.5, diffusers' for SDXL.
+CONTROL_SEEDS = [
+    ControlSeed(
+        slug="sd15-canny",
+        name="Canny edges (SD 1.5)",
+        family="sd1",
+        kind="canny",
+        source="lllyasviel/control_v11p_sd15_canny",
+        description="Keeps the outlines of the control picture's edges.",
+    ),
+    ControlSeed(
+        slug="sd15-scribble",
+        name="Scribble (SD 1.5)",
+        family="sd1",
+        kind="scribble",
+        source="lllyasviel/control_v11p_sd15_scribble",
+        description="Turns a rough drawing into a picture.",
+    ),
+    ControlSeed(
+        slug="sd15-depth",
+        name="Depth (SD 1.5)",
+        family="sd1",
+        kind="depth",
+        source="lllyasviel/control_v11f1p_sd15_depth",
+        description="Keeps the control picture's depth: near and far stay where they are.",
+    ),
+    ControlSeed(
+        slug="sd15-openpose",
+        name="Pose (SD 1.5)",
+        family="sd1",
+        kind="openpose",
+        source="lllyasviel/control_v11p_sd15_openpose",
+        description="Keeps people's poses (send an OpenPose skeleton with preprocess none).",
+    ),
+    ControlSeed(
+        slug="sd15-lineart",
+        name="Line art (SD 1.5)",
+        family="sd1",
+        kind="lineart",
+        source="lllyasviel/control_v11p_sd15_lineart",
+        description="Colours line art (send the lines, white on black, with preprocess none).",
+    ),
+    ControlSeed(
+        slug="sdxl-canny",
+        name="Canny edges (SDXL)",
+        family="sdxl",
+        kind="canny",
+        source="diffusers/controlnet-canny-sdxl-1.0",
+        description="Keeps the outlines of the control picture's edges.",
+        variant="fp16",
+    ),
+    ControlSeed(
+        slug="sdxl-depth",
+        name="Depth (SDXL)",
+        family="sdxl",
+        kind="depth",
+        source="diffusers/controlnet-depth-sdxl-1.0",
+        description="Keeps the control picture's depth.",
+        variant="fp16",
+    ),
+]
+
 TAG_NAMES = {
     "general": "General",
     "photoreal": "Photoreal",
@@ -332,6 +408,53 @@ def catalog_seed() -> list[Checkpoint]:
         )
         if checkpoint:
             created.append(checkpoint)
+    return created
+
+
+@transaction.atomic
+def catalog_seed_controlnets() -> list[ControlNet]:
+    """Create the seeded ControlNets that do not exist yet (staff edits are kept)."""
+    created = []
+    for order, seed in enumerate(CONTROL_SEEDS):
+        control, made = ControlNet.objects.get_or_create(
+            slug=seed.slug,
+            defaults={
+                "name": seed.name,
+                "family": seed.family,
+                "kind": seed.kind,
+                "source_kind": "hub",
+                "source": seed.source,
+                "variant": seed.variant,
+                "description": seed.description,
+                "cost_factor": seed.cost_factor,
+                "sort_order": 100 + order,
+            },
+        )
+        if made:
+            created.append(control)
+    return created
+
+
+@transaction.atomic
+def catalog_register_test_controlnets(built) -> list[ControlNet]:
+    """Add (once) catalog entries for the random-weight test ControlNets."""
+    created = []
+    for order, item in enumerate(built):
+        control, made = ControlNet.objects.get_or_create(
+            slug=item.slug,
+            defaults={
+                "name": item.name,
+                "family": item.family,
+                "kind": item.kind,
+                "source_kind": "folder",
+                "source": item.folder,
+                "is_test": True,
+                "description": "Random weights: the output is noise.",
+                "sort_order": order,
+            },
+        )
+        if made:
+            created.append(control)
     return created
 
 

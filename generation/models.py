@@ -18,7 +18,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
 
-from generation.families import FAMILY_CHOICES, SOURCE_KINDS, parse_source
+from generation.controls import Preprocess
+from generation.families import FAMILIES, FAMILY_CHOICES, SOURCE_KINDS, parse_source
 from generation.limits import (
     MAX_GUIDANCE,
     MAX_IMAGES,
@@ -50,6 +51,10 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# ControlNet runs on these architectures (diffusers' ControlNet pipelines).
+CONTROLNET_ARCHITECTURES = ("sd1", "sdxl")
 
 
 class Checkpoint(models.Model):
@@ -132,10 +137,16 @@ class Checkpoint(models.Model):
         """The modes its jobs may have (generation.modes): image to image
         always; text to image and inpainting unless it only refines (a
         refiner is trained on the last steps of a picture, not to fill a
-        masked area from noise); a dedicated inpainting checkpoint, inpainting only."""
+        masked area from noise); a dedicated inpainting checkpoint, inpainting only;
+        ControlNet where its architecture has ControlNets (CONTROLNET_ARCHITECTURES)."""
         if self.inpainting:
             return [Mode.INPAINT]
-        return [Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT] if self.text_to_image else [Mode.IMG2IMG]
+        if not self.text_to_image:
+            return [Mode.IMG2IMG]
+        modes = [Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT]
+        if FAMILIES[self.family].architecture in CONTROLNET_ARCHITECTURES:
+            modes.append(Mode.CONTROLNET)
+        return modes
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -165,6 +176,81 @@ def _check_sizes(sizes, max_side: int | None) -> str | None:
         if max_side and max(pair) > max_side:
             return f"{pair!r} is larger than the max side {max_side}."
     return None
+
+
+class ControlNet(models.Model):
+    """A ControlNet the catalog offers: a network, tied to one family, that
+    keeps a picture's structure (edges, a scribble, depth, a pose, line art)
+    while the prompt changes everything else. Staff manage these like
+    checkpoints; whether a live worker has its weights comes from the
+    workers' heartbeats (generation.availability)."""
+
+    slug = models.SlugField(max_length=80, unique=True, help_text="Stable id used by the API (`control`).")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    family = models.CharField(
+        max_length=20,
+        choices=FAMILY_CHOICES,
+        help_text="The family it was trained on; it fits every checkpoint of that family's architecture.",
+    )
+    kind = models.CharField(
+        max_length=20,
+        choices=[(p.value, p.label) for p in Preprocess if p != Preprocess.NONE],
+        help_text="The map it is conditioned on; a job's default preprocess.",
+    )
+    source_kind = models.CharField(max_length=20, choices=SOURCE_KINDS, default="hub")
+    source = models.CharField(
+        max_length=500,
+        help_text="Hugging Face repo id (org/name) or a diffusers folder (relative paths are under MODELS_DIR).",
+    )
+    revision = models.CharField(max_length=100, blank=True)
+    variant = models.CharField(max_length=20, blank=True, help_text='Weight variant, e.g. "fp16".')
+    is_test = models.BooleanField(default=False, help_text="Random weights built locally for tests.")
+    cost_factor = models.FloatField(
+        default=1.5,
+        validators=[MinValueValidator(1.0), MaxValueValidator(4.0)],
+        help_text="Its jobs cost this many times the checkpoint's price: the ControlNet runs beside the UNet at "
+        "every step (bench/controlnet_cost.py measures it).",
+    )
+    enabled = models.BooleanField(default=True)
+    sort_order = models.IntegerField(default=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        verbose_name = "ControlNet"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cost_factor__gte=1) & Q(cost_factor__lte=4), name="controlnet_cost_factor_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def architecture(self) -> str:
+        return FAMILIES[self.family].architecture
+
+    def fits(self, checkpoint: Checkpoint) -> bool:
+        """Whether it can guide `checkpoint`: the same architecture, and a
+        checkpoint that offers ControlNet."""
+        return Mode.CONTROLNET in checkpoint.modes and self.architecture == FAMILIES[checkpoint.family].architecture
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.source_kind == "single_file":
+            errors["source_kind"] = "A ControlNet is a diffusers folder or a hub repo."
+        else:
+            try:
+                parse_source(self.source_kind, self.source)
+            except ValueError as exc:
+                errors["source"] = str(exc)
+        if self.family and self.architecture not in CONTROLNET_ARCHITECTURES:
+            errors["family"] = "ControlNet runs on SD 1.x and SDXL checkpoints here."
+        if errors:
+            raise ValidationError(errors)
 
 
 class CheckpointTestRun(models.Model):
@@ -205,6 +291,10 @@ def _mask_path(job: Job, filename: str) -> str:
     return f"masks/{job.user_id}/{job.id}.png"
 
 
+def _control_path(job: Job, filename: str) -> str:
+    return f"controls/{job.user_id}/{job.id}.png"
+
+
 def _result_path(image: JobImage, filename: str) -> str:
     return f"results/{image.job.user_id}/{image.job_id}/{image.id}.png"
 
@@ -215,7 +305,8 @@ class Job(models.Model):
 
     An image to image or inpainting job has an input picture until retention
     deletes it, an inpainting job its mask too; a text to image job has
-    neither (constraints say so).
+    neither; a ControlNet job has its control picture, and an input picture
+    when it is its image to image variant (constraints say so).
 
     Status moves queued -> running -> succeeded | failed | canceled, only
     through generation.services (conditional updates, so a duplicate
@@ -258,6 +349,18 @@ class Job(models.Model):
     # empty for the other modes and after retention.
     mask = models.FileField(upload_to=_mask_path, storage=private_storage, max_length=300, blank=True)
     mask_blur = models.PositiveSmallIntegerField(default=0, db_default=0)
+    # ControlNet: the network, the person's control picture (the map is made
+    # from it by `preprocess` on the worker), and how strongly and over which
+    # part of the schedule (fractions of the steps) it guides. Empty for the
+    # other modes; the picture is deleted by retention.
+    controlnet = models.ForeignKey(
+        ControlNet, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs", verbose_name="ControlNet"
+    )
+    control_image = models.FileField(upload_to=_control_path, storage=private_storage, max_length=300, blank=True)
+    preprocess = models.CharField(max_length=12, blank=True, default="", db_default="")
+    conditioning_scale = models.FloatField(default=1.0, db_default=1.0)
+    control_start = models.FloatField(default=0.0, db_default=0.0)
+    control_end = models.FloatField(default=1.0, db_default=1.0)
 
     credits_held = models.PositiveIntegerField()
     credits_charged = models.PositiveIntegerField(null=True, blank=True)
@@ -303,11 +406,24 @@ class Job(models.Model):
             ),
             models.CheckConstraint(condition=Q(strength__gt=0) & Q(strength__lte=1), name="job_strength_range"),
             # Image to image needs its input; text to image has none (and
-            # runs every step). Retention empties the input of expired jobs.
+            # runs every step); ControlNet may have one (without it every
+            # step runs). Retention empties the input of expired jobs.
             models.CheckConstraint(
                 condition=Q(mode=Mode.TXT2IMG, input_image="", strength=1)
-                | (~Q(mode=Mode.TXT2IMG) & (~Q(input_image="") | Q(expired_at__isnull=False))),
+                | (Q(mode=Mode.CONTROLNET) & (~Q(input_image="") | Q(strength=1) | Q(expired_at__isnull=False)))
+                | (~Q(mode__in=[Mode.TXT2IMG, Mode.CONTROLNET]) & (~Q(input_image="") | Q(expired_at__isnull=False))),
                 name="job_input_by_mode",
+            ),
+            # ControlNet has its network and control picture (until
+            # retention), and guides within the schedule; the other modes none.
+            models.CheckConstraint(
+                condition=(
+                    Q(mode=Mode.CONTROLNET, controlnet__isnull=False)
+                    & (~Q(control_image="") | Q(expired_at__isnull=False))
+                    & Q(control_start__gte=0, control_end__lte=1, control_start__lt=models.F("control_end"))
+                )
+                | (~Q(mode=Mode.CONTROLNET) & Q(controlnet__isnull=True, control_image="")),
+                name="job_control_by_mode",
             ),
             # Inpainting has its mask (until retention); the other modes none.
             models.CheckConstraint(
@@ -329,6 +445,11 @@ class Job(models.Model):
         if self.finished_at is None or not settings.RESULT_RETENTION_DAYS:
             return None
         return self.finished_at + timedelta(days=settings.RESULT_RETENTION_DAYS)
+
+    @property
+    def control(self) -> str:
+        """Its ControlNet's slug (JobParams.control); empty for the other modes."""
+        return self.controlnet.slug if self.controlnet_id else ""
 
     @property
     def hold_ref(self) -> str:

@@ -16,8 +16,8 @@ class Mode(models.TextChoices):
     # Inpainting and outpainting: a mask says what changes (outpainting's
     # mask is the new area of a larger canvas).
     INPAINT = "inpaint", "Inpainting"
-    # Listed now so that its jobs need no migration of the choices later; no
-    # operation creates them yet.
+    # ControlNet: a control picture keeps the structure (with an input
+    # picture too, its image to image variant).
     CONTROLNET = "controlnet", "ControlNet"
 
 

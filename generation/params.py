@@ -1,6 +1,6 @@
 """The parameters of a job, in one place.
 
-- `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn` / `InpaintIn`: what a person sends (the API's
+- `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn` / `InpaintIn` / `ControlNetIn`: what a person sends (the API's
   form fields and the create page's form), with the limits that hold for
   every model published in the OpenAPI schema. A submit's mode
   (generation.modes) is its class's; a quote's is a field.
@@ -51,6 +51,9 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 Expand = Annotated[int, Field(ge=0, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 MAX_MASK_BLUR = 64
+ConditioningScale = Annotated[float, Field(ge=0, le=2)]
+ControlFraction = Annotated[float, Field(ge=0, le=1)]
+PreprocessName = Literal["none", "canny", "scribble", "depth", "openpose", "lineart"]
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
@@ -155,13 +158,17 @@ class QuoteIn(_SettingsIn, _OutpaintIn):
     """Form fields of POST /api/v1/quote: those of the mode's submit, without
     the need for a prompt."""
 
-    mode: Literal["img2img", "txt2img", "inpaint"] = Field(
+    mode: Literal["img2img", "txt2img", "inpaint", "controlnet"] = Field(
         "img2img",
-        description="img2img (with a picture), txt2img (from the prompt alone; no strength) or inpaint "
-        "(with a picture; outpainting: with expand_*, priced at the larger canvas)",
+        description="img2img (with a picture), txt2img (from the prompt alone; no strength), inpaint "
+        "(with a picture; outpainting: with expand_*, priced at the larger canvas) or controlnet (with `control`; "
+        "with `strength`: its image to image variant, else every step runs)",
     )
     strength: Strength | Omitted = Field(
         None, description="img2img and inpaint: how much to change, 0-1; default: the model's (inpaint: 1)"
+    )
+    control: str | Omitted = Field(
+        None, pattern=SLUG_PATTERN, description="controlnet: the ControlNet's slug (its network adds to the price)"
     )
 
 
@@ -198,7 +205,53 @@ class InpaintIn(_SubmitIn, _OutpaintIn):
     height: Side | Omitted = Field(None, description="Default: the picture's (or canvas's), fitted to the model")
 
 
-SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {Mode.IMG2IMG: Img2ImgIn, Mode.TXT2IMG: Txt2ImgIn, Mode.INPAINT: InpaintIn}
+class ControlNetIn(_SubmitIn):
+    """Form fields of POST /api/v1/controlnet: a control picture whose
+    structure a ControlNet keeps (`control_image`, or `parent_job`'s first
+    result), and optionally a picture to start from (`image`: the image to
+    image variant)."""
+
+    mode: ClassVar[Mode] = Mode.CONTROLNET
+    control: str = Field(
+        pattern=SLUG_PATTERN, description="The ControlNet's slug (GET /api/v1/models lists those that fit each model)"
+    )
+    preprocess: PreprocessName | Omitted = Field(
+        None,
+        description="How the control picture becomes the ControlNet's map: none (it is the map), canny (edges), "
+        "scribble (a drawing), depth, openpose or lineart (annotators with weights: only where a worker has "
+        "them); default: the ControlNet's own kind",
+    )
+    conditioning_scale: ConditioningScale = Field(1.0, description="How strongly the map guides, 0-2")
+    control_start: ControlFraction = Field(0.0, description="From this fraction of the steps the map guides")
+    control_end: ControlFraction = Field(1.0, description="Up to this fraction of the steps; above control_start")
+    strength: Strength | Omitted = Field(
+        None,
+        description="With `image` (the image to image variant): how much to change, 0-1, default the model's; "
+        "without it every step runs and this is ignored",
+    )
+    width: Side | Omitted = Field(None, description="Default: the picture's (else the control picture's), fitted")
+    height: Side | Omitted = Field(None, description="Default: the picture's (else the control picture's), fitted")
+    parent_job: UUID | Omitted = Field(
+        None, description="Iterate on this job of yours: its first result is the control picture when none is sent"
+    )
+
+
+class ControlPreviewIn(Schema):
+    """Form fields of POST /api/v1/controlnet/preview."""
+
+    preprocess: Literal["none", "canny", "scribble"] = Field(
+        "canny", description="A preprocess that needs no weights (the others run on workers only)"
+    )
+    width: Side | Omitted = Field(None, description="With height: the map at this size (the job's output size)")
+    height: Side | Omitted = Field(None, description="With width: the map at this size")
+
+
+SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {
+    Mode.IMG2IMG: Img2ImgIn,
+    Mode.TXT2IMG: Txt2ImgIn,
+    Mode.INPAINT: InpaintIn,
+    Mode.CONTROLNET: ControlNetIn,
+}
 
 
 class JobParams(Schema):
@@ -222,6 +275,11 @@ class JobParams(Schema):
     width: int
     height: int
     mask_blur: int = Field(0, description="inpaint: the mask's soft edge, pixels; 0 for the other modes")
+    control: str = Field("", description="controlnet: the ControlNet's slug; empty for the other modes")
+    preprocess: str = Field("", description="controlnet: how its control picture became the map")
+    conditioning_scale: float = Field(1.0, description="controlnet: how strongly the map guides")
+    control_start: float = Field(0.0, description="controlnet: the fraction of the steps where guidance starts")
+    control_end: float = Field(1.0, description="controlnet: the fraction of the steps where it ends")
 
     @classmethod
     def of(cls, job) -> JobParams:
@@ -249,7 +307,7 @@ class JobParams(Schema):
         from its result, whatever its mode, with its settings, a new seed and
         the size of the new input. A text to image or inpainting job ran at
         its own strength: the next one starts from the model's default instead."""
-        exclude = {"mode", "seed", "width", "height", "mask_blur"} | (
+        exclude = {"mode", "seed", "width", "height", "mask_blur", *CONTROL_FIELDS} | (
             {"strength"} if self.mode != Mode.IMG2IMG else set()
         )
         return {
@@ -267,12 +325,17 @@ class JobParams(Schema):
 # counts may differ. generation.services.job_claim_companions finds such jobs.
 BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale")
 
+# ControlNet's settings (a job of another mode has their defaults).
+CONTROL_FIELDS = ("control", "preprocess", "conditioning_scale", "control_start", "control_end")
+
 INPUT_FIELDS = {
     *Img2ImgIn.model_fields,
     *QuoteIn.model_fields,
     *InpaintIn.model_fields,
+    *ControlNetIn.model_fields,
     "image",
     "mask",
+    "control_image",
     "page",
     IDEMPOTENCY_KEY,
 }
@@ -307,11 +370,19 @@ def invalid_params(errors: list[dict]) -> InvalidParams:
 
 
 def job_params(
-    *, checkpoint, data: _SettingsIn, image_size: tuple[int, int] | None, require_prompt: bool = True
+    *,
+    checkpoint,
+    data: _SettingsIn,
+    image_size: tuple[int, int] | None,
+    require_prompt: bool = True,
+    control=None,
+    has_input: bool = True,
 ) -> JobParams:
     """Apply the model's defaults and limits; raise InvalidParams listing
     every field that is wrong. The mode is data.mode; a text to image job
-    (no image_size) runs every step at the model's native size by default."""
+    (no image_size) runs every step at the model's native size by default.
+    A ControlNet job names its `control` (a ControlNet row, checked by the
+    caller); without an input picture (`has_input` False) it runs every step."""
     errors: dict[str, str] = {}
     mode = Mode(data.mode)
     if mode not in checkpoint.modes:
@@ -319,7 +390,12 @@ def job_params(
     prompt = data.prompt.strip()
     if require_prompt and not prompt:
         errors["prompt"] = FIELD_HELP["prompt"]
-    if mode == Mode.TXT2IMG or (mode == Mode.INPAINT and data.strength is None):
+    control_settings = _control_settings(data, control, errors) if mode == Mode.CONTROLNET else {}
+    if (
+        mode == Mode.TXT2IMG
+        or (mode == Mode.INPAINT and data.strength is None)
+        or (mode == Mode.CONTROLNET and not has_input)
+    ):
         strength = FULL_STRENGTH
     else:
         strength = checkpoint.default_strength if data.strength is None else data.strength
@@ -352,7 +428,27 @@ def job_params(
         width=width,
         height=height,
         mask_blur=getattr(data, "mask_blur", 0) if mode == Mode.INPAINT else 0,
+        **control_settings,
     )
+
+
+def _control_settings(data, control, errors: dict[str, str]) -> dict:
+    """A ControlNet job's settings: its network's slug, the preprocess (by
+    default the network's kind) and the guidance's scale and span. A quote
+    has only `control`; the settings then are the defaults."""
+    if control is None:
+        return {}
+    start = getattr(data, "control_start", 0.0)
+    end = getattr(data, "control_end", 1.0)
+    if start >= end:
+        errors["control_end"] = "Must be above control_start (both are fractions of the steps, 0-1)."
+    return {
+        "control": control.slug,
+        "preprocess": getattr(data, "preprocess", None) or control.kind,
+        "conditioning_scale": getattr(data, "conditioning_scale", 1.0),
+        "control_start": start,
+        "control_end": end,
+    }
 
 
 def _canvas(checkpoint, data: _OutpaintIn, image_size: tuple[int, int]) -> tuple[tuple[int, int], dict[str, str]]:

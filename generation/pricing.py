@@ -10,16 +10,22 @@ from generation.params import JobParams, denoising_steps
 MEGAPIXEL = 1024 * 1024
 
 
-def quote(*, checkpoint, params: JobParams) -> int:
+def quote(*, checkpoint, params: JobParams, control=None) -> int:
     """Credits for a job.
 
     price_per_image covers one image of up to one megapixel at the
     checkpoint's default steps and strength. Larger images cost per started
     megapixel; the cost scales with the denoising steps that actually run
-    (steps x strength) against the default's. Every image costs at least 1.
+    (steps x strength) against the default's: text to image runs them all.
+    A ControlNet job's `control` runs its network beside the UNet at every
+    step it guides: its cost_factor (measured: bench/controlnet_cost.py)
+    applies to that span of the steps. Every image costs at least 1.
     """
     size_units = math.ceil(params.width * params.height / MEGAPIXEL)
     reference = max(1, denoising_steps(checkpoint.default_steps, checkpoint.default_strength))
     step_ratio = max(1, params.denoising_steps) / reference
+    if control is not None:
+        guided = max(0.0, params.control_end - params.control_start)
+        step_ratio *= 1 + (control.cost_factor - 1) * guided
     per_image = max(1, math.ceil(checkpoint.price_per_image * size_units * step_ratio - 1e-9))
     return per_image * params.num_images

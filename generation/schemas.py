@@ -45,15 +45,28 @@ class Limits(Schema):
     allowed_sizes: list[list[int]] = Field(description="[[width, height], ...]; empty: any multiple of 8")
 
 
+class ControlNetOut(Schema):
+    slug: str
+    name: str
+    kind: Literal["canny", "scribble", "depth", "openpose", "lineart"] = Field(
+        description="The map it is conditioned on; a job's default preprocess"
+    )
+    cost_factor: float = Field(description="Its jobs cost this many times the model's price (over the steps it guides)")
+    is_test: bool = Field(description="Random weights built for tests")
+    available: bool = Field(description="A live worker has its weights now")
+
+
 class ModelOut(Schema):
     slug: str
     name: str
     family: str
     tags: list[str]
-    modes: list[Literal["img2img", "txt2img", "inpaint"]] = Field(
+    modes: list[Literal["img2img", "txt2img", "inpaint", "controlnet"]] = Field(
         description="What it can make pictures from: img2img (POST /api/v1/img2img), txt2img (POST /api/v1/txt2img), "
-        "inpaint (POST /api/v1/inpaint: inpainting and outpainting)"
+        "inpaint (POST /api/v1/inpaint: inpainting and outpainting), controlnet (POST /api/v1/controlnet, with one "
+        "of `controlnets`)"
     )
+    controlnets: list[ControlNetOut] = Field(description="The enabled ControlNets that fit it")
     native_size: list[int] = Field(
         description="[width, height]: text to image's default size, the model's native size within its limits"
     )
@@ -152,6 +165,10 @@ class JobOut(JobParams):
         description="inpaint: its mask (PNG, white = changed; an outpainting's new area), served to its owner "
         "only; null for the other modes and after retention"
     )
+    control_image_url: str | None = Field(
+        description="controlnet: its control picture (PNG, as sent: the map is made from it by `preprocess`), "
+        "served to its owner only; null for the other modes and after retention"
+    )
     expires_at: str | None = Field(
         json_schema_extra={"format": "date-time"},
         description="When its input and pictures are (or were) deleted, RESULT_RETENTION_DAYS after it ended; "
@@ -180,6 +197,10 @@ class JobOut(JobParams):
     @staticmethod
     def resolve_mask_url(job: Job) -> str | None:
         return reverse("api:job-mask", args=[job.id]) if job.mask else None
+
+    @staticmethod
+    def resolve_control_image_url(job: Job) -> str | None:
+        return reverse("api:job-control", args=[job.id]) if job.control_image else None
 
     @staticmethod
     def resolve_error(job: Job) -> str | None:

@@ -28,10 +28,10 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncHour
 from django_cte import CTE, with_cte
 
-from generation.availability import available_slugs
+from generation.availability import live_workers
 from generation.errors import JobNotFound, UnknownModel
 from generation.estimates import ModelStatus
-from generation.models import Checkpoint, Job, JobImage, WebhookDelivery, WebhookSecret
+from generation.models import Checkpoint, ControlNet, Job, JobImage, WebhookDelivery, WebhookSecret
 
 LINEAGE_DEPTH = 20
 
@@ -41,11 +41,19 @@ LINEAGE_DEPTH = 20
 
 def checkpoints_for_catalog() -> list[Checkpoint]:
     """The enabled checkpoints with their tags, each with `available` set
-    from the live worker heartbeats: two queries and one Redis read."""
-    available = available_slugs()
+    from the live worker heartbeats and `controlnets`, the enabled
+    ControlNets that fit it (each with its own `available`): three queries
+    and one Redis read."""
+    workers = live_workers()
+    available = {slug for worker in workers for slug in worker.get("serves", [])}
+    controls = {slug for worker in workers for slug in worker.get("controls", [])}
     checkpoints = list(Checkpoint.objects.filter(enabled=True).prefetch_related("tags"))
+    controlnets = list(ControlNet.objects.filter(enabled=True))
+    for control in controlnets:
+        control.available = control.slug in controls
     for checkpoint in checkpoints:
         checkpoint.available = checkpoint.slug in available
+        checkpoint.controlnets = [control for control in controlnets if control.fits(checkpoint)]
     return checkpoints
 
 
@@ -70,7 +78,7 @@ def checkpoints_used_by(*, user) -> QuerySet[Checkpoint]:
 
 def jobs_of(*, user) -> QuerySet[Job]:
     """The user's jobs, newest first, with their checkpoint."""
-    return Job.objects.filter(user=user).select_related("checkpoint")
+    return Job.objects.filter(user=user).select_related("checkpoint", "controlnet")
 
 
 # --- The fair queue -----------------------------------------------------------------
@@ -147,7 +155,7 @@ def jobs_shown(jobs: QuerySet[Job]) -> QuerySet[Job]:
         output_field=IntegerField(),
     )
     return (
-        jobs.select_related("checkpoint", "webhook_delivery")
+        jobs.select_related("checkpoint", "controlnet", "webhook_delivery")
         .defer("webhook_delivery__payload")
         .prefetch_related("images")
         .annotate(queue_ahead=waiting)
@@ -160,7 +168,7 @@ def job_rows() -> QuerySet[Job]:
     subqueries of jobs_shown cost more to build than the read itself, so a
     queued job's position and a finished job's images are read only when
     asked for (queue_position; JobOut.resolve_images)."""
-    return Job.objects.select_related("checkpoint", "webhook_delivery").defer("webhook_delivery__payload")
+    return Job.objects.select_related("checkpoint", "controlnet", "webhook_delivery").defer("webhook_delivery__payload")
 
 
 def job_status(*, user, job_id) -> Job:
@@ -168,7 +176,7 @@ def job_status(*, user, job_id) -> Job:
     snapshot): the same answer in one query written once (_STATUS_READ),
     since polls are most of the traffic and the ORM takes longer to build
     this query than the database takes to answer it. The job comes with what
-    JobOut reads: its checkpoint's slug and its webhook delivery's state
+    JobOut reads: its checkpoint's and ControlNet's slugs and its webhook delivery's state
     (neither one complete: they are for showing, not for changing)."""
     if user.is_staff:  # may see others' jobs: the permission check is job_for_user's
         return job_for_user(user=user, job_id=job_id)
@@ -181,6 +189,7 @@ def job_status(*, user, job_id) -> Job:
         raise JobNotFound("No such job.")
     job = found[0]
     job.checkpoint = Checkpoint(id=job.checkpoint_id, slug=job.model_slug)
+    job.controlnet = ControlNet(id=job.controlnet_id, slug=job.control_slug) if job.controlnet_id else None
     delivery = None
     if job.delivery_status is not None:
         delivery = WebhookDelivery(
@@ -193,10 +202,11 @@ def job_status(*, user, job_id) -> Job:
 # Literal SQL (the tables are the migrations'), the same on PostgreSQL and
 # SQLite; tests/test_query_counts.py holds it equal to the ORM's read.
 _STATUS_READ = """
-    SELECT j.*, c.slug AS model_slug,
+    SELECT j.*, c.slug AS model_slug, n.slug AS control_slug,
            d.url AS delivery_url, d.status AS delivery_status, d.attempts AS delivery_attempts
     FROM generation_job j
     JOIN generation_checkpoint c ON c.id = j.checkpoint_id
+    LEFT JOIN generation_controlnet n ON n.id = j.controlnet_id
     LEFT JOIN generation_webhookdelivery d ON d.job_id = j.id
     WHERE j.id = %s AND j.user_id = %s
 """

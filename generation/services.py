@@ -29,10 +29,19 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
+from PIL import Image
 
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.affinity import reservations_orphaned
-from generation.availability import available_slugs, heartbeat_client, worker_is_beating, worker_is_gone
+from generation.availability import (
+    available_annotators,
+    available_controls,
+    available_slugs,
+    heartbeat_client,
+    worker_is_beating,
+    worker_is_gone,
+)
+from generation.controls import NEEDS_WEIGHTS, Preprocess, control_map
 from generation.dispatch import (
     job_dispatch,
     job_received,
@@ -43,15 +52,18 @@ from generation.dispatch import (
 )
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
+from generation.families import FAMILIES
 from generation.images import CleanImage, image_clean, mask_clean, outpaint_canvas
 from generation.metrics import reaper_observed
-from generation.models import Checkpoint, CheckpointTestRun, Job, JobImage
+from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
 from generation.modes import Mode
 from generation.observe import job_event
 from generation.params import (
     BATCH_FIELDS,
     EXPAND_FIELDS,
+    ControlNetIn,
+    ControlPreviewIn,
     Img2ImgIn,
     InpaintIn,
     JobParams,
@@ -73,6 +85,8 @@ WORKER_LOST = "The worker stopped while making your picture."
 NO_PICTURE = "Text to image takes no picture; to start from one, use image to image (POST /api/v1/img2img)."
 MASK_OR_EXPAND = "Send a mask (inpainting) or expand_left/right/top/bottom (outpainting), not both."
 NO_MASK = "Send a mask (white = change) for inpainting, or expand_left/right/top/bottom for outpainting."
+NO_CONTROL = "Choose a ControlNet (its slug; GET /api/v1/models lists those that fit each model)."
+NO_CONTROL_IMAGE = "Send a control picture (or parent_job, whose first result is then the control picture)."
 
 
 def job_quote(*, data: QuoteIn, upload=None) -> int:
@@ -81,14 +95,32 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
     inpainting quote reads expand_* (the other modes ignore them)."""
     checkpoint = checkpoint_for_submit(data.model)
     size = _image_size(upload) if upload is not None and data.mode != Mode.TXT2IMG else None
-    params = job_params(checkpoint=checkpoint, data=data, image_size=size, require_prompt=False)
-    return quote(checkpoint=checkpoint, params=params)
+    control = None
+    if data.mode == Mode.CONTROLNET and Mode.CONTROLNET in checkpoint.modes:
+        control = _control_for(checkpoint, data.control)
+    # A ControlNet quote with a strength is its image to image variant's.
+    params = job_params(
+        checkpoint=checkpoint,
+        data=data,
+        image_size=size,
+        require_prompt=False,
+        control=control,
+        has_input=data.strength is not None,
+    )
+    return quote(checkpoint=checkpoint, params=params, control=control)
 
 
 # --- Submit and cancel ------------------------------------------------------------
 
 
-def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn | InpaintIn, upload=None, mask_upload=None) -> Job:
+def job_submit(
+    *,
+    user,
+    data: Img2ImgIn | Txt2ImgIn | InpaintIn | ControlNetIn,
+    upload=None,
+    mask_upload=None,
+    control_upload=None,
+) -> Job:
     """Validate everything (the prompts through the moderation checks, a
     webhook_url too: where it points now), hold the quoted credits and create
     the job in one transaction; the task is sent after commit. Any error
@@ -100,23 +132,33 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn | InpaintIn, upload=None, ma
     refused) and its parent is lineage only; inpainting takes a picture as
     image to image does and `mask_upload` (its size), or instead of the mask
     expand_* (outpainting: the canvas becomes the input, its new area the
-    mask)."""
+    mask); ControlNet takes `control_upload` (or the parent job's first
+    result) as its control picture and `upload`, if any, as the picture its
+    image to image variant starts from."""
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
+    control = control_source = None
     if data.mode == Mode.TXT2IMG:
         if upload is not None:
             raise InvalidParams({"image": NO_PICTURE})
         source = None
+    elif data.mode == Mode.CONTROLNET:
+        control, control_source = _control_input(checkpoint, data, parent, control_upload)
+        source = image_clean(upload) if upload is not None else None
     else:
         source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
-    # The picture's size: outpainting's canvas grows from it (job_params).
-    size = (source.width, source.height) if source is not None else None
+    # The picture's size (else the control picture's): outpainting's canvas
+    # grows from it, and it is the default output size (job_params).
+    sized = source or control_source
+    size = (sized.width, sized.height) if sized is not None else None
     mask = None
     if data.mode == Mode.INPAINT:
         source, mask = _inpaint_input(checkpoint, data, source, mask_upload)
-    params = job_params(checkpoint=checkpoint, data=data, image_size=size)
+    params = job_params(
+        checkpoint=checkpoint, data=data, image_size=size, control=control, has_input=source is not None
+    )
     prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
     if webhook_url:
@@ -131,13 +173,16 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn | InpaintIn, upload=None, ma
         checkpoint=checkpoint,
         parent=parent,
         webhook_url=webhook_url or "",
-        **params.model_dump(),
+        controlnet=control,
+        **params.model_dump(exclude={"control"}),
     )
-    job.credits_held = quote(checkpoint=checkpoint, params=params)
+    job.credits_held = quote(checkpoint=checkpoint, params=params, control=control)
     if source is not None:
         job.input_image.save("input.png", ContentFile(source.png), save=False)
     if mask is not None:
         job.mask.save("mask.png", ContentFile(mask.png), save=False)
+    if control_source is not None:
+        job.control_image.save("control.png", ContentFile(control_source.png), save=False)
     try:
         with transaction.atomic():
             credits_hold(user=user, amount=job.credits_held, ref=job.hold_ref, memo=f"{checkpoint.name} job")
@@ -150,6 +195,8 @@ def job_submit(*, user, data: Img2ImgIn | Txt2ImgIn | InpaintIn, upload=None, ma
             job.input_image.delete(save=False)
         if job.mask:
             job.mask.delete(save=False)
+        if job.control_image:
+            job.control_image.delete(save=False)
         raise
     job_event(
         "submitted", job, mode=job.mode, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height
@@ -179,10 +226,73 @@ def _inpaint_input(checkpoint, data: InpaintIn, source: CleanImage, mask_upload)
     )
 
 
+def _control_input(checkpoint, data: ControlNetIn, parent: Job | None, control_upload) -> tuple[ControlNet, CleanImage]:
+    """ControlNet's network and control picture: the upload, else the
+    parent's first result. The model is checked first (a model without
+    ControlNet is the error to give), then the network, then the picture."""
+    if Mode.CONTROLNET not in checkpoint.modes:
+        raise InvalidParams({"model": mode_refusal(checkpoint, Mode.CONTROLNET)})
+    control = _control_for(checkpoint, data.control, preprocess=data.preprocess, submit=True)
+    if control_upload is not None:
+        return control, image_clean(control_upload, field="control_image")
+    if parent is not None:
+        return control, _first_result(parent)
+    raise InvalidParams({"control_image": NO_CONTROL_IMAGE})
+
+
+def control_preview(*, data: ControlPreviewIn, upload) -> bytes:
+    """The map a weight-free preprocess makes of `upload` (PNG bytes), as a
+    worker makes it: resized to the output size first when one is given."""
+    picture = Image.open(io.BytesIO(image_clean(upload, field="control_image").png))
+    if (data.width is None) != (data.height is None):
+        raise InvalidParams({"width": "Give both width and height, or neither."})
+    if data.width is not None:
+        picture = picture.resize((data.width, data.height), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    control_map(picture, data.preprocess).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None, submit: bool = False) -> ControlNet:
+    """The enabled ControlNet `slug`, if it fits `checkpoint`; for a submit,
+    also one a live worker has the weights of, with a preprocess a live
+    worker can run (an annotator that needs weights only where they are)."""
+    if not slug:
+        raise InvalidParams({"control": NO_CONTROL})
+    control = ControlNet.objects.filter(slug=slug, enabled=True).first()
+    if control is None:
+        raise InvalidParams({"control": f"There is no ControlNet {slug!r}. {NO_CONTROL}"})
+    if not control.fits(checkpoint):
+        family = FAMILIES[control.family].label
+        raise InvalidParams(
+            {
+                "control": f"{control.name} is made for {family} models; {checkpoint.name} is "
+                f"{FAMILIES[checkpoint.family].label}. {NO_CONTROL}"
+            }
+        )
+    if not submit:
+        return control
+    preprocess = preprocess or control.kind
+    if preprocess in NEEDS_WEIGHTS and preprocess not in available_annotators():
+        label = Preprocess(preprocess).label.split(" (")[0].lower()
+        raise InvalidParams(
+            {
+                "preprocess": f"{label} needs its annotator's weights, which this service does not have; send "
+                f"a ready {label} map with preprocess=none, or use canny or scribble."
+            }
+        )
+    if control.slug not in available_controls():
+        raise ModelUnavailable(
+            f"No worker has {control.name} right now.", fields={"control": "unavailable (no worker has its weights)"}
+        )
+    return control
+
+
 def job_again(*, user, job_id) -> Job:
     """The same job with a new random seed: a sibling with the same input
     (text to image: the same prompt and settings; inpainting: the same
-    mask, and an outpainting's canvas and mask, so it is inpainted again)."""
+    mask, and an outpainting's canvas and mask, so it is inpainted again;
+    ControlNet: the same control picture)."""
     job = job_for_user(user=user, job_id=job_id)
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     if job.mode == Mode.TXT2IMG:
@@ -190,15 +300,20 @@ def job_again(*, user, job_id) -> Job:
     if job.expired_at is not None:
         raise InvalidParams({"job": _expired_message()})
     try:
-        with job.input_image.open("rb") as handle:
-            upload = ContentFile(handle.read(), name="input.png")
-        mask = None
-        if job.mode == Mode.INPAINT:
-            with job.mask.open("rb") as handle:
-                mask = ContentFile(handle.read(), name="mask.png")
+        upload = _copy_of(job.input_image, "input.png")
+        mask = _copy_of(job.mask, "mask.png")
+        control = _copy_of(job.control_image, "control.png")
     except FileNotFoundError:  # retention deleted it since the read
         raise InvalidParams({"job": _expired_message()}) from None
-    return job_submit(user=user, data=data, upload=upload, mask_upload=mask)
+    return job_submit(user=user, data=data, upload=upload, mask_upload=mask, control_upload=control)
+
+
+def _copy_of(field, name: str) -> ContentFile | None:
+    """A stored file of a job as an upload again; None where it has none."""
+    if not field:
+        return None
+    with field.open("rb") as handle:
+        return ContentFile(handle.read(), name=name)
 
 
 def job_cancel(*, user, job_id) -> Job:
@@ -325,9 +440,10 @@ def job_claim_companions(
     jobs on their first attempt join (a batch that failed does not form
     again). Each is claimed by the same conditional update as job_claim, so
     it runs once; its own message later serves another queued job."""
-    if job.mode == Mode.INPAINT:
-        # Each inpainting job has its own mask: they run alone (diffusers
-        # takes a mask per row, but a batch of them is not worth its tests).
+    if job.mode in (Mode.INPAINT, Mode.CONTROLNET):
+        # Each inpainting job has its own mask, each ControlNet job its
+        # network and map: they run alone (diffusers takes a mask or a map
+        # per row, but a batch of them is not worth its tests).
         return []
     deadline = time.monotonic() + wait_ms / 1000
     # JobParams.batch_key, as a query.
@@ -586,10 +702,11 @@ def results_expire(*, limit: int = 500) -> int:
     due = Job.objects.filter(finished_at__lt=cutoff, expired_at=None).order_by("finished_at")[:limit]
     expired = 0
     for job in due.prefetch_related("images"):
-        files = [image.file.name for image in job.images.all()] + [job.input_image.name, job.mask.name]
+        kept = [job.input_image.name, job.mask.name, job.control_image.name]
+        files = [image.file.name for image in job.images.all()] + kept
         with transaction.atomic():
             expire = Job.objects.filter(id=job.id, expired_at=None)
-            if not expire.update(expired_at=timezone.now(), input_image="", mask=""):
+            if not expire.update(expired_at=timezone.now(), input_image="", mask="", control_image=""):
                 continue
             JobImage.objects.filter(job=job).delete()
         for name in filter(None, files):

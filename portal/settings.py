@@ -295,6 +295,10 @@ def media_storage(kind: str, signed_url_seconds: int) -> dict:
 _MEDIA = media_storage(MEDIA_STORAGE, MEDIA_SIGNED_URL_SECONDS)
 
 MODELS_DIR = env_path("MODELS_DIR", VAR_DIR / "models")
+# ControlNet's annotators with learned weights (workers/annotators.py): one
+# folder per preprocess, e.g. ANNOTATORS_DIR/depth (a transformers
+# depth-estimation model such as Intel/dpt-hybrid-midas).
+ANNOTATORS_DIR = env_path("ANNOTATORS_DIR", MODELS_DIR / "annotators")
 
 STATIC_URL = "/static/"
 STATIC_ROOT = env_path("STATIC_ROOT", VAR_DIR / "static")
@@ -478,6 +482,10 @@ CELERY_BEAT_SCHEDULE = {
 # Workers: which checkpoints a worker serves ("all" it can load, or a comma
 # list of slugs), how long its heartbeat lives, and its pipeline memory budget.
 WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
+# Its ControlNets likewise ("all" with local weights, a comma list, or "none"),
+# kept loaded at most WORKER_CONTROLNET_CACHE at a time beside the pipelines.
+WORKER_CONTROLNETS = env.str("WORKER_CONTROLNETS", default="all")
+WORKER_CONTROLNET_CACHE = env_int("WORKER_CONTROLNET_CACHE", 2, minimum=1)
 WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 # Speed-ups a worker applies to its pipelines (workers/accel.py): "auto" (all

@@ -221,6 +221,7 @@ def gpu_worker(django_db_setup, test_checkpoints):
     worker = WorkerProcess(
         queue=f"test-{uuid.uuid4().hex[:8]}",
         WORKER_CHECKPOINTS="test-sd1,test-sdxl-turbo",
+        WORKER_CONTROLNETS="test-sd1-canny,test-sdxl-canny",
         WORKER_HEARTBEAT_TTL="3",
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         WORKER_METRICS_PORT=str(free_port()),

@@ -29,6 +29,8 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 _served: list[str] = []
+_controls: list[str] = []  # the ControlNets it has the weights of
+_annotators: list[str] = []  # the weighted preprocessors it can run
 _direct_queue: list[str] = []  # this worker's own queue (model affinity), once it serves a checkpoint
 _busy: list[bool] = [False]  # a task runs in this pool process now
 _heartbeat = None
@@ -45,11 +47,14 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from generation.models import Checkpoint
     from workers import moderation
     from workers.accel import Speedups
+    from workers.annotators import annotators_here
     from workers.runtime import preload
-    from workers.services import servable_slugs
+    from workers.services import servable_controls, servable_slugs
 
     Speedups.parse(settings.WORKER_SPEEDUPS, device="cuda")  # a typo stops the worker now, not at the first job
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
+    _controls[:] = servable_controls(settings.WORKER_CONTROLNETS, served=_served) if _served else []
+    _annotators[:] = annotators_here() if _controls else []
     if _served:
         moderation.check_setup()  # says whether the image check is on; a model without the labels stops the worker
     families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))
@@ -65,6 +70,8 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
         _direct_queue[:] = [direct_queue_for(worker_name())]
         instance.app.amqp.queues.select_add(_direct_queue[0])
     log.warning("worker %s serves: %s", sender, ", ".join(_served) or "no checkpoints")
+    if _controls:
+        log.warning("worker %s has ControlNets: %s", sender, ", ".join(_controls))
 
 
 @celeryd_after_setup.connect
@@ -102,6 +109,8 @@ def start_heartbeat(**kwargs) -> None:
         jobs=running_jobs,
         queue=_direct_queue[0] if _direct_queue else "",
         busy=lambda: _busy[0],
+        controls=_controls,
+        annotators=_annotators,
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()

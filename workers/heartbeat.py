@@ -35,10 +35,14 @@ def publish(
     jobs: list[str] = (),
     queue: str = "",
     busy: bool = False,
+    controls: list[str] = (),
+    annotators: list[str] = (),
 ) -> None:
     payload = {
         "worker": worker_id,
         "serves": serves,
+        "controls": list(controls),  # ControlNets whose weights it has
+        "annotators": list(annotators),  # preprocessors with weights it can run (workers.annotators)
         "loaded": loaded,  # least recently used first
         "device": device,
         "jobs": list(jobs),  # the jobs it runs now: the reaper leaves their leases alone
@@ -103,9 +107,12 @@ class Heartbeat(threading.Thread):
         jobs: Callable[[], list[str]] = list,
         queue: str = "",
         busy: Callable[[], bool] = bool,
+        controls: list[str] = (),
+        annotators: list[str] = (),
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.worker_id, self.serves, self.loaded, self.device = worker_id, serves, loaded, device
+        self.controls, self.annotators = list(controls), list(annotators)
         self.on_beat, self.jobs, self.queue, self.busy = on_beat, jobs, queue, busy
         self._stop_event = threading.Event()
         # One publish at a time: a beat that read "idle" cannot land after a
@@ -125,6 +132,8 @@ class Heartbeat(threading.Thread):
                     jobs=self.jobs(),
                     queue=self.queue,
                     busy=self.busy(),
+                    controls=self.controls,
+                    annotators=self.annotators,
                 )
         except Exception:
             log.exception("heartbeat publish failed; retrying at the next beat")

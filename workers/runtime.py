@@ -26,7 +26,7 @@ from generation.modes import Mode
 from generation.params import JobParams
 from workers.errors import BadInput, Canceled, MissingWeights, classify
 from workers.preview import latents_preview
-from workers.spec import CheckpointSpec
+from workers.spec import CheckpointSpec, ControlNetSpec
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,6 +111,13 @@ INPAINT_CLASSES = {
 }
 MODE_CLASSES = {Mode.TXT2IMG: TEXT2IMG_CLASSES, Mode.INPAINT: INPAINT_CLASSES}
 
+# ControlNet's classes by architecture (generation.models.CONTROLNET_ARCHITECTURES):
+# from the prompt alone, and from a picture (image to image).
+CONTROLNET_CLASSES = {
+    "sd1": ("StableDiffusionControlNetPipeline", "StableDiffusionControlNetImg2ImgPipeline"),
+    "sdxl": ("StableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetImg2ImgPipeline"),
+}
+
 
 def preload(families: set[str]) -> None:
     """Import torch, diffusers and the pipeline classes of `families` in the
@@ -124,6 +131,8 @@ def preload(families: set[str]) -> None:
         for classes in (IMG2IMG_CLASSES, TEXT2IMG_CLASSES, INPAINT_CLASSES):
             if name := classes.get(family):
                 getattr(diffusers, name)
+        for name in CONTROLNET_CLASSES.get(FAMILIES[family].architecture, ()):
+            getattr(diffusers, name)
 
 
 def pipeline_class(spec: CheckpointSpec):
@@ -156,6 +165,38 @@ def mode_pipeline(pipe, spec: CheckpointSpec, mode: str):
         text.set_progress_bar_config(disable=True)
         built[mode] = text
     return built[mode]
+
+
+def controlnet_pipeline(pipe, spec: CheckpointSpec, controlnet, *, from_picture: bool):
+    """The ControlNet pipeline over the loaded `pipe`'s modules and
+    `controlnet` (diffusers' from_pipe: nothing is copied), from the prompt
+    alone or from a picture. Built per job: a ControlNet is chosen per job,
+    and building takes no memory and little time (bench/controlnet_cost.py)."""
+    import diffusers
+
+    names = CONTROLNET_CLASSES.get(FAMILIES[spec.family].architecture)
+    if names is None or spec.inpainting:
+        raise BadInput(f"no ControlNet pipeline for family {spec.family!r}")
+    built = getattr(diffusers, names[from_picture]).from_pipe(pipe, controlnet=controlnet)
+    built.set_progress_bar_config(disable=True)
+    return built
+
+
+def load_controlnet(spec: ControlNetSpec, *, device: str, dtype):
+    """A ControlNet's network from its local weights (never downloads)."""
+    try:
+        from diffusers import ControlNetModel
+
+        path = spec.local_path()
+        if path is None:
+            raise MissingWeights(f"no local weights for ControlNet {spec.source!r}")
+        options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+        if spec.variant:
+            options["variant"] = spec.variant
+        model = ControlNetModel.from_pretrained(str(path), **options)
+        return model.to(device) if device != "cpu" else model
+    except Exception as exc:
+        raise classify(exc) from exc
 
 
 # --- Loading -----------------------------------------------------------------------
@@ -287,14 +328,16 @@ PREVIEW_EVERY = 4
 
 @dataclass
 class BatchItem:
-    """One job's part of a pipeline call: its input (None for text to image),
-    settings, callbacks and inpainting's mask (L, white = change)."""
+    """One job's part of a pipeline call: its input (None for text to image
+    and ControlNet from the prompt), settings, callbacks, inpainting's mask
+    (L, white = change) and ControlNet's map."""
 
     image: Any
     params: JobParams
     on_step: ProgressCallback | None = None
     on_preview: Callable[[Any], None] | None = None
     mask: Any = None
+    control: Any = None  # ControlNet's map (RGB, the job's output size)
 
 
 def run_img2img(
@@ -310,12 +353,13 @@ def run_img2img(
     return run_batch(pipe, spec, [BatchItem(image, params, on_step, on_preview)])[0]
 
 
-def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list | None]:
+def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=None) -> list[list | None]:
     """Run several jobs that share a batch_key (JobParams.batch_key, the mode
     included) in one pipeline call and return each one's PIL images, in order.
     `pipe` is the checkpoint's loaded img2img pipeline; text to image runs on
     the pipeline from_pipe builds from it (mode_pipeline), every step, at the
-    jobs' width and height.
+    jobs' width and height; ControlNet on the pipeline controlnet_pipeline
+    builds with `controlnet` (the loaded network), guided by each item's map.
 
     Every image has its own CPU generator (a job's seed, seed+1, ...), so the
     same seed, parameters, checkpoint and device give the same pixels whether
@@ -341,10 +385,17 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
     if first.width % 8 or first.height % 8:
         raise BadInput("width and height must be multiples of 8")
     family = FAMILIES[spec.family]
-    text = first.mode == Mode.TXT2IMG
     inpaint = first.mode == Mode.INPAINT
-    runner = mode_pipeline(pipe, spec, first.mode)
-    prompts, negatives, sources, masks, generators, rows = [], [], [], [], [], []
+    control = first.mode == Mode.CONTROLNET
+    # ControlNet from the prompt alone runs like text to image.
+    text = first.mode == Mode.TXT2IMG or (control and items[0].image is None)
+    if control:
+        if controlnet is None or any(item.control is None for item in items):
+            raise BadInput("a ControlNet job needs its network and its map")
+        runner = controlnet_pipeline(pipe, spec, controlnet, from_picture=not text)
+    else:
+        runner = mode_pipeline(pipe, spec, first.mode)
+    prompts, negatives, sources, masks, maps, generators, rows = [], [], [], [], [], [], []
     for item in items:
         params = item.params
         if text:
@@ -360,6 +411,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
             negatives.append(params.negative_prompt)
             sources.append(source)
             masks.append(mask)
+            maps.append(item.control)
             generators.append(torch.Generator(device="cpu").manual_seed(params.seed + index))
     # A compiled pipeline runs the batch sizes it was warmed up for: extra
     # rows repeat the last image (same seed) and are thrown away.
@@ -372,6 +424,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
         negatives.append(negatives[-1])
         sources.append(sources[-1])
         masks.append(masks[-1])
+        maps.append(maps[-1])
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
 
@@ -398,6 +451,14 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem]) -> list[list |
     inputs = {"height": first.height, "width": first.width} if text else {"image": sources, "strength": first.strength}
     if inpaint:
         inputs.update(mask_image=masks, height=first.height, width=first.width)
+    if control:
+        # The map is `image` from the prompt alone, `control_image` beside a picture.
+        inputs.update(
+            {"image" if text else "control_image": maps},
+            controlnet_conditioning_scale=first.conditioning_scale,
+            control_guidance_start=first.control_start,
+            control_guidance_end=first.control_end,
+        )
     try:
         # The speed-ups' state (warm shapes, the compiled UNet) lives on the
         # loaded pipeline; the text-to-image one shares its UNet.

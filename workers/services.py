@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import time
+from collections import OrderedDict
 from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -18,9 +19,11 @@ from PIL import Image
 
 from generation.affinity import may_forward, worker_unreserve
 from generation.availability import worker_name
+from generation.controls import WEIGHT_FREE, control_map
 from generation.dispatch import job_forward, job_send_back
 from generation.events import job_send
-from generation.models import Checkpoint, CheckpointTestRun, Job
+from generation.families import FAMILIES
+from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job
 from generation.modes import Mode
 from generation.params import JobParams, fewest_steps
 from generation.services import (
@@ -38,7 +41,7 @@ from workers.moderation import ImageFlag, screen
 from workers.moderation import is_on as moderation_on
 from workers.preview import data_url
 from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img, warm_up_pipeline
-from workers.spec import CheckpointSpec
+from workers.spec import CheckpointSpec, ControlNetSpec
 
 log = logging.getLogger(__name__)
 AUTO_BATCH_CUDA = 8
@@ -128,6 +131,42 @@ def servable_slugs(requested: str) -> list[str]:
         else:
             log.info("not serving %s: no local weights for %s", checkpoint.slug, checkpoint.source)
     return served
+
+
+def servable_controls(requested: str, *, served: list[str]) -> list[str]:
+    """The ControlNets this worker offers: "all", every enabled one that fits
+    the architecture of a checkpoint it serves and whose weights are on this
+    machine; a comma list of slugs, as given; "" or "none", none."""
+    requested = requested.strip()
+    if requested in ("", "none"):
+        return []
+    if requested != "all":
+        return [slug.strip() for slug in requested.split(",") if slug.strip()]
+    families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
+    architectures = {FAMILIES[family].architecture for family in families}
+    return [
+        control.slug
+        for control in ControlNet.objects.filter(enabled=True)
+        if control.architecture in architectures and ControlNetSpec.from_controlnet(control).local_path() is not None
+    ]
+
+
+# ControlNets loaded in this process, least recently used first (at most
+# WORKER_CONTROLNET_CACHE; a network is a third to a half of its UNet).
+_controlnets: OrderedDict[tuple, object] = OrderedDict()
+
+
+def controlnet_for(control: ControlNet, *, device: str, dtype):
+    from workers.runtime import load_controlnet
+
+    key = (control.slug, control.source, control.revision, str(dtype))
+    if key in _controlnets:
+        _controlnets.move_to_end(key)
+        return _controlnets[key]
+    while len(_controlnets) >= settings.WORKER_CONTROLNET_CACHE:
+        _controlnets.popitem(last=False)
+    _controlnets[key] = load_controlnet(ControlNetSpec.from_controlnet(control), device=device, dtype=dtype)
+    return _controlnets[key]
 
 
 # The jobs this process is running (one pipeline call; several when batched),
@@ -260,6 +299,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     on_step=lambda step, total, job=job: _report_progress(job, step, total),
                     on_preview=_preview_sender(job) if previews else None,
                     mask=_mask_of(job),
+                    control=_control_of(job),
                 )
             )
             ready.append(job)
@@ -276,7 +316,9 @@ def _run_together(jobs: list[Job]) -> list[str]:
                 log.info(
                     "%s: cold load (not in this worker's cache) in %.2f s", spec.slug, time.perf_counter() - started
                 )
-            results = run_batch(pipe, spec, items)
+            control = ready[0].controlnet
+            network = controlnet_for(control, device=pipeline_cache().device, dtype=pipe.dtype) if control else None
+            results = run_batch(pipe, spec, items, controlnet=network)
         except Exception as exc:
             results = [exc] * len(ready)
         results, flags = _screen(ready, results)
@@ -321,8 +363,9 @@ def _finish(job: Job, result, flags: list[ImageFlag] | None) -> str:
 
 
 def _input_of(job: Job):
-    """The job's input picture; None for text to image, which has none."""
-    if job.mode == Mode.TXT2IMG:
+    """The job's input picture; None for text to image, which has none, and
+    for ControlNet from the prompt alone."""
+    if job.mode == Mode.TXT2IMG or not job.input_image:
         return None
     with job.input_image.open("rb") as handle:
         source = Image.open(io.BytesIO(handle.read()))
@@ -338,6 +381,22 @@ def _mask_of(job: Job):
         mask = Image.open(io.BytesIO(handle.read()))
         mask.load()
     return mask
+
+
+def _control_of(job: Job):
+    """A ControlNet job's map, made as its preprocess says from its control
+    picture at the job's output size; None for the other modes."""
+    if job.mode != Mode.CONTROLNET:
+        return None
+    with job.control_image.open("rb") as handle:
+        picture = Image.open(io.BytesIO(handle.read()))
+        picture.load()
+    picture = picture.convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
+    if job.preprocess in WEIGHT_FREE:
+        return control_map(picture, job.preprocess)
+    from workers.annotators import annotate
+
+    return annotate(job.preprocess, picture, device=pipeline_cache().device)
 
 
 def _failed(job: Job, exc: BaseException) -> str:

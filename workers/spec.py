@@ -37,15 +37,46 @@ class CheckpointSpec:
 
     def local_path(self) -> Path | None:
         """Where the weights are on this machine, or None. Never downloads."""
-        if self.source_kind in ("folder", "single_file"):
-            path = Path(self.source).expanduser()
-            path = path if path.is_absolute() else Path(settings.MODELS_DIR) / path
-            return path if path.exists() else None
-        # A hub repo: a copy under MODELS_DIR/<org>/<name>, else the HF cache.
-        mirrored = Path(settings.MODELS_DIR) / self.source
-        if (mirrored / "model_index.json").exists():
-            return mirrored
-        return _hub_cache_path(self.source, self.revision or None)
+        return _local_path(self.source_kind, self.source, self.revision, marker="model_index.json")
+
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    """A ControlNet (generation.models.ControlNet) as plain data."""
+
+    slug: str
+    family: str
+    source_kind: str  # hub | folder
+    source: str
+    revision: str = ""
+    variant: str = ""
+
+    @classmethod
+    def from_controlnet(cls, control) -> ControlNetSpec:
+        return cls(
+            slug=control.slug,
+            family=control.family,
+            source_kind=control.source_kind,
+            source=control.source,
+            revision=control.revision,
+            variant=control.variant,
+        )
+
+    def local_path(self) -> Path | None:
+        return _local_path(self.source_kind, self.source, self.revision, marker="config.json")
+
+
+def _local_path(kind: str, source: str, revision: str, *, marker: str) -> Path | None:
+    """Where a source's weights are on this machine, or None. Never downloads."""
+    if kind in ("folder", "single_file"):
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else Path(settings.MODELS_DIR) / path
+        return path if path.exists() else None
+    # A hub repo: a copy under MODELS_DIR/<org>/<name>, else the HF cache.
+    mirrored = Path(settings.MODELS_DIR) / source
+    if (mirrored / marker).exists():
+        return mirrored
+    return _hub_cache_path(source, revision or None)
 
 
 def _hub_cache_path(repo_id: str, revision: str | None) -> Path | None:

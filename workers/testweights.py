@@ -62,6 +62,14 @@ RANDOM_CHECKPOINTS = [
     RandomCheckpoint("test-sd2", "Test SD 2.x (random weights)", "sd2", f"{TEST_DIR}/sd2", "Tiny SD 2.x architecture."),
     RandomCheckpoint("test-sdxl", "Test SDXL (random weights)", "sdxl", f"{TEST_DIR}/sdxl", "Tiny SDXL architecture."),
     RandomCheckpoint(
+        "test-sdxl-inpaint",
+        "Test SDXL inpainting (random weights)",
+        "sdxl",
+        f"{TEST_DIR}/sdxl-inpaint",
+        "A dedicated SDXL inpainting UNet (9 input channels) on Test SDXL's VAE and text encoders.",
+        inpainting=True,
+    ),
+    RandomCheckpoint(
         "test-sdxl-turbo",
         "Test SDXL-Turbo (random weights)",
         "sdxl-turbo",
@@ -72,22 +80,92 @@ RANDOM_CHECKPOINTS = [
 ]
 
 
+@dataclass(frozen=True)
+class RandomControlNet:
+    """A ControlNet of a test checkpoint's UNet (diffusers' ControlNetModel.from_unet)."""
+
+    slug: str
+    name: str
+    family: str
+    kind: str
+    folder: str  # under MODELS_DIR
+    base: str  # the test checkpoint whose UNet it copies
+
+
+RANDOM_CONTROLNETS = [
+    RandomControlNet(
+        "test-sd1-canny", "Test SD 1.x canny ControlNet", "sd1", "canny", f"{TEST_DIR}/controlnet-sd1", "sd1"
+    ),
+    RandomControlNet(
+        "test-sdxl-canny", "Test SDXL canny ControlNet", "sdxl", "canny", f"{TEST_DIR}/controlnet-sdxl", "sdxl"
+    ),
+]
+# A depth annotator (a tiny DPT): point ANNOTATORS_DIR at its parent.
+ANNOTATORS_FOLDER = f"{TEST_DIR}/annotators"
+
+
 def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint]:
-    """Build every test checkpoint under models_dir, and the test image
-    moderation classifier (skips what is built already)."""
+    """Build every test checkpoint and ControlNet under models_dir, the test
+    image moderation classifier and depth annotator (skips what is built
+    already)."""
     root = Path(models_dir)
     builders = {
         "test-sd1": lambda d: _build_sd(d, seed=1, sd2=False),
         "test-sd1-alt": lambda d: _build_sd_alt(d, base=root / f"{TEST_DIR}/sd1"),
-        "test-sd1-inpaint": lambda d: _build_sd_inpaint(d, base=root / f"{TEST_DIR}/sd1"),
+        "test-sd1-inpaint": lambda d: _build_inpaint(d, base=root / f"{TEST_DIR}/sd1"),
         "test-sd2": lambda d: _build_sd(d, seed=2, sd2=True),
         "test-sdxl": lambda d: _build_sdxl(d, seed=3),
+        "test-sdxl-inpaint": lambda d: _build_inpaint(d, base=root / f"{TEST_DIR}/sdxl"),
         "test-sdxl-turbo": lambda d: _copy(root / f"{TEST_DIR}/sdxl", d),
     }
     for checkpoint in RANDOM_CHECKPOINTS:
         _build_once(root / checkpoint.folder, "model_index.json", builders[checkpoint.slug], force=force)
+    for control in RANDOM_CONTROLNETS:
+        base = root / TEST_DIR / control.base
+        _build_once(root / control.folder, "config.json", lambda d, base=base: _build_controlnet(d, base), force=force)
     _build_once(root / MODERATION_FOLDER, "config.json", _build_moderation_classifier, force=force)
+    _build_once(root / ANNOTATORS_FOLDER / "depth", "config.json", _build_depth_annotator, force=force)
     return RANDOM_CHECKPOINTS
+
+
+def _build_controlnet(folder: Path, base: Path) -> None:
+    """A ControlNet from the base's UNet config and encoder weights, its
+    zero convolutions randomised (diffusers starts them at zero, which
+    would make a ControlNet that changes nothing)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(21)
+    controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet"))
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if "zero_conv" in name or "controlnet_down_blocks" in name or "controlnet_mid_block" in name:
+                parameter.normal_(0, 0.05)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+
+
+def _build_depth_annotator(folder: Path) -> None:
+    """A tiny DPT depth estimator with its image processor, saved as
+    transformers saves a real one (workers.annotators loads it the same way)."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(22)
+    config = DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        neck_hidden_sizes=[16, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        reassemble_factors=[4, 2, 1, 0.5],
+    )
+    DPTForDepthEstimation(config).save_pretrained(folder, safe_serialization=True)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
 
 
 def _build_once(target: Path, marker: str, builder, *, force: bool) -> None:
@@ -238,10 +316,10 @@ def _build_sd_alt(folder: Path, *, base: Path) -> None:
     _sd_unet(sd2=False).save_pretrained(folder / "unet", safe_serialization=True)
 
 
-def _build_sd_inpaint(folder: Path, *, base: Path) -> None:
-    """An inpainting checkpoint: the test UNet's config with 9 input
+def _build_inpaint(folder: Path, *, base: Path) -> None:
+    """An inpainting checkpoint: the base's UNet config with 9 input
     channels (4 latent, 1 mask, 4 masked-picture latent), on the base's
-    byte-identical VAE, text encoder and tokenizer."""
+    byte-identical VAE, text encoders and tokenizers."""
     import torch
     from diffusers import UNet2DConditionModel
 

@@ -1,0 +1,289 @@
+"""ControlNet: the weight-free maps (canny, scribble), the runtime on the SD
+1.x and SDXL test builds at 128 and 512 px (a conditioning scale of 0 gives
+text to image's pixels, so the network is really in the call), POST
+/api/v1/controlnet run in this process (the worker's job_run) from a control
+picture, from a picture too (image to image) and from a parent's result,
+the depth annotator, quote equal to charge, the control picture served to its
+owner only, the preview endpoint, the catalog, and every bad input refused
+with the field, no job and no charge."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageDraw
+
+import workers.services
+from billing.selectors import balance_of
+from generation.catalog import catalog_register_test_controlnets
+from generation.controls import control_map
+from generation.models import Checkpoint, ControlNet, Job
+from generation.params import JobParams
+from generation.services import job_again
+from tests.helpers import api_client
+from tests.test_inpaint import noise_png, pixels_of, png_of, run_here
+
+pytestmark = pytest.mark.django_db  # no commit: no task is sent; the test runs the worker's job_run
+
+
+@pytest.fixture
+def controls(test_checkpoints):
+    from workers.testweights import RANDOM_CONTROLNETS
+
+    catalog_register_test_controlnets(RANDOM_CONTROLNETS)
+    return {control.slug: control for control in ControlNet.objects.all()}
+
+
+def square_png(size=(128, 128), box=(32, 40, 96, 88)) -> bytes:
+    """A white rectangle on black: its canny edges are its outline."""
+    picture = Image.new("RGB", size, (0, 0, 0))
+    ImageDraw.Draw(picture).rectangle(box, fill=(255, 255, 255))
+    return png_of(picture)
+
+
+def controlnet(client, *, control_image=None, image=None, **fields):
+    data = {"model": "test-sd1", "control": "test-sd1-canny", "prompt": "a house", "steps": 4, "seed": 5, **fields}
+    if control_image is not None:
+        data["control_image"] = SimpleUploadedFile("control.png", control_image)
+    if image is not None:
+        data["image"] = SimpleUploadedFile("in.png", image)
+    return client.post("/api/v1/controlnet", data)
+
+
+# --- Maps ------------------------------------------------------------------------------
+
+
+def test_canny_outlines_a_shape_and_scribble_makes_white_lines_on_black():
+    edges = np.asarray(control_map(Image.open(io.BytesIO(square_png())), "canny"))
+    assert edges.shape == (128, 128, 3) and set(np.unique(edges)) == {0, 255}
+    assert edges[40:89, 32].any() and edges[40, 32:97].any()  # the outline
+    assert not edges[50:80, 45:85].any() and not edges[:30].any()  # nothing inside or far outside
+
+    drawing = Image.new("L", (64, 64), 250)  # dark pencil on light paper
+    ImageDraw.Draw(drawing).line((8, 32, 56, 32), fill=20, width=3)
+    lines = np.asarray(control_map(drawing, "scribble"))[..., 0]
+    assert lines[32, 30] == 255 and lines[10, 10] == 0 and set(np.unique(lines)) == {0, 255}
+    assert control_map(drawing, "none").mode == "RGB"
+    with pytest.raises(ValueError):
+        control_map(drawing, "depth")
+
+
+# --- Runtime ---------------------------------------------------------------------------
+
+
+def run_control(pipes, slug, control_slug, *, side, scale=1.0, image=None, steps=3, seed=3, start=0.0, end=1.0):
+    from workers.runtime import BatchItem, load_controlnet, run_batch
+    from workers.spec import ControlNetSpec
+    from workers.testweights import RANDOM_CONTROLNETS
+
+    pipe, spec = pipes(slug)
+    built = next(c for c in RANDOM_CONTROLNETS if c.slug == control_slug)
+    network = load_controlnet(
+        ControlNetSpec(slug=built.slug, family=built.family, source_kind="folder", source=built.folder),
+        device="cpu",
+        dtype=pipe.dtype,
+    )
+    params = JobParams(
+        mode="controlnet",
+        prompt="a house",
+        negative_prompt="",
+        strength=0.5 if image is not None else 1.0,
+        steps=steps,
+        guidance_scale=0.0 if "turbo" in slug else 5.0,
+        seed=seed,
+        num_images=1,
+        width=side,
+        height=side,
+        control=control_slug,
+        preprocess="canny",
+        conditioning_scale=scale,
+        control_start=start,
+        control_end=end,
+    )
+    control = control_map(
+        Image.open(io.BytesIO(square_png((side, side), (side // 4, side // 3, 3 * side // 4, 2 * side // 3)))), "canny"
+    )
+    return np.asarray(run_batch(pipe, spec, [BatchItem(image, params, control=control)], controlnet=network)[0][0])
+
+
+def run_text(pipes, slug, *, side, steps=3, seed=3):
+    from workers.runtime import BatchItem, run_batch
+
+    pipe, spec = pipes(slug)
+    params = JobParams(
+        mode="txt2img",
+        prompt="a house",
+        negative_prompt="",
+        strength=1.0,
+        steps=steps,
+        guidance_scale=0.0 if "turbo" in slug else 5.0,
+        seed=seed,
+        num_images=1,
+        width=side,
+        height=side,
+    )
+    return np.asarray(run_batch(pipe, spec, [BatchItem(None, params)])[0][0])
+
+
+@pytest.mark.parametrize(("slug", "control_slug"), [("test-sd1", "test-sd1-canny"), ("test-sdxl", "test-sdxl-canny")])
+def test_the_controlnet_guides_the_picture_and_the_same_seed_gives_the_same_pixels(pipes, slug, control_slug):
+    guided = run_control(pipes, slug, control_slug, side=128)
+    assert guided.shape == (128, 128, 3)
+    assert np.array_equal(run_control(pipes, slug, control_slug, side=128), guided)
+    # Scale 0: the network adds nothing, so the picture is text to image's
+    # (to float rounding); at 1 it differs.
+    unguided = run_control(pipes, slug, control_slug, side=128, scale=0.0)
+    plain = run_text(pipes, slug, side=128)
+    assert np.abs(unguided.astype(int) - plain.astype(int)).max() <= 2
+    assert np.abs(guided.astype(int) - plain.astype(int)).mean() > 1
+    # Guidance only in the first half of the steps: not the full guidance's picture.
+    assert not np.array_equal(run_control(pipes, slug, control_slug, side=128, end=0.5), guided)
+
+
+def test_controlnet_at_512_px_from_the_prompt_and_from_a_picture(pipes):
+    from_prompt = run_control(pipes, "test-sd1", "test-sd1-canny", side=512, steps=2)
+    assert from_prompt.shape == (512, 512, 3)
+    picture = Image.open(io.BytesIO(noise_png((512, 512), seed=4)))
+    from_picture = run_control(pipes, "test-sd1", "test-sd1-canny", side=512, steps=2, image=picture)
+    assert from_picture.shape == (512, 512, 3) and not np.array_equal(from_picture, from_prompt)
+
+
+# --- API -------------------------------------------------------------------------------
+
+
+def test_a_controlnet_job_runs_is_charged_its_quote_and_its_control_picture_is_its_owners(
+    paid_api, alice, bob, gpu_worker, controls
+):
+    Checkpoint.objects.filter(slug="test-sd1").update(price_per_image=12)
+    ControlNet.objects.filter(slug="test-sd1-canny").update(cost_factor=2.0)
+    quoted = paid_api.post(
+        "/api/v1/quote", {"model": "test-sd1", "mode": "controlnet", "control": "test-sd1-canny", "steps": 4}
+    ).json()["credits"]
+    # 12 credits at 20 x 0.6 steps; all 4 steps run, the network doubles them: 12 x 4/12 x 2 = 8.
+    assert quoted == 8
+    response = controlnet(paid_api, control_image=square_png(), conditioning_scale=0.8, control_end=0.75)
+    body = response.json()
+    assert response.status_code == 202, body
+    assert (body["mode"], body["control"], body["preprocess"], body["strength"]) == (
+        "controlnet",
+        "test-sd1-canny",
+        "canny",
+        1.0,
+    )
+    assert (body["conditioning_scale"], body["control_start"], body["control_end"]) == (0.8, 0.0, 0.75)
+    assert (body["width"], body["height"]) == (128, 128) and body["control_image_url"].endswith("/control")
+    # Guided over 3/4 of the steps: 12 x 4/12 x (1 + 1 x 0.75) = 7.
+    assert body["credits_held"] == 7
+
+    done = run_here(paid_api, response)
+    assert done["status"] == "succeeded" and done["progress"] == {"step": 4, "total": 4}
+    assert done["credits_charged"] == 7 and balance_of(user=alice) == 100 - 7
+    assert pixels_of(paid_api, done["images"][0]["url"]).shape == (128, 128, 3)
+    sent = np.asarray(Image.open(io.BytesIO(square_png())))
+    assert np.array_equal(pixels_of(paid_api, done["control_image_url"]), sent)
+    assert api_client(bob).get(done["control_image_url"]).status_code == 404
+    assert paid_api.get(done["images"][0]["url"].rsplit("/", 1)[0] + "/x").status_code == 404
+
+    # "Again": the same control picture and settings, a new seed.
+    job = Job.objects.get(id=done["id"])
+    sibling = job_again(user=alice, job_id=job.id)
+    assert (sibling.mode, sibling.control, sibling.conditioning_scale, sibling.control_end) == (
+        "controlnet",
+        "test-sd1-canny",
+        0.8,
+        0.75,
+    )
+    with sibling.control_image.open("rb") as handle:
+        assert np.array_equal(np.asarray(Image.open(handle)), sent)
+
+
+def test_image_to_image_with_controlnet_and_a_parents_result_as_the_control_picture(paid_api, gpu_worker, controls):
+    # A text to image job first; its result guides the next one (cross-mode lineage).
+    first = paid_api.post(
+        "/api/v1/txt2img", {"model": "test-sd1", "prompt": "a hill", "steps": 3, "width": 96, "height": 96}
+    )
+    parent = run_here(paid_api, first)
+    picture = noise_png((96, 96), seed=8)
+    response = controlnet(paid_api, image=picture, parent_job=parent["id"], strength=0.5, preprocess="none")
+    body = response.json()
+    assert response.status_code == 202, body
+    assert (body["strength"], body["parent_job"], body["width"], body["height"]) == (0.5, parent["id"], 96, 96)
+    done = run_here(paid_api, response)
+    assert done["status"] == "succeeded" and done["progress"]["total"] == 2  # 4 steps x 0.5
+    control = pixels_of(paid_api, done["control_image_url"])
+    assert np.array_equal(control, pixels_of(paid_api, parent["images"][0]["url"]))
+
+
+def test_the_depth_annotator_makes_the_map_on_the_worker(paid_api, gpu_worker, controls):
+    ControlNet.objects.filter(slug="test-sd1-canny").update(kind="depth")  # a depth ControlNet (random weights)
+    response = controlnet(paid_api, control_image=noise_png((64, 64)), steps=2)
+    assert response.status_code == 202, response.json()
+    assert response.json()["preprocess"] == "depth"
+    assert run_here(paid_api, response)["status"] == "succeeded"
+
+
+def bad(client, alice, response, *fields, status=400):
+    body = response.json()
+    assert response.status_code == status, body
+    assert set(fields) <= set(body["error"].get("fields", {})), body
+    assert not Job.objects.exists() and balance_of(user=alice) == 100
+    return body
+
+
+def test_bad_controlnet_input_is_refused_with_the_field_and_costs_nothing(paid_api, alice, gpu_worker, controls):
+    picture = square_png()
+    # A ControlNet of another family, an unknown one, none.
+    body = bad(paid_api, alice, controlnet(paid_api, control_image=picture, control="test-sdxl-canny"), "control")
+    assert "SDXL" in body["error"]["fields"]["control"]
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, control="nope"), "control")
+    bad(paid_api, alice, paid_api.post("/api/v1/controlnet", {"model": "test-sd1", "prompt": "x"}), "control")
+    # No control picture; one that is not a picture.
+    bad(paid_api, alice, controlnet(paid_api), "control_image")
+    bad(paid_api, alice, controlnet(paid_api, control_image=b"not a picture"), "control_image")
+    # A model without ControlNet (SD 2.x here), a dedicated inpainting one.
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, model="test-sd2"), "model")
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, model="test-sd1-inpaint"), "model")
+    # A preprocess whose annotator this service lacks; an unknown one.
+    body = bad(paid_api, alice, controlnet(paid_api, control_image=picture, preprocess="openpose"), "preprocess")
+    assert "preprocess=none" in body["error"]["fields"]["preprocess"]
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, preprocess="sobel"), "preprocess")
+    # Guidance that ends before it starts; a scale out of range.
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, control_start=0.6, control_end=0.4), "control_end")
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, conditioning_scale=3), "conditioning_scale")
+    # A ControlNet no live worker has: unavailable (503), nothing held.
+    ControlNet.objects.create(slug="sd1-other", name="Other", family="sd1", kind="canny", source="x/y")
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture, control="sd1-other"), "control", status=503)
+    # A disabled one is unknown.
+    ControlNet.objects.filter(slug="test-sd1-canny").update(enabled=False)
+    bad(paid_api, alice, controlnet(paid_api, control_image=picture), "control")
+    # The quote names a missing control too.
+    response = paid_api.post("/api/v1/quote", {"model": "test-sd1", "mode": "controlnet"})
+    assert response.status_code == 400 and "control" in response.json()["error"]["fields"]
+
+
+def test_the_preview_shows_the_workers_map(paid_api, controls):
+    picture = square_png((160, 120), (40, 30, 120, 90))
+    response = paid_api.post(
+        "/api/v1/controlnet/preview",
+        {"preprocess": "canny", "width": 128, "height": 96, "control_image": SimpleUploadedFile("c.png", picture)},
+    )
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    shown = np.asarray(Image.open(io.BytesIO(response.content)))
+    resized = Image.open(io.BytesIO(picture)).convert("RGB").resize((128, 96), Image.Resampling.LANCZOS)
+    assert np.array_equal(shown, np.asarray(control_map(resized, "canny")))
+    refused = paid_api.post(
+        "/api/v1/controlnet/preview", {"preprocess": "depth", "control_image": SimpleUploadedFile("c.png", picture)}
+    )
+    assert refused.status_code == 400 and "preprocess" in refused.json()["error"]["fields"]
+
+
+def test_the_catalog_lists_the_controlnets_that_fit_each_model(paid_api, gpu_worker, controls):
+    models = {model["slug"]: model for model in paid_api.get("/api/v1/models").json()["models"]}
+    assert "controlnet" in models["test-sd1"]["modes"] and "controlnet" not in models["test-sd2"]["modes"]
+    assert [c["slug"] for c in models["test-sd1"]["controlnets"]] == ["test-sd1-canny"]
+    assert [c["slug"] for c in models["test-sdxl-turbo"]["controlnets"]] == ["test-sdxl-canny"]
+    assert models["test-sd1"]["controlnets"][0]["available"] is True
+    assert models["test-sd1-inpaint"]["controlnets"] == [] and models["test-sd2"]["controlnets"] == []
