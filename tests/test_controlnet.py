@@ -16,7 +16,6 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
-import workers.services
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_controlnets
 from generation.controls import control_map
