@@ -53,6 +53,7 @@ Expand = Annotated[int, Field(ge=0, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 MAX_MASK_BLUR = 64
 ConditioningScale = Annotated[float, Field(ge=0, le=2)]
 ControlFraction = Annotated[float, Field(ge=0, le=1)]
+ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[-a-zA-Z0-9_]+$")]
 PreprocessName = Literal["none", "canny", "scribble", "depth", "openpose", "lineart"]
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
@@ -167,8 +168,8 @@ class QuoteIn(_SettingsIn, _OutpaintIn):
     strength: Strength | Omitted = Field(
         None, description="img2img and inpaint: how much to change, 0-1; default: the model's (inpaint: 1)"
     )
-    control: str | Omitted = Field(
-        None, pattern=SLUG_PATTERN, description="controlnet: the ControlNet's slug (its network adds to the price)"
+    control: ControlSlug | Omitted = Field(
+        None, description="controlnet: the ControlNet's slug (its network adds to the price)"
     )
 
 
@@ -212,8 +213,8 @@ class ControlNetIn(_SubmitIn):
     image variant)."""
 
     mode: ClassVar[Mode] = Mode.CONTROLNET
-    control: str = Field(
-        pattern=SLUG_PATTERN, description="The ControlNet's slug (GET /api/v1/models lists those that fit each model)"
+    control: ControlSlug = Field(
+        description="The ControlNet's slug (GET /api/v1/models lists those that fit each model)"
     )
     preprocess: PreprocessName | Omitted = Field(
         None,

@@ -16,23 +16,45 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from billing.ledger import credits_grant, credits_hold
-from generation.catalog import catalog_register_test_checkpoints
+from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
 from generation.models import JobImage
 from generation.params import EXPAND_FIELDS
 from portal.wsgi import application
 from tests.helpers import make_job, png_bytes
 from workers.heartbeat import publish, remove
+from workers.testweights import RANDOM_CONTROLNETS
 
 EXAMPLES_PER_OPERATION = 150
-UPLOADS = {"/api/v1/quote", "/api/v1/img2img", "/api/v1/txt2img", "/api/v1/inpaint"}
+UPLOADS = {
+    "/api/v1/quote",
+    "/api/v1/img2img",
+    "/api/v1/txt2img",
+    "/api/v1/inpaint",
+    "/api/v1/controlnet",
+    "/api/v1/controlnet/preview",
+}
 # Why a schema-valid upload may still be refused: what the schema cannot say.
 # The catalog (which slugs exist), a model's own limits (its max steps and
 # size, steps x strength >= 1), whether the bytes are a picture, and where a
 # webhook_url points (a host that does not resolve, or to a private address);
 # for inpainting, a mask or expand_* (one of them) and the mask's content
-# (its size, not all black) or the grown canvas within the model's max side.
+# (its size, not all black) or the grown canvas within the model's max side;
+# for ControlNet, which ControlNets exist and fit the model, a control picture
+# (or a parent), an annotator's weights, and guidance that ends after it starts.
 CONTENT_REFUSALS = {"unknown_model", "invalid_image", "invalid_params", "insufficient_credits"}
-MODEL_LIMIT_FIELDS = {"steps", "strength", "width", "parent_job", "webhook_url", "mask", *EXPAND_FIELDS}
+MODEL_LIMIT_FIELDS = {
+    "steps",
+    "strength",
+    "width",
+    "parent_job",
+    "webhook_url",
+    "mask",
+    *EXPAND_FIELDS,
+    "control",
+    "control_image",
+    "preprocess",
+    "control_end",
+}
 # Nor does it say that text has no NUL character (PostgreSQL cannot store
 # one): portal.middleware refuses it up front, field by field.
 NUL_REFUSAL = "contains a NUL character"
@@ -63,7 +85,12 @@ def flatmap_body(context, body):
         strategies["image"] = _sometimes(body["image"], [png_bytes(size=(80, 64))])
     if "mask" in body:  # white: change everything
         strategies["mask"] = _sometimes(body["mask"], [png_bytes(size=(80, 64), color=(255, 255, 255))])
-    strategies["model"] = _sometimes(body.get("model"), KNOWN["models"])
+    if "control_image" in body:
+        strategies["control_image"] = _sometimes(body["control_image"], [png_bytes(size=(80, 64))])
+    if "control" in body:
+        strategies["control"] = _sometimes(body["control"], KNOWN["controls"])
+    if "model" in body:
+        strategies["model"] = _sometimes(body.get("model"), KNOWN["models"])
     if "parent_job" in body:
         strategies["parent_job"] = _sometimes(body["parent_job"], KNOWN["jobs"])
     return st.fixed_dictionaries(strategies)
@@ -135,14 +162,17 @@ def fuzzer(in_process, alice, test_checkpoints, settings):
     settings.SUBMIT_RATE_LIMIT = "1000/m"
     settings.QUOTE_RATE_LIMIT = "1000/m"
     catalog_register_test_checkpoints(test_checkpoints.values())
-    publish(worker_id="fuzz", serves=list(test_checkpoints), loaded=[], device="cpu")
+    controls = [control.slug for control in catalog_register_test_controlnets(RANDOM_CONTROLNETS)]
+    publish(worker_id="fuzz", serves=list(test_checkpoints), loaded=[], device="cpu", controls=controls)
     credits_grant(user=alice, amount=500, ref="g:fuzz")
     parent = make_job(alice, "test-sd1", status="succeeded", credits_charged=1)
     image = JobImage(job=parent, index=0, width=80, height=64)
     image.file.save("0.png", ContentFile(png_bytes(size=(80, 64))), save=True)
     child = make_job(alice, "test-sd1", parent=parent)  # queued, its credits held: it can be canceled
     credits_hold(user=alice, amount=child.credits_held, ref=child.hold_ref)
-    KNOWN.update(models=list(test_checkpoints), jobs=[str(parent.id), str(child.id)], images=[str(image.id)])
+    KNOWN.update(
+        models=list(test_checkpoints), controls=controls, jobs=[str(parent.id), str(child.id)], images=[str(image.id)]
+    )
     _, secret = api_key_create(user=alice, name="fuzz")
     yield secret
     remove("fuzz")

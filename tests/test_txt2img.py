@@ -186,7 +186,7 @@ def test_a_model_without_text_to_image_refuses_it_and_lists_only_img2img(paid_ap
     assert balance_of(user=alice) == 100 and not Job.objects.exists()
     models = {m["slug"]: m for m in paid_api.get("/api/v1/models").json()["models"]}
     assert models["test-sdxl"]["modes"] == ["img2img"]
-    assert models["test-sd1"]["modes"] == ["img2img", "txt2img", "inpaint"]
+    assert models["test-sd1"]["modes"] == ["img2img", "txt2img", "inpaint", "controlnet"]
     assert models["test-sd1"]["native_size"] == [512, 512]
 
 
@@ -195,7 +195,7 @@ def test_the_seeded_sdxl_refiner_offers_image_to_image_only(db):
 
     catalog_seed()
     assert Checkpoint.objects.get(slug="sdxl-refiner").modes == ["img2img"]
-    assert Checkpoint.objects.get(slug="sdxl-base").modes == ["img2img", "txt2img", "inpaint"]
+    assert Checkpoint.objects.get(slug="sdxl-base").modes == ["img2img", "txt2img", "inpaint", "controlnet"]
 
 
 def test_a_job_row_needs_its_input_unless_it_is_text_to_image(paid_api, alice):
