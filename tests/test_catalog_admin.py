@@ -155,3 +155,38 @@ def test_inline_list_edits_are_validated_too(staff_client):
 def test_people_who_are_not_staff_cannot_manage_models(client, alice):
     client.force_login(alice)
     assert client.get(CHANGELIST).status_code == 302
+
+
+def test_staff_manage_controlnets_beside_checkpoints(staff_client):
+    from generation.catalog import catalog_seed_controlnets
+    from generation.models import ControlNet
+    from workers.heartbeat import publish, remove
+
+    catalog_seed_controlnets()
+    publish(worker_id="admin-test", serves=["sd15"], loaded=[], device="cpu", controls=["sd15-canny"])
+    try:
+        response = staff_client.get("/admin/generation/controlnet/")
+    finally:
+        remove("admin-test")
+    assert response.status_code == 200
+    rows = {control.slug: control for control in response.context["cl"].result_list}
+    assert set(rows) == set(ControlNet.objects.values_list("slug", flat=True)) >= {"sd15-canny", "sdxl-depth"}
+    assert rows["sd15-canny"].is_available and not rows["sd15-depth"].is_available
+    # A ControlNet of an architecture without ControlNet pipelines, or a single file, is refused.
+    form = staff_client.get("/admin/generation/controlnet/add/")
+    assert form.status_code == 200
+    refused = staff_client.post(
+        "/admin/generation/controlnet/add/",
+        {
+            "slug": "sd3-canny",
+            "name": "SD3 canny",
+            "family": "sd3",
+            "kind": "canny",
+            "source_kind": "single_file",
+            "source": "x.safetensors",
+            "cost_factor": "1.5",
+            "sort_order": "1",
+        },
+    )
+    assert refused.status_code == 200 and set(refused.context["adminform"].form.errors) == {"family", "source_kind"}
+    assert not ControlNet.objects.filter(slug="sd3-canny").exists()

@@ -43,13 +43,14 @@ def square_png(size=(128, 128), box=(32, 40, 96, 88)) -> bytes:
     return png_of(picture)
 
 
-def controlnet(client, *, control_image=None, image=None, **fields):
+def controlnet(client, *, control_image=None, image=None, HTTP_IDEMPOTENCY_KEY=None, **fields):
+    headers = {"HTTP_IDEMPOTENCY_KEY": HTTP_IDEMPOTENCY_KEY} if HTTP_IDEMPOTENCY_KEY else {}
     data = {"model": "test-sd1", "control": "test-sd1-canny", "prompt": "a house", "steps": 4, "seed": 5, **fields}
     if control_image is not None:
         data["control_image"] = SimpleUploadedFile("control.png", control_image)
     if image is not None:
         data["image"] = SimpleUploadedFile("in.png", image)
-    return client.post("/api/v1/controlnet", data)
+    return client.post("/api/v1/controlnet", data, **headers)
 
 
 # --- Maps ------------------------------------------------------------------------------
@@ -222,6 +223,34 @@ def test_the_depth_annotator_makes_the_map_on_the_worker(paid_api, gpu_worker, c
     assert response.status_code == 202, response.json()
     assert response.json()["preprocess"] == "depth"
     assert run_here(paid_api, response)["status"] == "succeeded"
+
+
+def test_retention_deletes_the_control_picture_and_a_retry_with_the_key_is_the_same_job(
+    paid_api, gpu_worker, controls, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.services import results_expire
+
+    first = controlnet(paid_api, control_image=square_png(), HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 202, first.json()
+    replay = controlnet(paid_api, control_image=square_png(), HTTP_IDEMPOTENCY_KEY="k-1")
+    assert replay.json()["id"] == first.json()["id"] and replay["Idempotent-Replayed"] == "true"
+    other = controlnet(paid_api, control_image=square_png(box=(10, 10, 50, 50)), HTTP_IDEMPOTENCY_KEY="k-1")
+    assert other.status_code == 409  # another control picture under the same key
+
+    done = run_here(paid_api, first)
+    job = Job.objects.get(id=done["id"])
+    name, storage = job.control_image.name, job.control_image.storage
+    assert storage.exists(name)
+    Job.objects.filter(id=job.id).update(
+        finished_at=timezone.now() - timedelta(days=settings.RESULT_RETENTION_DAYS + 1)
+    )
+    assert results_expire() == 1
+    assert not storage.exists(name) and paid_api.get(done["control_image_url"]).status_code == 404
+    assert paid_api.get(f"/api/v1/jobs/{job.id}").json()["control_image_url"] is None
 
 
 def bad(client, alice, response, *fields, status=400):
