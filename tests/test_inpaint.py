@@ -213,33 +213,34 @@ def test_other_modes_have_no_mask_link(paid_api, gpu_worker):
 
 @pytest.fixture
 def inpainting_served(test_checkpoints):
-    """The dedicated inpainting test checkpoint served (a heartbeat); its
-    job runs in this process."""
+    """The dedicated inpainting test checkpoints served (a heartbeat); their
+    jobs run in this process."""
     from workers.heartbeat import publish, remove
 
-    publish(worker_id="inpaint-tests", serves=["test-sd1-inpaint"], loaded=[], device="cpu")
+    publish(worker_id="inpaint-tests", serves=["test-sd1-inpaint", "test-sdxl-inpaint"], loaded=[], device="cpu")
     yield
     remove("inpaint-tests")
 
 
+@pytest.mark.parametrize("slug", ["test-sd1-inpaint", "test-sdxl-inpaint"])
 def test_a_dedicated_inpainting_checkpoint_runs_its_9_channel_unet_and_offers_inpainting_only(
-    paid_api, alice, inpainting_served
+    paid_api, alice, inpainting_served, slug
 ):
     from workers.services import pipeline_cache
     from workers.spec import CheckpointSpec
 
     models = {m["slug"]: m for m in paid_api.get("/api/v1/models").json()["models"]}
-    assert models["test-sd1-inpaint"]["modes"] == ["inpaint"]
+    assert models[slug]["modes"] == ["inpaint"]
     refused = paid_api.post(
         "/api/v1/img2img",
-        {"model": "test-sd1-inpaint", "prompt": "x", "image": SimpleUploadedFile("i.png", png_bytes())},
+        {"model": slug, "prompt": "x", "image": SimpleUploadedFile("i.png", png_bytes())},
     )
     assert refused.status_code == 400 and "model" in refused.json()["error"]["fields"]
 
     picture, mask = noise_png(seed=9), box_mask()
-    done = run_here(paid_api, inpaint(paid_api, model="test-sd1-inpaint", image=picture, mask=png_of(mask)))
+    done = run_here(paid_api, inpaint(paid_api, model=slug, image=picture, mask=png_of(mask)))
     assert done["status"] == "succeeded" and done["mode"] == "inpaint" and done["mask_blur"] == 4
-    pipe, _ = pipeline_cache().get(CheckpointSpec.from_checkpoint(Checkpoint.objects.get(slug="test-sd1-inpaint")))
+    pipe, _ = pipeline_cache().get(CheckpointSpec.from_checkpoint(Checkpoint.objects.get(slug=slug)))
     assert pipe.unet.config.in_channels == 9
     # Outside the blurred mask (a few blur radii out), the input's pixels.
     result = pixels_of(paid_api, done["images"][0]["url"])
