@@ -21,6 +21,6 @@ class Mode(models.TextChoices):
     CONTROLNET = "controlnet", "ControlNet"
 
 
-# The modes the create page offers. Inpainting is the API's only
-# (POST /api/v1/inpaint) until the page has its mask editor.
-OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG)
+# The modes the create page offers (inpainting and outpainting with its mask
+# editor, static/js/mask-editor.js).
+OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT)

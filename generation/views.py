@@ -18,7 +18,7 @@ from generation.errors import PUBLIC_ERRORS, JobNotFound, public_error
 from generation.estimates import status_snapshot, wait_label
 from generation.models import Checkpoint, Job
 from generation.modes import OFFERED, Mode
-from generation.params import SUBMIT_FORMS, JobParams, size_presets
+from generation.params import FULL_STRENGTH, SUBMIT_FORMS, JobParams, size_presets
 from generation.schemas import JobOut
 from generation.selectors import (
     checkpoints_for_catalog,
@@ -67,15 +67,17 @@ def create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             # Text to image: the picture field is hidden and its file, if
-            # one was chosen before switching, not used.
-            upload = request.FILES.get("image") if mode == Mode.IMG2IMG else None
-            job = job_submit(user=request.user, data=SUBMIT_FORMS[mode].from_form(request.POST), upload=upload)
+            # one was chosen before switching, not used. Inpainting: the
+            # mask is the editor's export (static/js/mask-editor.js).
+            upload = request.FILES.get("image") if mode != Mode.TXT2IMG else None
+            mask_upload = request.FILES.get("mask") if mode == Mode.INPAINT else None
+            data = SUBMIT_FORMS[mode].from_form(request.POST)
+            job = job_submit(user=request.user, data=data, upload=upload, mask_upload=mask_upload)
             return redirect("job", job_id=job.id)
         except PUBLIC_ERRORS as exc:
             error = public_error(exc)
             errors, message, status = error.fields, error.message, error.status
-    # A model that offers none of the page's modes (a dedicated inpainting
-    # checkpoint) is the API's only.
+    # A model that offers none of the page's modes is the API's only.
     checkpoints = [c for c in checkpoints_for_catalog() if set(c.modes) & set(OFFERED)]
     waits = {model["slug"]: model["expected_wait_seconds"] for model in status_snapshot()["models"]}
     for checkpoint in checkpoints:
@@ -87,8 +89,11 @@ def create(request: HttpRequest) -> HttpResponse:
         values = JobParams.of(parent).prefill(model=parent.checkpoint.slug, parent_job=parent.id)
     else:
         values = {}
+    if request.method == "GET" and mode == Mode.INPAINT:
+        # Inpainting repaints the masked area from noise unless told otherwise (InpaintIn).
+        values = {**values, "strength": FULL_STRENGTH}
     if not values.get("model"):
-        values = {**values, "model": next((c.slug for c in checkpoints if c.available), "")}
+        values = {**values, "model": next((c.slug for c in checkpoints if c.available and mode in c.modes), "")}
     context = {
         "checkpoints": checkpoints,
         "balance": balance_of(user=request.user),

@@ -3,22 +3,25 @@
 mask exactly the input's, the same seed giving the same pixels, the canvas
 grown with the picture in place, quote equal to charge, the mask served to
 its owner only, and every bad input refused with the field, no job and no
-charge."""
+charge; the same through the create page's form (its mask editor's export:
+tests/browser/test_mask_editor.py)."""
 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils.html import escape
 from PIL import Image
 
 import workers.services
 from billing.selectors import balance_of
 from generation.models import Checkpoint, Job
 from generation.params import JobParams
-from generation.services import job_again
+from generation.services import MASK_OR_EXPAND, NO_MASK, job_again
 from tests.helpers import api_client, png_bytes
 
 pytestmark = pytest.mark.django_db  # no commit: no task is sent; the test runs the worker's job_run
@@ -328,8 +331,96 @@ def test_an_idempotency_key_covers_the_mask(paid_api, gpu_worker):
     assert Job.objects.count() == 1
 
 
-def test_the_create_page_has_no_inpainting_yet_nor_the_inpainting_only_model(paid_api, alice, client):
+def page_form(**fields) -> dict:
+    """The create page's form in inpainting mode, as the browser sends it
+    (empty fields included)."""
+    return {
+        "mode": "inpaint",
+        "model": "test-sd1",
+        "prompt": "a boat on the sea",
+        "negative_prompt": "",
+        "strength": "1",
+        "steps": "2",
+        "seed": "5",
+        "num_images": "1",
+        "width": "",
+        "height": "",
+        "mask_blur": "0",
+        "expand_left": "",
+        "expand_right": "",
+        "expand_top": "",
+        "expand_bottom": "",
+        **fields,
+    }
+
+
+def test_the_create_page_offers_inpainting_with_its_editor_and_the_inpainting_only_model(paid_api, alice, client):
     client.force_login(alice)
     page = client.get("/create/?mode=inpaint").content.decode()
-    assert 'value="img2img" checked' in page and 'value="inpaint"' not in page
-    assert 'value="test-sd1"' in page and "test-sd1-inpaint" not in page
+    assert 'value="inpaint" checked' in page and 'id="mask-canvas"' in page and 'name="mask_blur"' in page
+    assert 'value="test-sd1-inpaint"' in page and "inpainting only</span>" in page
+    assert re.search(r'name="strength"[^>]*value="1.0"', page), "inpainting starts at strength 1"
+    for field in ("expand_left", "expand_right", "expand_top", "expand_bottom", "mask_blur"):
+        assert re.search(rf'name="{field}"[^>]*data-inpaint-only>', page), field  # sent in inpainting mode
+    # The other modes do not send the editor's fields.
+    page = client.get("/create/").content.decode()
+    assert 'value="img2img" checked' in page and re.search(r'name="mask_blur"[^>]*disabled', page)
+
+
+def test_the_create_page_submits_an_inpainting_job_with_its_mask_and_its_page_shows_it(
+    paid_api, alice, client, gpu_worker
+):
+    client.force_login(alice)
+    picture, mask = noise_png(), box_mask()
+    response = client.post(
+        "/create/",
+        page_form(image=SimpleUploadedFile("in.png", picture), mask=SimpleUploadedFile("mask.png", png_of(mask))),
+    )
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.id}/"
+    assert (job.mode, job.strength, job.mask_blur, job.width, job.height) == ("inpaint", 1.0, 0, 128, 128)
+    with job.mask.open("rb") as stored:
+        assert np.array_equal(np.asarray(Image.open(stored)), np.asarray(mask))
+    assert balance_of(user=alice) == 100 - job.credits_held
+
+    assert workers.services.job_run(job_id=str(job.id)) == "succeeded"
+    html = client.get(f"/jobs/{job.id}/").content.decode()
+    assert 'id="mask-figure"' in html and f'src="/api/v1/jobs/{job.id}/mask"' in html
+    assert f'href="/create/?parent={job.id}&amp;mode=inpaint">Inpaint this</a>' in html
+    # Inpaint this: the editor paints over the job's first result, at strength 1.
+    again = client.get("/create/", {"parent": str(job.id), "mode": "inpaint"}).content.decode()
+    first = job.images.get()
+    assert 'value="inpaint" checked' in again and f'data-parent-src="/api/v1/images/{first.id}"' in again
+    assert re.search(r'name="strength"[^>]*value="1.0"', again)
+
+
+def test_the_create_page_outpaints_with_expand_and_no_mask(paid_api, alice, client, gpu_worker):
+    client.force_login(alice)
+    response = client.post(
+        "/create/", page_form(image=SimpleUploadedFile("in.png", noise_png(size=(64, 64))), expand_right="32")
+    )
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert (job.mode, job.width, job.height) == ("inpaint", 96, 64)
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ({}, NO_MASK),
+        ({"expand_top": "12"}, "A multiple of 8 from 0"),
+        ({"mask": png_of(box_mask()), "expand_left": "8"}, MASK_OR_EXPAND),
+    ],
+    ids=["neither", "expand-not-multiple-of-8", "both"],
+)
+def test_the_create_page_refuses_bad_inpainting_input_with_its_error_and_costs_nothing(
+    paid_api, alice, client, fields, shown
+):
+    client.force_login(alice)
+    if "mask" in fields:
+        fields["mask"] = SimpleUploadedFile("mask.png", fields["mask"])
+    response = client.post("/create/", page_form(image=SimpleUploadedFile("in.png", noise_png()), **fields))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert escape(shown) in html and 'value="inpaint" checked' in html
+    assert balance_of(user=alice) == 100 and not Job.objects.exists()

@@ -56,6 +56,8 @@ def test_submit_through_the_page_runs_the_job_and_charges_the_quote(client, alic
     html = client.get(reverse("job", args=[job.id])).content.decode()
     image = done.images.get()
     assert f"/api/v1/images/{image.id}" in html and "Use as input" in html and "Again with a new seed" in html
+    # Any mode's result can be inpainted next (lineage across modes); an image to image job has no mask.
+    assert f"?parent={job.id}&amp;mode=inpaint" in html and 'id="mask-figure"' not in html
     assert balance_of(user=alice) == 30 - done.credits_charged
     assert [e.kind for e in LedgerEntry.objects.filter(account__user=alice).order_by("id")][-2:] == ["hold", "capture"]
 
@@ -150,3 +152,18 @@ def test_again_on_a_job_past_todays_limits_is_an_error_message_not_a_crash(clien
     response = client.post(reverse("job_again", args=[job.id]), follow=True)
     assert response.status_code == 200 and "Some settings are not valid" in response.content.decode()
     assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_inpainting_jobs_page_shows_its_mask_until_retention_deletes_it(client, alice, catalog):
+    from django.utils import timezone
+
+    job = make_job(alice, "test-sd1", mode="inpaint", mask="masks/made-by-test.png", status="succeeded")
+    client.force_login(alice)
+    html = client.get(reverse("job", args=[job.id])).content.decode()
+    assert re.search(r'id="results"\s*>', html), "the results show the mask before any result"
+    assert 'id="mask-figure"' in html and f'src="/api/v1/jobs/{job.id}/mask"' in html and "Mask" in html
+    job.mask, job.input_image, job.expired_at = "", "", timezone.now()
+    job.save()
+    html = client.get(reverse("job", args=[job.id])).content.decode()
+    assert 'id="mask-figure"' not in html and f"/api/v1/jobs/{job.id}/mask" not in html

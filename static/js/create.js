@@ -1,7 +1,8 @@
 // The create page: image to image (pick or drop or paste a picture, preview
-// it) or text to image (no picture; size presets of the chosen model), with
-// the price quote and the chosen model's expected wait kept live as the
-// settings change. The server re-checks everything.
+// it), text to image (no picture; size presets of the chosen model) or
+// inpainting (a picture and its mask, painted in mask-editor.js, or the
+// canvas extended), with the price quote and the chosen model's expected wait
+// kept live as the settings change. The server re-checks everything.
 (function () {
   "use strict";
   const form = document.getElementById("create-form");
@@ -26,17 +27,20 @@
     showPreview();
   }
 
+  // The chosen file, or without one the parent job's first result (the
+  // picture that iterating on a job starts from).
   function showPreview() {
     const file = fileInput.files[0];
-    if (!file) return;
-    const url = URL.createObjectURL(file);
-    preview.onload = function () {
-      sourceSize = [preview.naturalWidth, preview.naturalHeight];
-      scheduleQuote();
-    };
+    const url = file ? URL.createObjectURL(file) : preview.dataset.parentSrc;
+    if (!url) return;
+    if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
     preview.src = url;
     preview.hidden = false;
   }
+  preview.addEventListener("load", function () {
+    sourceSize = [preview.naturalWidth, preview.naturalHeight];
+    scheduleQuote();
+  });
 
   dropzone.addEventListener("dragover", function (event) { event.preventDefault(); dropzone.classList.add("over"); });
   dropzone.addEventListener("dragleave", function () { dropzone.classList.remove("over"); });
@@ -47,6 +51,7 @@
   });
   document.addEventListener("paste", function (event) { useFiles(event.clipboardData && event.clipboardData.files); });
   fileInput.addEventListener("change", showPreview);
+  showPreview();
 
   form.querySelectorAll(".preset").forEach(function (button) {
     button.addEventListener("click", function () {
@@ -73,14 +78,19 @@
       steps.max = radio.dataset.maxSteps;
       if (!steps.value) steps.placeholder = radio.dataset.steps;
       if (!guidance.value) guidance.placeholder = radio.dataset.guidance;
-      strength.value = radio.dataset.strength;
-      strengthValue.textContent = strength.value;
+      setStrength(currentMode() === "inpaint" ? 1 : radio.dataset.strength);
     });
   });
 
-  // Image to image or text to image: text to image hides (and disables, so
-  // the form does not send them) the picture and the strength, shows the
-  // size presets, and offers only the models that can do it.
+  function setStrength(value) {
+    strength.value = value;
+    strengthValue.textContent = strength.value;
+  }
+
+  // Text to image hides (and disables, so the form does not send them) the
+  // picture and the strength and shows the size presets; inpainting starts
+  // at strength 1 (the masked area repainted from noise). Each mode offers
+  // only the models that can do it.
   const sizeSelect = document.getElementById("id_size");
   const widthInput = document.getElementById("id_width");
   const heightInput = document.getElementById("id_height");
@@ -111,6 +121,8 @@
     heightInput.value = parts[1];
   }
 
+  let shownMode = currentMode();
+
   function showMode() {
     const text = currentMode() === "txt2img";
     document.getElementById("picture-section").hidden = text;
@@ -119,8 +131,9 @@
     fileInput.disabled = text;
     strength.disabled = text;
     form.querySelectorAll("[data-mode-text]").forEach(function (node) {
-      node.hidden = node.dataset.modeText !== currentMode();
+      node.hidden = node.dataset.modeText.split(" ").indexOf(currentMode()) < 0;
     });
+    const chosen = form.querySelector("input[name=model]:checked");
     form.querySelectorAll("input[name=model]").forEach(function (radio) {
       const offered = radio.dataset.modes.split(" ").indexOf(currentMode()) >= 0;
       radio.closest(".model-card").classList.toggle("wrong-mode", !offered);
@@ -133,7 +146,19 @@
         radio.disabled = false;
       }
     });
+    // The chosen model cannot do this mode: the first that can and is available.
+    const offered = form.querySelector("input[name=model]:not(:disabled)");
+    if (chosen && chosen.disabled && offered) {
+      offered.checked = true;
+      offered.dispatchEvent(new Event("change", { bubbles: true }));
+    }
     if (text) { fillSizes(); if (!widthInput.value && !heightInput.value) applySize(); }
+    if (currentMode() !== shownMode) {
+      const model = form.querySelector("input[name=model]:checked");
+      if (currentMode() === "inpaint") setStrength(1);
+      else if (shownMode === "inpaint" && model) setStrength(model.dataset.strength);
+      shownMode = currentMode();
+    }
   }
 
   form.querySelectorAll("input[name=mode]").forEach(function (radio) {
@@ -145,12 +170,23 @@
   });
   showMode();
 
+  // Outpainting's pixels added to the picture's width and height.
+  function extension(data) {
+    if (currentMode() !== "inpaint") return [0, 0];
+    const more = function (name) { return Number(data.get(name)) || 0; };
+    return [more("expand_left") + more("expand_right"), more("expand_top") + more("expand_bottom")];
+  }
+
   // Output size when left empty: the picture fitted within the model's max
   // side, in multiples of 8 (the same rule as generation/params.py).
-  function fittedSize(maxSide) {
-    if (!sourceSize) return null;
-    const scale = Math.min(1, maxSide / Math.max(sourceSize[0], sourceSize[1]));
-    return sourceSize.map(function (side) { return Math.max(64, Math.floor((side * scale) / 8) * 8); });
+  function fittedSize(size, maxSide) {
+    const scale = Math.min(1, maxSide / Math.max(size[0], size[1]));
+    return size.map(function (side) { return Math.max(64, Math.floor((side * scale) / 8) * 8); });
+  }
+
+  function noQuote() {
+    quoteOut.textContent = "–";
+    short.hidden = true;
   }
 
   function scheduleQuote() {
@@ -163,11 +199,20 @@
     if (!model) return;
     const data = new FormData(form);
     data.delete("image");
+    data.delete("mask");
     data.delete("prompt");
     for (const [key, value] of Array.from(data.entries())) { if (value === "") data.delete(key); }
-    if (currentMode() === "img2img" && !data.get("width") && !data.get("height")) {
-      const size = fittedSize(Number(model.dataset.maxSide));
-      if (size) { data.set("width", size[0]); data.set("height", size[1]); }
+    const extra = extension(data);
+    const size = currentMode() === "txt2img" || !sourceSize ? null : [sourceSize[0] + extra[0], sourceSize[1] + extra[1]];
+    const maxSide = Number(model.dataset.maxSide);
+    if (size && ((extra[0] && size[0] > maxSide) || (extra[1] && size[1] > maxSide))) {
+      noQuote(); // extended past the model's max side: the submit is refused (generation.params._canvas)
+      return;
+    }
+    if (size && !data.get("width") && !data.get("height")) {
+      const fitted = fittedSize(size, maxSide);
+      data.set("width", fitted[0]);
+      data.set("height", fitted[1]);
     }
     const response = await fetch(form.dataset.quoteUrl, {
       method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
@@ -177,8 +222,7 @@
       quoteOut.textContent = body.credits;
       short.hidden = body.credits <= balance;
     } else {
-      quoteOut.textContent = "–";
-      short.hidden = true;
+      noQuote();
     }
   }
 

@@ -28,6 +28,7 @@
       error.hidden = false;
     }
     const results = document.getElementById("results");
+    const mask = document.getElementById("mask-figure"); // the results go before it
     job.images.forEach(function (image, index) {
       const figure = document.createElement("figure");
       figure.className = "card";
@@ -44,12 +45,15 @@
         const reuse = document.createElement("a");
         reuse.href = root.dataset.createUrl + "?parent=" + job.id;
         reuse.textContent = "Use as input";
-        caption.append(" · ", reuse);
+        const inpaint = document.createElement("a");
+        inpaint.href = root.dataset.createUrl + "?parent=" + job.id + "&mode=inpaint";
+        inpaint.textContent = "Inpaint this";
+        caption.append(" · ", reuse, " · ", inpaint);
       }
       figure.append(img, caption);
-      results.appendChild(figure);
+      results.insertBefore(figure, mask);
     });
-    results.hidden = job.images.length === 0;
+    results.hidden = job.images.length === 0 && !mask;
     document.getElementById("again").hidden = false;
     if (socket) socket.close();
   }
