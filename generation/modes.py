@@ -21,6 +21,5 @@ class Mode(models.TextChoices):
     CONTROLNET = "controlnet", "ControlNet"
 
 
-# The modes the create page offers (inpainting and outpainting with its mask
-# editor, static/js/mask-editor.js).
-OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT)
+# The modes the create page offers: all of them.
+OFFERED = (Mode.IMG2IMG, Mode.TXT2IMG, Mode.INPAINT, Mode.CONTROLNET)

@@ -28,7 +28,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncHour
 from django_cte import CTE, with_cte
 
-from generation.availability import live_workers
+from generation.availability import available_annotators, live_workers
+from generation.controls import NEEDS_WEIGHTS, WEIGHT_FREE, Preprocess
 from generation.errors import JobNotFound, UnknownModel
 from generation.estimates import ModelStatus
 from generation.models import Checkpoint, ControlNet, Job, JobImage, WebhookDelivery, WebhookSecret
@@ -55,6 +56,19 @@ def checkpoints_for_catalog() -> list[Checkpoint]:
         checkpoint.available = checkpoint.slug in available
         checkpoint.controlnets = [control for control in controlnets if control.fits(checkpoint)]
     return checkpoints
+
+
+def preprocess_choices() -> list[tuple[str, str, bool]]:
+    """The ways to make a ControlNet map, as (value, label, available): the
+    weight-free ones, then those with weights, available where a live
+    worker has their annotator (a submit with another is refused)."""
+    here = available_annotators()
+    choices = []
+    for preprocess in sorted(Preprocess, key=lambda p: p in NEEDS_WEIGHTS):
+        available = preprocess in WEIGHT_FREE or preprocess in here
+        label = preprocess.label.split(" (")[0] if preprocess in NEEDS_WEIGHTS else preprocess.label
+        choices.append((preprocess.value, label if available else f"{label} (not on this service)", available))
+    return choices
 
 
 def checkpoint_for_submit(slug: str) -> Checkpoint:

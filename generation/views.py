@@ -28,6 +28,7 @@ from generation.selectors import (
     job_history,
     job_lineage,
     jobs_shown,
+    preprocess_choices,
     queue_position,
 )
 from generation.services import job_again, job_cancel, job_submit, job_viewed
@@ -69,10 +70,16 @@ def create(request: HttpRequest) -> HttpResponse:
             # Text to image: the picture field is hidden and its file, if
             # one was chosen before switching, not used. Inpainting: the
             # mask is the editor's export (static/js/mask-editor.js).
-            upload = request.FILES.get("image") if mode != Mode.TXT2IMG else None
+            # ControlNet: the picture only when asked for (its image to
+            # image variant), and the control picture.
+            picture = mode != Mode.TXT2IMG and (mode != Mode.CONTROLNET or request.POST.get("use_picture"))
+            upload = request.FILES.get("image") if picture else None
             mask_upload = request.FILES.get("mask") if mode == Mode.INPAINT else None
+            control_upload = request.FILES.get("control_image") if mode == Mode.CONTROLNET else None
             data = SUBMIT_FORMS[mode].from_form(request.POST)
-            job = job_submit(user=request.user, data=data, upload=upload, mask_upload=mask_upload)
+            job = job_submit(
+                user=request.user, data=data, upload=upload, mask_upload=mask_upload, control_upload=control_upload
+            )
             return redirect("job", job_id=job.id)
         except PUBLIC_ERRORS as exc:
             error = public_error(exc)
@@ -84,7 +91,7 @@ def create(request: HttpRequest) -> HttpResponse:
         checkpoint.wait_label = wait_label(waits.get(checkpoint.slug))
         checkpoint.size_presets = size_presets(checkpoint)
     if request.method == "POST":
-        values = request.POST
+        values = request.POST.dict()  # one value per field, as the form shows them
     elif parent is not None:
         values = JobParams.of(parent).prefill(model=parent.checkpoint.slug, parent_job=parent.id)
     else:
@@ -96,6 +103,10 @@ def create(request: HttpRequest) -> HttpResponse:
         values = {**values, "model": next((c.slug for c in checkpoints if c.available and mode in c.modes), "")}
     context = {
         "checkpoints": checkpoints,
+        # Every ControlNet that fits a model on the page (the page offers
+        # those of the chosen model), and the ways to make a map.
+        "controlnets": list({c.slug: c for checkpoint in checkpoints for c in checkpoint.controlnets}.values()),
+        "preprocesses": preprocess_choices(),
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
         "mode": mode,

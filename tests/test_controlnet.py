@@ -16,6 +16,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
+import workers.services
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_controlnets
 from generation.controls import control_map
@@ -315,3 +316,46 @@ def test_the_catalog_lists_the_controlnets_that_fit_each_model(paid_api, gpu_wor
     assert [c["slug"] for c in models["test-sdxl-turbo"]["controlnets"]] == ["test-sdxl-canny"]
     assert models["test-sd1"]["controlnets"][0]["available"] is True
     assert models["test-sd1-inpaint"]["controlnets"] == [] and models["test-sd2"]["controlnets"] == []
+
+
+def test_the_create_page_submits_controlnet_and_the_job_page_shows_the_control_picture(
+    paid_api, alice, client, gpu_worker, controls
+):
+    client.force_login(alice)
+    page = client.get("/create/?mode=controlnet").content.decode()
+    assert 'id="control-section"' in page and 'value="test-sd1-canny"' in page
+    assert 'data-controls="test-sd1-canny"' in page  # test-sd1's card lists its ControlNets
+    form = {"mode": "controlnet", "model": "test-sd1", "prompt": "a barn", "steps": "3", "control": "test-sd1-canny"}
+
+    refused = client.post("/create/", form)  # no control picture
+    assert refused.status_code == 400 and "Send a control picture" in refused.content.decode()
+    assert not Job.objects.exists() and balance_of(user=alice) == 100
+
+    # "Also start from a picture" unticked: a picture sent along is not used.
+    files = {
+        "control_image": SimpleUploadedFile("c.png", square_png()),
+        "image": SimpleUploadedFile("i.png", noise_png()),
+    }
+    response = client.post("/create/", {**form, "preprocess": "none", "conditioning_scale": "0.5", **files})
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert (job.mode, job.control, job.preprocess, job.conditioning_scale, job.input_image.name) == (
+        "controlnet",
+        "test-sd1-canny",
+        "none",
+        0.5,
+        "",
+    )
+    assert workers.services.job_run(job_id=str(job.id)) == "succeeded"
+    shown = client.get(response["Location"]).content.decode()
+    assert 'id="control-figure"' in shown and f"/api/v1/jobs/{job.id}/control" in shown
+    assert "Keep its structure" in shown and "ControlNet Test SD 1.x canny ControlNet at 0.5" in shown
+
+    # Ticked: the image to image variant, at the picture's strength.
+    files = {
+        "control_image": SimpleUploadedFile("c.png", square_png()),
+        "image": SimpleUploadedFile("i.png", noise_png()),
+    }
+    client.post("/create/", {**form, "use_picture": "1", "strength": "0.5", **files})
+    variant = Job.objects.exclude(id=job.id).get()
+    assert variant.input_image and variant.strength == 0.5

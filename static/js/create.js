@@ -1,7 +1,7 @@
 // The create page: image to image (pick or drop or paste a picture, preview
 // it), text to image (no picture; size presets of the chosen model) or
 // inpainting (a picture and its mask, painted in mask-editor.js, or the
-// canvas extended), with the price quote and the chosen model's expected wait
+// canvas extended) or ControlNet (its section in controlnet.js), with the price quote and the chosen model's expected wait
 // kept live as the settings change. The server re-checks everything.
 (function () {
   "use strict";
@@ -123,13 +123,24 @@
 
   let shownMode = currentMode();
 
+  // ControlNet (controlnet.js drives its section): a picture of one's own
+  // only when asked for (its image to image variant).
+  const controlSection = document.getElementById("control-section");
+  const usePicture = document.getElementById("id_use_picture");
+
   function showMode() {
     const text = currentMode() === "txt2img";
-    document.getElementById("picture-section").hidden = text;
-    document.getElementById("strength-settings").hidden = text;
+    const control = currentMode() === "controlnet";
+    const picture = !text && (!control || (usePicture && usePicture.checked));
+    document.getElementById("picture-section").hidden = !picture;
+    document.getElementById("strength-settings").hidden = !picture;
     document.getElementById("size-settings").hidden = !text;
-    fileInput.disabled = text;
-    strength.disabled = text;
+    fileInput.disabled = !picture;
+    strength.disabled = !picture;
+    if (controlSection) {
+      controlSection.hidden = !control;
+      controlSection.querySelectorAll("input, select").forEach(function (field) { field.disabled = !control; });
+    }
     form.querySelectorAll("[data-mode-text]").forEach(function (node) {
       node.hidden = node.dataset.modeText.split(" ").indexOf(currentMode()) < 0;
     });
@@ -164,6 +175,7 @@
   form.querySelectorAll("input[name=mode]").forEach(function (radio) {
     radio.addEventListener("change", showMode);
   });
+  if (usePicture) usePicture.addEventListener("change", showMode);
   sizeSelect.addEventListener("change", applySize);
   form.querySelectorAll("input[name=model]").forEach(function (radio) {
     radio.addEventListener("change", function () { if (currentMode() === "txt2img") { fillSizes(); applySize(); } });
@@ -200,10 +212,17 @@
     const data = new FormData(form);
     data.delete("image");
     data.delete("mask");
+    data.delete("control_image");
+    data.delete("use_picture");
     data.delete("prompt");
     for (const [key, value] of Array.from(data.entries())) { if (value === "") data.delete(key); }
     const extra = extension(data);
-    const size = currentMode() === "txt2img" || !sourceSize ? null : [sourceSize[0] + extra[0], sourceSize[1] + extra[1]];
+    // ControlNet from the prompt alone: the control picture's size (controlnet.js).
+    let base = sourceSize;
+    if (currentMode() === "controlnet" && strength.disabled) {
+      base = controlSection.dataset.size ? controlSection.dataset.size.split("x").map(Number) : null;
+    }
+    const size = currentMode() === "txt2img" || !base ? null : [base[0] + extra[0], base[1] + extra[1]];
     const maxSide = Number(model.dataset.maxSide);
     if (size && ((extra[0] && size[0] > maxSide) || (extra[1] && size[1] > maxSide))) {
       noQuote(); // extended past the model's max side: the submit is refused (generation.params._canvas)

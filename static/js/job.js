@@ -28,7 +28,7 @@
       error.hidden = false;
     }
     const results = document.getElementById("results");
-    const mask = document.getElementById("mask-figure"); // the results go before it
+    const aside = results.querySelector("[data-aside]"); // the mask or control picture: the results go before it
     job.images.forEach(function (image, index) {
       const figure = document.createElement("figure");
       figure.className = "card";
@@ -48,12 +48,15 @@
         const inpaint = document.createElement("a");
         inpaint.href = root.dataset.createUrl + "?parent=" + job.id + "&mode=inpaint";
         inpaint.textContent = "Inpaint this";
-        caption.append(" · ", reuse, " · ", inpaint);
+        const structure = document.createElement("a");
+        structure.href = root.dataset.createUrl + "?parent=" + job.id + "&mode=controlnet";
+        structure.textContent = "Keep its structure";
+        caption.append(" · ", reuse, " · ", inpaint, " · ", structure);
       }
       figure.append(img, caption);
-      results.insertBefore(figure, mask);
+      results.insertBefore(figure, aside);
     });
-    results.hidden = job.images.length === 0 && !mask;
+    results.hidden = job.images.length === 0 && !aside;
     document.getElementById("again").hidden = false;
     if (socket) socket.close();
   }
@@ -73,8 +76,17 @@
       webhook.attempts ? "after " + webhook.attempts + " attempt" + (webhook.attempts === 1 ? "" : "s") : "";
   }
 
+  // The server-rendered queue position, kept while queued only.
+  function showQueue(job) {
+    const out = document.getElementById("queue-position");
+    if (!out) return;
+    out.hidden = !(job.status === "queued" && job.queue_position);
+    if (!out.hidden) out.textContent = " · number " + job.queue_position + " in the queue";
+  }
+
   function showJob(job) {
     if (done) return;
+    showQueue(job);
     if (finished.includes(job.status)) showWebhook(job.webhook);
     if (finished.includes(job.status)) { showResults(job); return; }
     statusOut.textContent = job.status;
@@ -85,7 +97,11 @@
   function onMessage(event) {
     const message = JSON.parse(event.data);
     if (message.type === "job") showJob(message.job);
-    else if (message.type === "progress" && !done) { statusOut.textContent = "running"; showProgress(message.step, message.total); }
+    else if (message.type === "progress" && !done) {
+      statusOut.textContent = "running";
+      showQueue({ status: "running" });
+      showProgress(message.step, message.total);
+    }
     else if (message.type === "preview" && preview) { preview.src = message.image; preview.hidden = false; }
   }
 

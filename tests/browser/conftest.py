@@ -36,3 +36,33 @@ def browser():
             chromium.close()
     finally:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser, live_server, gpu_worker, test_checkpoints):
+    """A signed-in tab (a person with 10 credits) on the live server, the test
+    models and ControlNets in the catalog and served; `page.errors` collects
+    the page's script errors."""
+    from django.urls import reverse
+
+    from billing.ledger import credits_grant
+    from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
+    from tests.conftest import make_user
+    from workers.testweights import RANDOM_CONTROLNETS
+
+    catalog_register_test_checkpoints(test_checkpoints.values())
+    catalog_register_test_controlnets(RANDOM_CONTROLNETS)
+    user = make_user("dana@example.com", password="a-long-pass-phrase-9")
+    credits_grant(user=user, amount=10, ref="g:dana")
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(live_server.url + reverse("account_login"))
+    tab.fill("input[name=login]", "dana@example.com")
+    tab.fill("input[name=password]", "a-long-pass-phrase-9")
+    tab.click("main button[type=submit]")
+    tab.wait_for_url("**/account/")
+    tab.user, tab.errors = user, errors
+    yield tab
+    context.close()

@@ -11,10 +11,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
-from billing.ledger import credits_grant
-from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job
-from tests.conftest import make_user
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,25 +25,6 @@ WHITE_PIXELS = """() => {
     for (let i = 3; i < data.length; i += 4) if (data[i] >= 128) white += 1;
     return white;
 }"""
-
-
-@pytest.fixture
-def page(browser, live_server, gpu_worker, test_checkpoints):
-    catalog_register_test_checkpoints(test_checkpoints.values())
-    user = make_user("erin@example.com", password="a-long-pass-phrase-9")
-    credits_grant(user=user, amount=10, ref="g:erin")
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.goto(live_server.url + reverse("account_login"))
-    tab.fill("input[name=login]", "erin@example.com")
-    tab.fill("input[name=password]", "a-long-pass-phrase-9")
-    tab.click("main button[type=submit]")
-    tab.wait_for_url("**/account/")
-    tab.user, tab.errors = user, errors
-    yield tab
-    context.close()
 
 
 def open_inpainting(page, live_server, tmp_path):

@@ -1,0 +1,120 @@
+// The create page's ControlNet section (templates/generation/_controlnet.html):
+// offers the ControlNets that fit the chosen model, follows a ControlNet's
+// kind with its preprocess, and shows the map a worker will make, live, from
+// POST /api/v1/controlnet/preview (canny, scribble, none; the annotators with
+// weights run on the worker only). create.js shows the section in the
+// "controlnet" mode; this file works on its own fields.
+(function () {
+  "use strict";
+  const form = document.getElementById("create-form");
+  const section = document.getElementById("control-section");
+  if (!form || !section) return;
+  const controlInput = document.getElementById("id_control_image");
+  const controlSelect = document.getElementById("id_control");
+  const preprocess = document.getElementById("id_preprocess");
+  const scale = document.getElementById("id_conditioning_scale");
+  const scaleValue = document.getElementById("conditioning-value");
+  const map = document.getElementById("control-map");
+  const note = document.getElementById("control-map-note");
+  const none = document.getElementById("control-none");
+  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const WEIGHT_FREE = ["none", "canny", "scribble"];
+  let timer = null;
+  let shown = null;
+
+  function chosenModel() { return form.querySelector("input[name=model]:checked"); }
+
+  // Only the ControlNets of the chosen model (its card lists their slugs).
+  function fitControls() {
+    const model = chosenModel();
+    const fits = model && model.dataset.controls ? model.dataset.controls.split(" ") : [];
+    let firstFit = null;
+    Array.from(controlSelect.options).forEach(function (option) {
+      const ok = fits.indexOf(option.value) >= 0 && !option.dataset.unavailable;
+      option.hidden = !ok;
+      option.disabled = !ok;
+      if (ok && !firstFit) firstFit = option;
+    });
+    const current = controlSelect.selectedOptions[0];
+    if ((!current || current.disabled) && firstFit) { controlSelect.value = firstFit.value; followKind(); }
+    none.hidden = Boolean(firstFit);
+  }
+
+  // A ControlNet's kind is the map it wants: its preprocess by default.
+  function followKind() {
+    const option = controlSelect.selectedOptions[0];
+    if (option && option.dataset.kind) preprocess.value = option.dataset.kind;
+    schedulePreview();
+  }
+
+  function schedulePreview() {
+    clearTimeout(timer);
+    timer = setTimeout(showPreview, 200);
+  }
+
+  // The output size the worker will use: the fields, else the picture fitted.
+  function outputSize(picture) {
+    const width = form.querySelector("#id_width").value;
+    const height = form.querySelector("#id_height").value;
+    if (width && height) return [width, height];
+    const model = chosenModel();
+    if (!model || !picture) return null;
+    const maxSide = Number(model.dataset.maxSide);
+    const scaleBy = Math.min(1, maxSide / Math.max(picture[0], picture[1]));
+    return picture.map(function (side) { return Math.max(64, Math.floor((side * scaleBy) / 8) * 8); });
+  }
+
+  function pictureSize(file) {
+    return new Promise(function (resolve) {
+      const probe = new Image();
+      probe.onload = function () { resolve([probe.naturalWidth, probe.naturalHeight]); URL.revokeObjectURL(probe.src); };
+      probe.onerror = function () { resolve(null); };
+      probe.src = URL.createObjectURL(file);
+    });
+  }
+
+  async function showPreview() {
+    const file = controlInput.files[0];
+    if (!file || section.hidden) return;
+    const natural = await pictureSize(file);
+    if (natural && section.dataset.size !== natural.join("x")) {
+      section.dataset.size = natural.join("x"); // the output's size without a picture: the quote follows it
+      form.dispatchEvent(new Event("change"));
+    }
+    if (WEIGHT_FREE.indexOf(preprocess.value) < 0) {
+      map.hidden = true;
+      note.textContent = "This map is made on the worker (its annotator needs learned weights).";
+      return;
+    }
+    const data = new FormData();
+    data.append("control_image", file);
+    data.append("preprocess", preprocess.value);
+    const size = outputSize(natural);
+    if (size) { data.append("width", size[0]); data.append("height", size[1]); }
+    const response = await fetch(section.dataset.previewUrl, {
+      method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(function () { return {}; });
+      map.hidden = true;
+      note.textContent = (body.error && body.error.message) || "No preview right now.";
+      return;
+    }
+    if (shown) URL.revokeObjectURL(shown);
+    shown = URL.createObjectURL(await response.blob());
+    map.src = shown;
+    map.hidden = false;
+    map.dataset.preprocess = preprocess.value;
+    note.textContent = "The map the ControlNet will follow (" + preprocess.selectedOptions[0].textContent + ").";
+  }
+
+  controlInput.addEventListener("change", schedulePreview);
+  preprocess.addEventListener("change", schedulePreview);
+  controlSelect.addEventListener("change", followKind);
+  scale.addEventListener("input", function () { scaleValue.textContent = scale.value; });
+  form.querySelectorAll("input[name=model]").forEach(function (radio) { radio.addEventListener("change", fitControls); });
+  form.querySelectorAll("input[name=mode]").forEach(function (radio) {
+    radio.addEventListener("change", function () { fitControls(); schedulePreview(); });
+  });
+  fitControls();
+})();
