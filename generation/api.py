@@ -121,19 +121,26 @@ def models(request: HttpRequest):
     response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
     description="`mode` is the submit's: img2img (the default; with its picture, or its size), txt2img (no "
-    "picture: one sent is ignored; every step runs, so `strength` is ignored) or inpaint (with its picture; "
-    "`strength` 1 by default; with expand_* the price is the grown canvas's; the other modes ignore expand_*).",
+    "picture: one sent is ignored; every step runs, so `strength` is ignored), inpaint (with its picture; "
+    "`strength` 1 by default; with expand_* the price is the grown canvas's; the other modes ignore expand_*) or "
+    "controlnet (with `control` and its guidance span; with `image` or `strength` the image to image variant; "
+    "sized by `image`, else `control_image`, else width and height).",
 )
-def quote(request: HttpRequest, data: Form[QuoteIn], image: UploadedFile | Omitted = File(None)):
+def quote(
+    request: HttpRequest,
+    data: Form[QuoteIn],
+    image: UploadedFile | Omitted = File(None),
+    control_image: UploadedFile | Omitted = File(None),
+):
     # With a picture, a quote decodes and re-encodes it like a submit: limited
     # per person (per client address without one), QUOTE_RATE_LIMIT.
     if (
-        image is not None
-        and data.mode in ("img2img", "inpaint")
+        (image is not None or control_image is not None)
+        and data.mode != "txt2img"
         and is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True)
     ):
         raise RateLimited("Too many quotes with a picture; wait a minute, or quote without the picture.")
-    return {"credits": job_quote(data=data, upload=image)}
+    return {"credits": job_quote(data=data, upload=image, control_upload=control_image)}
 
 
 @router.post(
@@ -247,11 +254,12 @@ def controlnet(
     openapi_extra={"responses": {200: PNG[200]}},
     summary="The control map a weight-free preprocess makes of a picture (PNG); nothing is stored or charged",
     description="What a worker makes of `control_image` with `preprocess` (none, canny or scribble), at "
-    "`width` x `height` when given (the job's output size), so the map can be checked before submitting. "
+    "`width` x `height` when given (the job's output size; else within the largest side an output can have), "
+    "so the map can be checked before submitting. "
     f"Limited per person: {settings.QUOTE_RATE_LIMIT}.",
 )
 def controlnet_preview(request: HttpRequest, data: Form[ControlPreviewIn], control_image: File[UploadedFile]):
-    if is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True):
+    if is_ratelimited(request, group="preview", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True):
         raise RateLimited("Too many previews; wait a minute.")
     return HttpResponse(control_preview(data=data, upload=control_image), content_type="image/png")
 

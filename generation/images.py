@@ -23,12 +23,13 @@ class CleanImage:
     height: int
 
 
-def image_clean(upload, *, field: str = "image") -> CleanImage:
+def image_clean(upload, *, field: str = "image", background=(255, 255, 255)) -> CleanImage:
     """Validate an uploaded file and return it re-encoded as PNG (EXIF
-    orientation applied, metadata dropped, alpha flattened on white).
+    orientation applied, metadata dropped, alpha flattened on `background`:
+    white, or black for a ControlNet map, whose background is black).
     Errors name `field`."""
     image = _decoded(upload, field=field)
-    image = _flatten(image)
+    image = _flatten(image, background)
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False)
     return CleanImage(png=out.getvalue(), width=image.width, height=image.height)
@@ -129,10 +130,19 @@ def _open(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
-def _flatten(image: Image.Image) -> Image.Image:
+def control_picture(upload, *, largest: int) -> Image.Image:
+    """A control picture for a preview: checked like any upload, decoded
+    once, flattened on black and made to fit within `largest` pixels a side
+    (what a job's output can be), so the preview's work is bounded."""
+    image = _flatten(_decoded(upload, field="control_image"), (0, 0, 0))
+    image.thumbnail((largest, largest), Image.Resampling.LANCZOS)
+    return image
+
+
+def _flatten(image: Image.Image, color=(255, 255, 255)) -> Image.Image:
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background = Image.new("RGB", rgba.size, color)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")

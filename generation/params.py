@@ -58,9 +58,10 @@ PreprocessName = Literal["none", "canny", "scribble", "depth", "openpose", "line
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
-# "Has a character that is not whitespace", the same in Python's str.strip()
-# and in the schema's (Rust) regex engine, which differ only on \x1c-\x1f.
-VISIBLE_TEXT = r"[^\s\x1c-\x1f]"
+# "Has a character that is not whitespace", the same in Python's str.strip(),
+# in the validator's (Rust) regex engine, which differs from it on \x1c-\x1f,
+# and in a JSON Schema reader's (ECMA-262) \s, which leaves out \x85 (NEL).
+VISIBLE_TEXT = r"[^\s\x1c-\x1f\x85]"
 # http:// or https://, any case (a JSON Schema pattern has no flags).
 WEBHOOK_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://"
 
@@ -163,7 +164,8 @@ class QuoteIn(_SettingsIn, _OutpaintIn):
         "img2img",
         description="img2img (with a picture), txt2img (from the prompt alone; no strength), inpaint "
         "(with a picture; outpainting: with expand_*, priced at the larger canvas) or controlnet (with `control`; "
-        "with `strength`: its image to image variant, else every step runs)",
+        "with `image` or `strength`: its image to image variant, else every step runs; sized by `image`, else "
+        "`control_image`)",
     )
     strength: Strength | Omitted = Field(
         None, description="img2img and inpaint: how much to change, 0-1; default: the model's (inpaint: 1)"
@@ -171,6 +173,8 @@ class QuoteIn(_SettingsIn, _OutpaintIn):
     control: ControlSlug | Omitted = Field(
         None, description="controlnet: the ControlNet's slug (its network adds to the price)"
     )
+    control_start: ControlFraction = Field(0.0, description="controlnet: as the submit's")
+    control_end: ControlFraction = Field(1.0, description="controlnet: as the submit's")
 
 
 class Img2ImgIn(_SubmitIn):
@@ -228,7 +232,7 @@ class ControlNetIn(_SubmitIn):
     strength: Strength | Omitted = Field(
         None,
         description="With `image` (the image to image variant): how much to change, 0-1, default the model's; "
-        "without it every step runs and this is ignored",
+        "without `image` every step runs and a strength is refused",
     )
     width: Side | Omitted = Field(None, description="Default: the picture's (else the control picture's), fitted")
     height: Side | Omitted = Field(None, description="Default: the picture's (else the control picture's), fitted")

@@ -34,10 +34,9 @@ from PIL import Image
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.affinity import reservations_orphaned
 from generation.availability import (
-    available_annotators,
-    available_controls,
     available_slugs,
     heartbeat_client,
+    live_workers,
     worker_is_beating,
     worker_is_gone,
 )
@@ -53,7 +52,8 @@ from generation.dispatch import (
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
 from generation.families import FAMILIES
-from generation.images import CleanImage, image_clean, mask_clean, outpaint_canvas
+from generation.images import CleanImage, control_picture, image_clean, mask_clean, outpaint_canvas
+from generation.limits import MAX_SIDE
 from generation.metrics import reaper_observed
 from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
@@ -87,9 +87,10 @@ MASK_OR_EXPAND = "Send a mask (inpainting) or expand_left/right/top/bottom (outp
 NO_MASK = "Send a mask (white = change) for inpainting, or expand_left/right/top/bottom for outpainting."
 NO_CONTROL = "Choose a ControlNet (its slug; GET /api/v1/models lists those that fit each model)."
 NO_CONTROL_IMAGE = "Send a control picture (or parent_job, whose first result is then the control picture)."
+NO_PICTURE_STRENGTH = "A strength applies to a picture (image); without one every step runs: leave strength out."
 
 
-def job_quote(*, data: QuoteIn, upload=None) -> int:
+def job_quote(*, data: QuoteIn, upload=None, control_upload=None) -> int:
     """The credits a submit with these fields would hold (no prompt needed).
     A text to image quote ignores a picture (its submit takes none); only an
     inpainting quote reads expand_* (the other modes ignore them)."""
@@ -98,14 +99,17 @@ def job_quote(*, data: QuoteIn, upload=None) -> int:
     control = None
     if data.mode == Mode.CONTROLNET and Mode.CONTROLNET in checkpoint.modes:
         control = _control_for(checkpoint, data.control)
-    # A ControlNet quote with a strength is its image to image variant's.
+        if size is None and control_upload is not None:
+            size = _image_size(control_upload, field="control_image")
+    # A ControlNet quote with a picture or a strength is its image to image
+    # variant's (a submit takes a strength only with a picture).
     params = job_params(
         checkpoint=checkpoint,
         data=data,
         image_size=size,
         require_prompt=False,
         control=control,
-        has_input=data.strength is not None,
+        has_input=upload is not None or data.strength is not None,
     )
     return quote(checkpoint=checkpoint, params=params, control=control)
 
@@ -145,8 +149,8 @@ def job_submit(
             raise InvalidParams({"image": NO_PICTURE})
         source = None
     elif data.mode == Mode.CONTROLNET:
-        control, control_source = _control_input(checkpoint, data, parent, control_upload)
         source = image_clean(upload) if upload is not None else None
+        control, control_source = _control_input(checkpoint, data, parent, control_upload, source)
     else:
         source = _first_result(parent) if upload is None and parent is not None else image_clean(upload)
     # The picture's size (else the control picture's): outpainting's canvas
@@ -226,26 +230,36 @@ def _inpaint_input(checkpoint, data: InpaintIn, source: CleanImage, mask_upload)
     )
 
 
-def _control_input(checkpoint, data: ControlNetIn, parent: Job | None, control_upload) -> tuple[ControlNet, CleanImage]:
+def _control_input(
+    checkpoint, data: ControlNetIn, parent: Job | None, control_upload, source: CleanImage | None
+) -> tuple[ControlNet, CleanImage]:
     """ControlNet's network and control picture: the upload, else the
-    parent's first result. The model is checked first (a model without
-    ControlNet is the error to give), then the network, then the picture."""
+    parent's first result, else the picture itself (which then both guides
+    the structure and seeds the colours). The model is checked first (a
+    model without ControlNet is the error to give), then the network, then
+    the pictures. A strength applies to a picture only."""
     if Mode.CONTROLNET not in checkpoint.modes:
         raise InvalidParams({"model": mode_refusal(checkpoint, Mode.CONTROLNET)})
     control = _control_for(checkpoint, data.control, preprocess=data.preprocess, submit=True)
+    if source is None and data.strength is not None:
+        raise InvalidParams({"strength": NO_PICTURE_STRENGTH})
     if control_upload is not None:
-        return control, image_clean(control_upload, field="control_image")
+        # Flattened on black: a transparent map's background is black.
+        return control, image_clean(control_upload, field="control_image", background=(0, 0, 0))
     if parent is not None:
         return control, _first_result(parent)
+    if source is not None:
+        return control, source
     raise InvalidParams({"control_image": NO_CONTROL_IMAGE})
 
 
 def control_preview(*, data: ControlPreviewIn, upload) -> bytes:
     """The map a weight-free preprocess makes of `upload` (PNG bytes), as a
-    worker makes it: resized to the output size first when one is given."""
-    picture = Image.open(io.BytesIO(image_clean(upload, field="control_image").png))
+    worker makes it: at the output size when one is given, else within the
+    largest side an output can have."""
     if (data.width is None) != (data.height is None):
         raise InvalidParams({"width": "Give both width and height, or neither."})
+    picture = control_picture(upload, largest=MAX_SIDE)
     if data.width is not None:
         picture = picture.resize((data.width, data.height), Image.Resampling.LANCZOS)
     out = io.BytesIO()
@@ -272,8 +286,12 @@ def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None,
         )
     if not submit:
         return control
+    # One read of the heartbeats: a worker that serves the model must have
+    # the network (and the annotator a preprocess needs).
+    workers = live_workers()
     preprocess = preprocess or control.kind
-    if preprocess in NEEDS_WEIGHTS and preprocess not in available_annotators():
+    weighted = preprocess in NEEDS_WEIGHTS
+    if weighted and not any(preprocess in worker.get("annotators", []) for worker in workers):
         label = Preprocess(preprocess).label.split(" (")[0].lower()
         raise InvalidParams(
             {
@@ -281,9 +299,15 @@ def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None,
                 f"a ready {label} map with preprocess=none, or use canny or scribble."
             }
         )
-    if control.slug not in available_controls():
+    if not any(
+        checkpoint.slug in worker.get("serves", [])
+        and control.slug in worker.get("controls", [])
+        and (not weighted or preprocess in worker.get("annotators", []))
+        for worker in workers
+    ):
         raise ModelUnavailable(
-            f"No worker has {control.name} right now.", fields={"control": "unavailable (no worker has its weights)"}
+            f"No worker can run {control.name} with {checkpoint.name} right now.",
+            fields={"control": "unavailable (no worker serving this model has it now)"},
         )
     return control
 
@@ -299,6 +323,8 @@ def job_again(*, user, job_id) -> Job:
         return job_submit(user=user, data=data)
     if job.expired_at is not None:
         raise InvalidParams({"job": _expired_message()})
+    if job.mode == Mode.CONTROLNET and not job.input_image:
+        data = data.model_copy(update={"strength": None})  # from the prompt alone: no strength
     try:
         upload = _copy_of(job.input_image, "input.png")
         mask = _copy_of(job.mask, "mask.png")
@@ -832,8 +858,8 @@ def _expired_message() -> str:
     )
 
 
-def _image_size(upload) -> tuple[int, int]:
-    clean = image_clean(upload)
+def _image_size(upload, *, field: str = "image") -> tuple[int, int]:
+    clean = image_clean(upload, field=field)
     return clean.width, clean.height
 
 

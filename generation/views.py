@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.selectors import balance_of
-from generation.errors import PUBLIC_ERRORS, JobNotFound, public_error
+from generation.errors import PUBLIC_ERRORS, InvalidParams, JobNotFound, public_error
 from generation.estimates import status_snapshot, wait_label
 from generation.models import Checkpoint, Job
 from generation.modes import OFFERED, Mode
@@ -74,6 +74,8 @@ def create(request: HttpRequest) -> HttpResponse:
             # image variant), and the control picture.
             picture = mode != Mode.TXT2IMG and (mode != Mode.CONTROLNET or request.POST.get("use_picture"))
             upload = request.FILES.get("image") if picture else None
+            if mode == Mode.CONTROLNET and picture and upload is None:
+                raise InvalidParams({"image": "Choose your picture, or untick “Also start from a picture of mine”."})
             mask_upload = request.FILES.get("mask") if mode == Mode.INPAINT else None
             control_upload = request.FILES.get("control_image") if mode == Mode.CONTROLNET else None
             data = SUBMIT_FORMS[mode].from_form(request.POST)

@@ -483,9 +483,8 @@ CELERY_BEAT_SCHEDULE = {
 # list of slugs), how long its heartbeat lives, and its pipeline memory budget.
 WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
 # Its ControlNets likewise ("all" with local weights, a comma list, or "none"),
-# kept loaded at most WORKER_CONTROLNET_CACHE at a time beside the pipelines.
+# held in the pipeline cache (its budget counts them).
 WORKER_CONTROLNETS = env.str("WORKER_CONTROLNETS", default="all")
-WORKER_CONTROLNET_CACHE = env_int("WORKER_CONTROLNET_CACHE", 2, minimum=1)
 WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 # Speed-ups a worker applies to its pipelines (workers/accel.py): "auto" (all

@@ -80,3 +80,31 @@ def test_budget_sizes_parse(text, value):
 def test_a_bad_budget_size_is_refused():
     with pytest.raises(ValueError):
         parse_bytes("lots")
+
+
+def test_a_controlnet_counts_in_the_budget_and_goes_before_any_pipeline(test_checkpoints):
+    from workers.runtime import load_controlnet
+    from workers.spec import ControlNetSpec
+    from workers.testweights import RANDOM_CONTROLNETS
+
+    sd1, alt = spec(test_checkpoints, "test-sd1"), spec(test_checkpoints, "test-sd1-alt")
+    built = RANDOM_CONTROLNETS[0]
+    control = ControlNetSpec(slug=built.slug, family=built.family, source_kind="folder", source=built.folder)
+    cache = new_cache(1 << 40)
+    pipe, _ = cache.get(sd1)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return load_controlnet(control, device="cpu", dtype=pipe.dtype)
+
+    network = cache.network(control, load)
+    assert cache.network(control, load) is network and len(loads) == 1  # loaded once
+    assert cache.memory_bytes() == size_alone(test_checkpoints, "test-sd1") + module_bytes(network)
+
+    # Over budget with a second pipeline: the network goes first, both pipelines stay.
+    cache.budget_bytes = size_alone(test_checkpoints, "test-sd1") + size_alone(test_checkpoints, "test-sd1-alt")
+    cache.get(alt)
+    assert cache.loaded() == ["test-sd1", "test-sd1-alt"] and cache.network(control, load) is not network
+    # Loading it again (it is used with test-sd1-alt, the pipeline used last) evicts test-sd1, not alt.
+    assert cache.loaded() == ["test-sd1-alt"] and len(loads) == 2

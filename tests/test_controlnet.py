@@ -10,6 +10,7 @@ with the field, no job and no charge."""
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -176,8 +177,11 @@ def test_a_controlnet_job_runs_is_charged_its_quote_and_its_control_picture_is_i
     )
     assert (body["conditioning_scale"], body["control_start"], body["control_end"]) == (0.8, 0.0, 0.75)
     assert (body["width"], body["height"]) == (128, 128) and body["control_image_url"].endswith("/control")
-    # Guided over 3/4 of the steps: 12 x 4/12 x (1 + 1 x 0.75) = 7.
+    # Guided over 3/4 of the steps: 12 x 4/12 x (1 + 1 x 0.75) = 7, and the
+    # quote of the same fields says so.
     assert body["credits_held"] == 7
+    same = {"model": "test-sd1", "mode": "controlnet", "control": "test-sd1-canny", "steps": 4, "control_end": 0.75}
+    assert paid_api.post("/api/v1/quote", same).json()["credits"] == 7
 
     done = run_here(paid_api, response)
     assert done["status"] == "succeeded" and done["progress"] == {"step": 4, "total": 4}
@@ -216,6 +220,30 @@ def test_image_to_image_with_controlnet_and_a_parents_result_as_the_control_pict
     assert done["status"] == "succeeded" and done["progress"]["total"] == 2  # 4 steps x 0.5
     control = pixels_of(paid_api, done["control_image_url"])
     assert np.array_equal(control, pixels_of(paid_api, parent["images"][0]["url"]))
+
+
+def test_a_picture_alone_both_guides_and_seeds_and_its_quote_is_its_charge(paid_api, gpu_worker, controls):
+    Checkpoint.objects.filter(slug="test-sd1").update(price_per_image=12)
+    picture = square_png()
+    quoted = paid_api.post(
+        "/api/v1/quote",
+        {
+            "model": "test-sd1",
+            "mode": "controlnet",
+            "control": "test-sd1-canny",
+            "steps": 4,
+            "image": SimpleUploadedFile("i.png", picture),
+        },
+    ).json()["credits"]
+    # The image to image variant at the model's strength (0.6): 2 of 4 steps run, x1.5 for the network.
+    assert quoted == math.ceil(12 * 2 / 12 * 1.5)
+    response = controlnet(paid_api, image=picture)
+    body = response.json()
+    assert response.status_code == 202, body
+    assert (body["strength"], body["credits_held"]) == (0.6, quoted)
+    done = run_here(paid_api, response)
+    assert done["credits_charged"] == quoted and done["progress"]["total"] == 2
+    assert np.array_equal(pixels_of(paid_api, done["control_image_url"]), np.asarray(Image.open(io.BytesIO(picture))))
 
 
 def test_the_depth_annotator_makes_the_map_on_the_worker(paid_api, gpu_worker, controls):
@@ -279,6 +307,9 @@ def test_bad_controlnet_input_is_refused_with_the_field_and_costs_nothing(paid_a
     body = bad(paid_api, alice, controlnet(paid_api, control_image=picture, preprocess="openpose"), "preprocess")
     assert "preprocess=none" in body["error"]["fields"]["preprocess"]
     bad(paid_api, alice, controlnet(paid_api, control_image=picture, preprocess="sobel"), "preprocess")
+    # A strength without a picture (every step runs from the prompt alone).
+    body = bad(paid_api, alice, controlnet(paid_api, control_image=picture, strength=0.5), "strength")
+    assert "leave strength out" in body["error"]["fields"]["strength"]
     # Guidance that ends before it starts; a scale out of range.
     bad(paid_api, alice, controlnet(paid_api, control_image=picture, control_start=0.6, control_end=0.4), "control_end")
     bad(paid_api, alice, controlnet(paid_api, control_image=picture, conditioning_scale=3), "conditioning_scale")

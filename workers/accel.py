@@ -124,12 +124,13 @@ def padded_size(pipe, pictures: int, *, guidance_scale: float, width: int, heigh
 
 
 @contextmanager
-def compiled_if_warm(pipe, pictures: int, *, guidance_scale: float, width: int, height: int):
+def compiled_if_warm(pipe, pictures: int, *, guidance_scale: float, width: int, height: int, eager: bool = False):
     """Run the compiled UNet only at a shape warm_up compiled; any other
     shape runs eagerly (the same modules and weights), never compiling in a
-    job."""
+    job. `eager`: eagerly at any shape (a ControlNet call passes the UNet
+    residuals its compiled graph was not captured with)."""
     warm = getattr(pipe, "_accel_warm", None)
-    if warm is None or (pictures, guided(pipe, guidance_scale), width, height) in warm:
+    if warm is None or (not eager and (pictures, guided(pipe, guidance_scale), width, height) in warm):
         yield
         return
     unet = pipe.unet

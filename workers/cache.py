@@ -3,7 +3,8 @@
 Components are counted once however many pipelines hold them: checkpoints of
 one architecture that ship identical files (a shared VAE or text encoder)
 reuse the module already in memory (see runtime.load_pipeline), and the
-budget counts that module once.
+budget counts that module once. Networks used beside the pipelines (a
+ControlNet: network()) are held under the same budget and go first.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class PipelineCache:
         self.device = device
         self._loader = loader  # (spec, device=, shared=) -> (pipe, keys)
         self._entries: OrderedDict[CheckpointSpec, _Entry] = OrderedDict()
+        self._networks: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, spec: CheckpointSpec) -> tuple[Any, bool]:
@@ -56,6 +58,19 @@ class PipelineCache:
             self._evict(keep=spec)
             return pipe, True
 
+    def network(self, key, load: Callable[[], Any]) -> Any:
+        """A network run beside the pipelines (a ControlNet), by `key`,
+        loaded by `load()` on a miss. It counts in the budget; over it,
+        networks go first (least recently used first), then pipelines, never
+        the pipeline used last (the one this network runs with)."""
+        with self._lock:
+            if key in self._networks:
+                self._networks.move_to_end(key)
+                return self._networks[key]
+            self._networks[key] = load()
+            self._evict(keep=next(reversed(self._entries), None), keep_network=key)
+            return self._networks[key]
+
     def loaded(self) -> list[str]:
         return [spec.slug for spec in self._entries]
 
@@ -64,9 +79,9 @@ class PipelineCache:
         from workers.runtime import module_bytes
 
         seen: dict[int, int] = {}
-        for entry in self._entries.values():
-            for module in _modules(entry.pipe):
-                seen.setdefault(id(module), module_bytes(module))
+        modules = [module for entry in self._entries.values() for module in _modules(entry.pipe)]
+        for module in modules + list(self._networks.values()):
+            seen.setdefault(id(module), module_bytes(module))
         return sum(seen.values())
 
     def _shared_modules(self) -> dict[str, Any]:
@@ -76,9 +91,16 @@ class PipelineCache:
                 shared.setdefault(key, getattr(entry.pipe, name))
         return shared
 
-    def _evict(self, *, keep: CheckpointSpec) -> None:
-        while self.memory_bytes() > self.budget_bytes and len(self._entries) > 1:
-            oldest = next(spec for spec in self._entries if spec != keep)
+    def _evict(self, *, keep: CheckpointSpec | None, keep_network=None) -> None:
+        while self.memory_bytes() > self.budget_bytes:
+            network = next((key for key in self._networks if key != keep_network), None)
+            if network is not None:
+                log.info("pipeline cache over budget: evicting network %s", network)
+                del self._networks[network]
+                continue
+            oldest = next((spec for spec in self._entries if spec != keep), None)
+            if oldest is None:
+                break
             log.info("pipeline cache over budget: evicting %s", oldest.slug)
             del self._entries[oldest]
         gc.collect()

@@ -190,7 +190,8 @@ def load_controlnet(spec: ControlNetSpec, *, device: str, dtype):
         path = spec.local_path()
         if path is None:
             raise MissingWeights(f"no local weights for ControlNet {spec.source!r}")
-        options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+        # safetensors only: pickled weights are refused, as for checkpoints.
+        options: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
         if spec.variant:
             options["variant"] = spec.variant
         model = ControlNetModel.from_pretrained(str(path), **options)
@@ -419,7 +420,8 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
 
     guidance = 0.0 if family.turbo else first.guidance_scale
     shape = {"guidance_scale": guidance, "width": first.width, "height": first.height}
-    for _ in range(padded_size(pipe, len(prompts), **shape) - len(prompts)):
+    # ControlNet runs eagerly (compiled_if_warm below): no padding.
+    for _ in range(0 if control else padded_size(pipe, len(prompts), **shape) - len(prompts)):
         prompts.append(prompts[-1])
         negatives.append(negatives[-1])
         sources.append(sources[-1])
@@ -462,7 +464,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
     try:
         # The speed-ups' state (warm shapes, the compiled UNet) lives on the
         # loaded pipeline; the text-to-image one shares its UNet.
-        with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), **shape):
+        with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), eager=control, **shape):
             result = runner(
                 prompt=prompts,
                 negative_prompt=None if family.turbo or not any(negatives) else negatives,

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import time
-from collections import OrderedDict
 from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -134,39 +133,41 @@ def servable_slugs(requested: str) -> list[str]:
 
 
 def servable_controls(requested: str, *, served: list[str]) -> list[str]:
-    """The ControlNets this worker offers: "all", every enabled one that fits
-    the architecture of a checkpoint it serves and whose weights are on this
-    machine; a comma list of slugs, as given; "" or "none", none."""
+    """The ControlNets this worker offers, read once at start like the
+    checkpoints it serves: "all", the enabled ones that fit the architecture
+    of a checkpoint it serves and whose weights are on this machine; a comma
+    list of slugs, as given (one without local weights fails its jobs as
+    missing weights, refunded); "" or "none", none."""
     requested = requested.strip()
     if requested in ("", "none"):
         return []
     if requested != "all":
-        return [slug.strip() for slug in requested.split(",") if slug.strip()]
+        slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
+        for control in ControlNet.objects.filter(slug__in=slugs):
+            if ControlNetSpec.from_controlnet(control).local_path() is None:
+                log.warning("ControlNet %s is offered as asked, but its weights are not here", control.slug)
+        return slugs
     families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
     architectures = {FAMILIES[family].architecture for family in families}
-    return [
-        control.slug
-        for control in ControlNet.objects.filter(enabled=True)
-        if control.architecture in architectures and ControlNetSpec.from_controlnet(control).local_path() is not None
-    ]
+    offered = []
+    for control in ControlNet.objects.filter(enabled=True):
+        if control.architecture not in architectures:
+            log.info("not offering ControlNet %s: no checkpoint of its architecture served here", control.slug)
+        elif ControlNetSpec.from_controlnet(control).local_path() is None:
+            log.warning("not offering ControlNet %s: its weights are not here", control.slug)
+        else:
+            offered.append(control.slug)
+    return offered
 
 
-# ControlNets loaded in this process, least recently used first (at most
-# WORKER_CONTROLNET_CACHE; a network is a third to a half of its UNet).
-_controlnets: OrderedDict[tuple, object] = OrderedDict()
-
-
-def controlnet_for(control: ControlNet, *, device: str, dtype):
+def controlnet_for(control: ControlNet, *, dtype):
+    """A ControlNet's network, loaded once into this process's pipeline
+    cache (its memory counts in the cache's budget)."""
     from workers.runtime import load_controlnet
 
-    key = (control.slug, control.source, control.revision, str(dtype))
-    if key in _controlnets:
-        _controlnets.move_to_end(key)
-        return _controlnets[key]
-    while len(_controlnets) >= settings.WORKER_CONTROLNET_CACHE:
-        _controlnets.popitem(last=False)
-    _controlnets[key] = load_controlnet(ControlNetSpec.from_controlnet(control), device=device, dtype=dtype)
-    return _controlnets[key]
+    cache = pipeline_cache()
+    spec = ControlNetSpec.from_controlnet(control)
+    return cache.network((spec, str(dtype)), lambda: load_controlnet(spec, device=cache.device, dtype=dtype))
 
 
 # The jobs this process is running (one pipeline call; several when batched),
@@ -317,7 +318,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     "%s: cold load (not in this worker's cache) in %.2f s", spec.slug, time.perf_counter() - started
                 )
             control = ready[0].controlnet
-            network = controlnet_for(control, device=pipeline_cache().device, dtype=pipe.dtype) if control else None
+            network = controlnet_for(control, dtype=pipe.unet.dtype) if control else None
             results = run_batch(pipe, spec, items, controlnet=network)
         except Exception as exc:
             results = [exc] * len(ready)

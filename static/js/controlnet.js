@@ -40,10 +40,16 @@
     none.hidden = Boolean(firstFit);
   }
 
-  // A ControlNet's kind is the map it wants: its preprocess by default.
+  // A ControlNet's kind is the map it wants: its preprocess by default, or
+  // "none" (a ready map) where this service lacks that annotator.
   function followKind() {
     const option = controlSelect.selectedOptions[0];
-    if (option && option.dataset.kind) preprocess.value = option.dataset.kind;
+    if (!option || !option.dataset.kind) return;
+    const wanted = preprocess.querySelector("option[value='" + option.dataset.kind + "']");
+    preprocess.value = wanted && !wanted.disabled ? option.dataset.kind : "none";
+    if (preprocess.value !== option.dataset.kind) {
+      note.textContent = "This service cannot make a " + option.dataset.kind + " map: send a ready one (made as \"none\").";
+    }
     schedulePreview();
   }
 
@@ -68,14 +74,30 @@
     return new Promise(function (resolve) {
       const probe = new Image();
       probe.onload = function () { resolve([probe.naturalWidth, probe.naturalHeight]); URL.revokeObjectURL(probe.src); };
-      probe.onerror = function () { resolve(null); };
+      probe.onerror = function () { resolve(null); URL.revokeObjectURL(probe.src); };
       probe.src = URL.createObjectURL(file);
     });
   }
 
+  // Iterating on a job without a control picture: its result is the control
+  // picture; its size is the output's (the quote follows it).
+  const parentPicture = document.getElementById("preview");
+  function useParentSize() {
+    const src = parentPicture && parentPicture.dataset.parentSrc;
+    if (!src || controlInput.files[0]) return;
+    const probe = new Image();
+    probe.onload = function () {
+      section.dataset.size = probe.naturalWidth + "x" + probe.naturalHeight;
+      form.dispatchEvent(new Event("change"));
+    };
+    probe.src = src;
+  }
+
+  let asked = 0; // the latest preview asked for: an older answer arriving late is dropped
   async function showPreview() {
     const file = controlInput.files[0];
     if (!file || section.hidden) return;
+    const ask = ++asked;
     const natural = await pictureSize(file);
     if (natural && section.dataset.size !== natural.join("x")) {
       section.dataset.size = natural.join("x"); // the output's size without a picture: the quote follows it
@@ -94,14 +116,17 @@
     const response = await fetch(section.dataset.previewUrl, {
       method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
     });
+    if (ask !== asked) return;
     if (!response.ok) {
       const body = await response.json().catch(function () { return {}; });
       map.hidden = true;
       note.textContent = (body.error && body.error.message) || "No preview right now.";
       return;
     }
+    const blob = await response.blob();
+    if (ask !== asked) return;
     if (shown) URL.revokeObjectURL(shown);
-    shown = URL.createObjectURL(await response.blob());
+    shown = URL.createObjectURL(blob);
     map.src = shown;
     map.hidden = false;
     map.dataset.preprocess = preprocess.value;
@@ -117,4 +142,5 @@
     radio.addEventListener("change", function () { fitControls(); schedulePreview(); });
   });
   fitControls();
+  useParentSize();
 })();

@@ -49,7 +49,19 @@
     dropzone.classList.remove("over");
     useFiles(event.dataTransfer.files);
   });
-  document.addEventListener("paste", function (event) { useFiles(event.clipboardData && event.clipboardData.files); });
+  document.addEventListener("paste", function (event) {
+    const files = event.clipboardData && event.clipboardData.files;
+    // ControlNet without a picture of one's own: the pasted one is the control picture.
+    const control = document.getElementById("id_control_image");
+    if (currentMode() === "controlnet" && fileInput.disabled && control && files && files.length) {
+      const transfer = new DataTransfer();
+      transfer.items.add(files[0]);
+      control.files = transfer.files;
+      control.dispatchEvent(new Event("change", { bubbles: true }));
+      return;
+    }
+    useFiles(files);
+  });
   fileInput.addEventListener("change", showPreview);
   showPreview();
 

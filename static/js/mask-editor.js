@@ -79,6 +79,9 @@
   function undo() {
     if (!undoStack.length) return;
     context.putImageData(undoStack.pop(), 0, 0);
+    if (undoStack.length === 0 && document.activeElement === undoButton) {
+      canvas.focus({ preventScroll: true }); // a disabled button drops the focus: keep it in the editor
+    }
     undoButton.disabled = undoStack.length === 0;
   }
 
@@ -285,8 +288,15 @@
     return target.tagName === "INPUT" && TEXT_TYPES.indexOf(target.type) >= 0;
   }
 
+  // Only while the picture or the editor's tools have focus (single-key
+  // shortcuts anywhere else would catch keys meant for the rest of the page).
+  const stage = document.getElementById("mask-stage");
+  function inEditor(target) {
+    return Boolean(target) && (editor.contains(target) || stage.contains(target));
+  }
+
   document.addEventListener("keydown", function (event) {
-    if (!active() || typing(event.target) || event.altKey) return;
+    if (!active() || !inEditor(document.activeElement) || typing(event.target) || event.altKey) return;
     const key = event.key.toLowerCase();
     if (event.ctrlKey || event.metaKey) {
       if (key !== "z" || event.shiftKey) return;

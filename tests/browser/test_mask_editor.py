@@ -79,6 +79,8 @@ def test_paint_undo_resize_and_submit_a_mask(page, live_server, tmp_path):
     assert page.evaluate(WHITE_PIXELS) == SIDE * SIDE
     page.click("#mask-undo")
     assert page.evaluate(WHITE_PIXELS) == 0
+    # The undo button, now disabled, hands the focus to the picture: the keys go on working.
+    assert page.evaluate("document.activeElement.id") == "mask-canvas"
 
     size = int(page.input_value("#mask-size"))
     page.keyboard.press("]")
@@ -124,4 +126,18 @@ def test_extending_the_canvas_outpaints_without_the_mask(page, live_server, tmp_
     with job.mask.open("rb") as stored:
         mask = np.asarray(Image.open(stored).convert("L"))
     assert (mask[:, SIDE:] == 255).all() and (mask[:, :SIDE] == 0).all()
+    assert page.errors == []
+
+
+def test_the_editors_keys_act_only_where_the_editor_has_focus(page, live_server, tmp_path):
+    open_inpainting(page, live_server, tmp_path)
+    size = int(page.input_value("#mask-size"))
+    page.focus("input[name=model][value=test-sd1]")  # elsewhere on the page: keys keep their meaning
+    page.keyboard.press("]")
+    page.keyboard.press("e")
+    assert int(page.input_value("#mask-size")) == size
+    assert page.get_attribute("#mask-eraser", "aria-pressed") == "false"
+    page.focus("#mask-canvas")
+    page.keyboard.press("e")
+    assert page.get_attribute("#mask-eraser", "aria-pressed") == "true"
     assert page.errors == []
