@@ -49,3 +49,21 @@ def test_the_eager_speed_ups_keep_the_pixels(test_checkpoints, settings, slug):
     a = np.asarray(run_img2img(vanilla, spec, SOURCE, JOB)[0], dtype=np.int16)
     b = np.asarray(run_img2img(fast, spec, SOURCE, JOB)[0], dtype=np.int16)
     assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05
+
+
+def test_a_controlnet_call_runs_the_unet_eagerly_at_a_warm_shape():
+    """At a shape warm_up compiled, the compiled UNet runs, except for a
+    ControlNet call (eager=True): its residual inputs are not in the graph."""
+    from types import SimpleNamespace
+
+    from workers.accel import compiled_if_warm
+
+    compiled = object()
+    unet = SimpleNamespace(_compiled_call_impl=compiled, config=SimpleNamespace())
+    pipe = SimpleNamespace(unet=unet, _accel_warm={(1, True, 64, 64)})
+    shape = {"guidance_scale": 7.0, "width": 64, "height": 64}
+    with compiled_if_warm(pipe, 1, **shape):
+        assert pipe.unet._compiled_call_impl is compiled
+    with compiled_if_warm(pipe, 1, eager=True, **shape):
+        assert pipe.unet._compiled_call_impl is None
+    assert pipe.unet._compiled_call_impl is compiled
