@@ -19,6 +19,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -371,7 +372,25 @@ def job_cancel(*, user, job_id) -> Job:
 # --- Worker side --------------------------------------------------------------------
 
 
-def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
+@dataclass(frozen=True)
+class Abilities:
+    """What a worker can run beyond its checkpoints: the ControlNets it has
+    and the annotators with weights. A claim takes a ControlNet job only for
+    a worker that can run it; the job waits for one that can (its own
+    message, a later turn of its checkpoint, or the sweep's resend)."""
+
+    controls: frozenset[str] = frozenset()
+    annotators: frozenset[str] = frozenset()
+
+    def runnable(self) -> Q:
+        """The jobs these abilities can run, as a filter."""
+        cannot = Q(mode=Mode.CONTROLNET) & (
+            ~Q(controlnet__slug__in=self.controls) | Q(preprocess__in=NEEDS_WEIGHTS - self.annotators)
+        )
+        return ~cannot
+
+
+def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilities | None = None) -> Job | None:
     """A worker took the message of job `job_id` (from the queue of
     checkpoint `slug`): take a job of that checkpoint for `worker`, queued ->
     running by a conditional update, or None when none is queued.
@@ -384,7 +403,10 @@ def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
     (deleted) or taken over still serves the queue. A running job whose owner
     process is provably dead (the message came back after its worker was
     killed) is taken over at once, or failed and released when it has used
-    its attempts, instead of waiting for its lease to run out."""
+    its attempts, instead of waiting for its lease to run out.
+
+    `abilities`: what the worker can run (None: anything, as a worker
+    process run in place, by tests, can)."""
     message_job = Job.objects.filter(id=job_id).select_related("checkpoint").first()
     if message_job is not None and message_job.status != Status.QUEUED:
         job_received(job_id)
@@ -393,20 +415,35 @@ def job_claim(*, job_id, worker: str, slug: str | None = None) -> Job | None:
         and message_job.status == Status.RUNNING
         and message_job.worker != worker
         and worker_is_gone(message_job.worker)
+        and (
+            abilities is None
+            or message_job.mode != Mode.CONTROLNET
+            or Job.objects.filter(abilities.runnable(), id=message_job.id).exists()
+        )
         and (taken := _take_over(message_job, worker)) is not None
     ):
         return taken
     if message_job is not None:
         checkpoint_id = message_job.checkpoint_id
+        if (
+            abilities is not None
+            and message_job.status == Status.QUEUED
+            and message_job.mode == Mode.CONTROLNET
+            and not Job.objects.filter(abilities.runnable(), id=message_job.id).exists()
+        ):
+            # Its turn came to a worker that cannot run it: unmarked, the
+            # reaper's sweep sends it again (JOB_RESEND_AFTER), to whoever
+            # takes its checkpoint's next turn; this one serves the queue.
+            job_received(job_id)
     else:
         job_received(job_id)
         checkpoint_id = Checkpoint.objects.filter(slug=slug).values_list("id", flat=True).first() if slug else None
         if checkpoint_id is None:
             return None
-    return _claim_next(checkpoint_id, worker)
+    return _claim_next(checkpoint_id, worker, abilities)
 
 
-def job_claim_warm(*, slugs: list[str], worker: str) -> Job | None:
+def job_claim_warm(*, slugs: list[str], worker: str, abilities: Abilities | None = None) -> Job | None:
     """Model affinity: a worker took a turn of a checkpoint it does not hold
     and sent that turn back to its queue; take instead the next job (fair
     order) of the first of `slugs` (checkpoints it holds) that has one, or
@@ -414,18 +451,21 @@ def job_claim_warm(*, slugs: list[str], worker: str) -> Job | None:
     checkpoint, harmless."""
     ids = dict(Checkpoint.objects.filter(slug__in=slugs).values_list("slug", "id"))
     for slug in slugs:
-        if slug in ids and (job := _claim_next(ids[slug], worker)) is not None:
+        if slug in ids and (job := _claim_next(ids[slug], worker, abilities)) is not None:
             return job
     return None
 
 
-def _claim_next(checkpoint_id, worker: str) -> Job | None:
-    """The next queued job of the checkpoint in the fair queue, claimed for
-    `worker`: a lost race reads the queue again, so a turn is never wasted
-    while a job waits."""
+def _claim_next(checkpoint_id, worker: str, abilities: Abilities | None = None) -> Job | None:
+    """The next queued job of the checkpoint in the fair queue that `worker`
+    can run, claimed for it: a lost race reads the queue again, so a turn is
+    never wasted while a job waits."""
     tried: set = set()
     while True:
-        queued = fair_queue(checkpoint_id=checkpoint_id).values_list("id", flat=True)[: CLAIM_TRIES + len(tried)]
+        queue = fair_queue(checkpoint_id=checkpoint_id)
+        if abilities is not None:
+            queue = queue.filter(abilities.runnable())
+        queued = queue.values_list("id", flat=True)[: CLAIM_TRIES + len(tried)]
         candidates = [candidate for candidate in queued if candidate not in tried][:CLAIM_TRIES]
         if not candidates:
             return None

@@ -390,3 +390,24 @@ def test_the_create_page_submits_controlnet_and_the_job_page_shows_the_control_p
     client.post("/create/", {**form, "use_picture": "1", "strength": "0.5", **files})
     variant = Job.objects.exclude(id=job.id).get()
     assert variant.input_image and variant.strength == 0.5
+
+
+def test_a_worker_claims_only_the_controlnet_jobs_it_can_run(paid_api, alice, gpu_worker, controls):
+    from generation.services import Abilities, job_claim
+
+    ControlNet.objects.filter(slug="test-sd1-canny").update(kind="depth")
+    depth = controlnet(paid_api, control_image=square_png(), steps=2).json()  # the depth annotator
+    canny = controlnet(paid_api, control_image=square_png(), steps=2, preprocess="canny").json()
+    plain = paid_api.post(
+        "/api/v1/txt2img", {"model": "test-sd1", "prompt": "a hill", "steps": 2, "width": 64, "height": 64}
+    ).json()
+    # Neither the network nor the annotator: only the plain job, whosever turn it is.
+    unable = Abilities()
+    assert str(job_claim(job_id=depth["id"], worker="w1", abilities=unable).id) == plain["id"]
+    assert job_claim(job_id=canny["id"], worker="w1", abilities=unable) is None
+    # The network but not the annotator: the canny job, not the depth one.
+    no_depth = Abilities(controls=frozenset({"test-sd1-canny"}))
+    assert str(job_claim(job_id=depth["id"], worker="w2", abilities=no_depth).id) == canny["id"]
+    assert job_claim(job_id=depth["id"], worker="w2", abilities=no_depth) is None
+    both = Abilities(controls=frozenset({"test-sd1-canny"}), annotators=frozenset({"depth"}))
+    assert str(job_claim(job_id=depth["id"], worker="w3", abilities=both).id) == depth["id"]

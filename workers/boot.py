@@ -45,7 +45,8 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from generation.availability import worker_name
     from generation.dispatch import queue_for
     from generation.models import Checkpoint
-    from workers import moderation
+    from generation.services import Abilities
+    from workers import moderation, services
     from workers.accel import Speedups
     from workers.annotators import annotators_here
     from workers.runtime import preload
@@ -55,6 +56,7 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
     _controls[:] = servable_controls(settings.WORKER_CONTROLNETS, served=_served) if _served else []
     _annotators[:] = annotators_here() if _controls else []
+    services.abilities = Abilities(controls=frozenset(_controls), annotators=frozenset(_annotators))
     if _served:
         moderation.check_setup()  # says whether the image check is on; a model without the labels stops the worker
     families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))

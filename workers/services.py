@@ -26,6 +26,7 @@ from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job
 from generation.modes import Mode
 from generation.params import JobParams, fewest_steps
 from generation.services import (
+    Abilities,
     job_claim,
     job_claim_companions,
     job_claim_warm,
@@ -160,6 +161,12 @@ def servable_controls(requested: str, *, served: list[str]) -> list[str]:
     return offered
 
 
+# What this worker can run beyond its checkpoints (workers.boot sets it at
+# start); None in a process that did not boot as a worker (tests run jobs in
+# place), which claims anything.
+abilities: Abilities | None = None
+
+
 def controlnet_for(control: ControlNet, *, dtype):
     """A ControlNet's network, loaded once into this process's pipeline
     cache (its memory counts in the cache's budget)."""
@@ -275,14 +282,14 @@ def _take_turn(*, job_id: str, slug: str | None, hops: int, worker: str) -> Job 
     if slug and slug not in held and may_forward(hops):
         if job_forward(job_id=job_id, slug=slug, worker=worker):
             return FORWARDED
-        warm = job_claim_warm(slugs=held[::-1], worker=worker)
+        warm = job_claim_warm(slugs=held[::-1], worker=worker, abilities=abilities)
         if warm is not None:
             try:
                 job_send_back(job_id=job_id, slug=slug, worker=worker)
             except Exception:  # its job stays queued unmarked: the reaper's sweep sends it
                 log.warning("could not send a turn of %s back; the sweep will", slug, exc_info=True)
             return warm
-    return job_claim(job_id=job_id, worker=worker, slug=slug)
+    return job_claim(job_id=job_id, worker=worker, slug=slug, abilities=abilities)
 
 
 def _run_together(jobs: list[Job]) -> list[str]:
