@@ -310,11 +310,7 @@ def image(request: HttpRequest, image_id: str):
     summary="An inpainting job's mask (PNG, white = changed); yours only",
 )
 def job_mask(request: HttpRequest, job_id: str):
-    found = job_for_user(user=request.user, job_id=job_id)
-    if not found.mask:
-        raise JobNotFound("That job has no mask (not inpainting, or deleted by retention).")
-    job_viewed(user=request.user, job=found, what="the mask")
-    return private_file_response(found.mask, content_type="image/png", filename=f"{found.id}-mask.png")
+    return _job_file(request, job_id, "mask", name="mask", what="mask", mode="inpainting")
 
 
 @router.get(
@@ -325,11 +321,18 @@ def job_mask(request: HttpRequest, job_id: str):
     summary="A ControlNet job's control picture (PNG, as sent); yours only",
 )
 def job_control(request: HttpRequest, job_id: str):
+    return _job_file(request, job_id, "control_image", name="control", what="control picture", mode="ControlNet")
+
+
+def _job_file(request: HttpRequest, job_id: str, field: str, *, name: str, what: str, mode: str):
+    """A job's own file (`field`), served to its owner (staff: logged) like
+    its results; 404 for a job without one."""
     found = job_for_user(user=request.user, job_id=job_id)
-    if not found.control_image:
-        raise JobNotFound("That job has no control picture (not ControlNet, or deleted by retention).")
-    job_viewed(user=request.user, job=found, what="the control picture")
-    return private_file_response(found.control_image, content_type="image/png", filename=f"{found.id}-control.png")
+    stored = getattr(found, field)
+    if not stored:
+        raise JobNotFound(f"That job has no {what} (not {mode}, or deleted by retention).")
+    job_viewed(user=request.user, job=found, what=f"the {what}")
+    return private_file_response(stored, content_type="image/png", filename=f"{found.id}-{name}.png")
 
 
 def _submitted(request: HttpRequest, key: str | None, *, data: Schema, fingerprinted, **uploads):

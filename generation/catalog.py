@@ -417,45 +417,48 @@ def catalog_seed() -> list[Checkpoint]:
 @transaction.atomic
 def catalog_seed_controlnets() -> list[ControlNet]:
     """Create the seeded ControlNets that do not exist yet (staff edits are kept)."""
-    created = []
-    for order, seed in enumerate(CONTROL_SEEDS):
-        control, made = ControlNet.objects.get_or_create(
-            slug=seed.slug,
-            defaults={
-                "name": seed.name,
-                "family": seed.family,
-                "kind": seed.kind,
-                "source_kind": "hub",
-                "source": seed.source,
-                "variant": seed.variant,
-                "description": seed.description,
-                "cost_factor": seed.cost_factor,
-                "sort_order": 100 + order,
-            },
-        )
-        if made:
-            created.append(control)
-    return created
+    return _controlnets_once(
+        {
+            "slug": seed.slug,
+            "name": seed.name,
+            "family": seed.family,
+            "kind": seed.kind,
+            "source_kind": "hub",
+            "source": seed.source,
+            "variant": seed.variant,
+            "description": seed.description,
+            "cost_factor": seed.cost_factor,
+            "sort_order": 100 + order,
+        }
+        for order, seed in enumerate(CONTROL_SEEDS)
+    )
 
 
 @transaction.atomic
 def catalog_register_test_controlnets(built) -> list[ControlNet]:
     """Add (once) catalog entries for the random-weight test ControlNets."""
+    return _controlnets_once(
+        {
+            "slug": item.slug,
+            "name": item.name,
+            "family": item.family,
+            "kind": item.kind,
+            "source_kind": "folder",
+            "source": item.folder,
+            "is_test": True,
+            "description": "Random weights: the output is noise.",
+            "sort_order": order,
+        }
+        for order, item in enumerate(built)
+    )
+
+
+def _controlnets_once(entries) -> list[ControlNet]:
+    """Create each ControlNet unless its slug exists (staff edits to an
+    existing row are kept); return those created."""
     created = []
-    for order, item in enumerate(built):
-        control, made = ControlNet.objects.get_or_create(
-            slug=item.slug,
-            defaults={
-                "name": item.name,
-                "family": item.family,
-                "kind": item.kind,
-                "source_kind": "folder",
-                "source": item.folder,
-                "is_test": True,
-                "description": "Random weights: the output is noise.",
-                "sort_order": order,
-            },
-        )
+    for fields in entries:
+        control, made = ControlNet.objects.get_or_create(slug=fields.pop("slug"), defaults=fields)
         if made:
             created.append(control)
     return created
