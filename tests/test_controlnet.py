@@ -148,6 +148,7 @@ def test_the_controlnet_guides_the_picture_and_the_same_seed_gives_the_same_pixe
 def test_controlnet_at_512_px_from_the_prompt_and_from_a_picture(pipes):
     from_prompt = run_control(pipes, "test-sd1", "test-sd1-canny", side=512, steps=2)
     assert from_prompt.shape == (512, 512, 3)
+    assert run_control(pipes, "test-sdxl", "test-sdxl-canny", side=512, steps=2).shape == (512, 512, 3)
     picture = Image.open(io.BytesIO(noise_png((512, 512), seed=4)))
     from_picture = run_control(pipes, "test-sd1", "test-sd1-canny", side=512, steps=2, image=picture)
     assert from_picture.shape == (512, 512, 3) and not np.array_equal(from_picture, from_prompt)
@@ -246,12 +247,18 @@ def test_a_picture_alone_both_guides_and_seeds_and_its_quote_is_its_charge(paid_
     assert np.array_equal(pixels_of(paid_api, done["control_image_url"]), np.asarray(Image.open(io.BytesIO(picture))))
 
 
-def test_the_depth_annotator_makes_the_map_on_the_worker(paid_api, gpu_worker, controls):
+def test_the_depth_annotator_makes_the_map_on_the_worker_and_counts_in_its_cache(paid_api, gpu_worker, controls):
+    from workers.runtime import module_bytes
+    from workers.services import pipeline_cache
+
     ControlNet.objects.filter(slug="test-sd1-canny").update(kind="depth")  # a depth ControlNet (random weights)
     response = controlnet(paid_api, control_image=noise_png((64, 64)), steps=2)
     assert response.status_code == 202, response.json()
     assert response.json()["preprocess"] == "depth"
     assert run_here(paid_api, response)["status"] == "succeeded"
+    held = pipeline_cache()._networks
+    depth = next(network for key, network in held.items() if key[0] == "annotator")
+    assert module_bytes(depth.model) > 0 and pipeline_cache().memory_bytes() >= module_bytes(depth.model)
 
 
 def test_retention_deletes_the_control_picture_and_a_retry_with_the_key_is_the_same_job(

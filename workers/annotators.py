@@ -12,7 +12,6 @@ be sent with preprocess=none instead.
 from __future__ import annotations
 
 import logging
-from functools import cache
 from pathlib import Path
 
 from django.conf import settings
@@ -34,19 +33,19 @@ def annotators_here() -> list[str]:
     return [name for name, marker in RUNS.items() if (annotator_folder(name) / marker).exists()]
 
 
-def annotate(name: str, picture, *, device: str):
-    """The map (RGB, the picture's size) of annotator `name`."""
+def annotate(name: str, picture, *, cache):
+    """The map (RGB, the picture's size) of annotator `name`, its model held
+    in the worker's pipeline cache (`cache`: its budget counts it)."""
     if name not in RUNS:
         raise ValueError(f"no annotator {name!r} here")
-    estimate = _depth_estimator(str(annotator_folder(name)), device)
+    folder = str(annotator_folder(name))
+    estimate = cache.network(("annotator", name, folder), lambda: _depth_estimator(folder, cache.device))
     depth = estimate(picture.convert("RGB"))["depth"]
     return depth.convert("RGB").resize(picture.size)
 
 
-@cache
 def _depth_estimator(folder: str, device: str):
-    """transformers' depth-estimation pipeline over a local model, loaded
-    once per process."""
+    """transformers' depth-estimation pipeline over a local model."""
     from transformers import pipeline
 
     log.info("loading the depth annotator from %s", folder)

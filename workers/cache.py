@@ -59,7 +59,7 @@ class PipelineCache:
             return pipe, True
 
     def network(self, key, load: Callable[[], Any]) -> Any:
-        """A network run beside the pipelines (a ControlNet), by `key`,
+        """A network run beside the pipelines (a ControlNet, an annotator), by `key`,
         loaded by `load()` on a miss. It counts in the budget; over it,
         networks go first (least recently used first), then pipelines, never
         the pipeline used last (the one this network runs with)."""
@@ -80,7 +80,9 @@ class PipelineCache:
 
         seen: dict[int, int] = {}
         modules = [module for entry in self._entries.values() for module in _modules(entry.pipe)]
-        for module in modules + list(self._networks.values()):
+        # A network is a torch module, or wraps one as `model` (a transformers pipeline).
+        networks = [getattr(network, "model", network) for network in self._networks.values()]
+        for module in modules + networks:
             seen.setdefault(id(module), module_bytes(module))
         return sum(seen.values())
 

@@ -404,7 +404,7 @@ def _control_of(job: Job):
         return control_map(picture, job.preprocess)
     from workers.annotators import annotate
 
-    return annotate(job.preprocess, picture, device=pipeline_cache().device)
+    return annotate(job.preprocess, picture, cache=pipeline_cache())
 
 
 def _failed(job: Job, exc: BaseException) -> str:

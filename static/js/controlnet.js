@@ -80,24 +80,27 @@
   }
 
   // Iterating on a job without a control picture: its result is the control
-  // picture; its size is the output's (the quote follows it).
+  // picture (the server takes it), previewed and sized the same way.
   const parentPicture = document.getElementById("preview");
-  function useParentSize() {
+  let parentFile = null;
+  async function controlFile() {
+    if (controlInput.files[0]) return controlInput.files[0];
     const src = parentPicture && parentPicture.dataset.parentSrc;
-    if (!src || controlInput.files[0]) return;
-    const probe = new Image();
-    probe.onload = function () {
-      section.dataset.size = probe.naturalWidth + "x" + probe.naturalHeight;
-      form.dispatchEvent(new Event("change"));
-    };
-    probe.src = src;
+    if (!src) return null;
+    if (!parentFile) {
+      const response = await fetch(src, { credentials: "same-origin" });
+      if (!response.ok) return null;
+      parentFile = new File([await response.blob()], "parent.png", { type: "image/png" });
+    }
+    return parentFile;
   }
 
   let asked = 0; // the latest preview asked for: an older answer arriving late is dropped
   async function showPreview() {
-    const file = controlInput.files[0];
-    if (!file || section.hidden) return;
+    if (section.hidden) return;
     const ask = ++asked;
+    const file = await controlFile();
+    if (!file || ask !== asked) return;
     const natural = await pictureSize(file);
     if (natural && section.dataset.size !== natural.join("x")) {
       section.dataset.size = natural.join("x"); // the output's size without a picture: the quote follows it
@@ -142,5 +145,5 @@
     radio.addEventListener("change", function () { fitControls(); schedulePreview(); });
   });
   fitControls();
-  useParentSize();
+  schedulePreview();
 })();

@@ -85,4 +85,20 @@ def test_pick_a_controlnet_preview_its_map_and_run_it(page, live_server, tmp_pat
         96,
     )
     assert job.credits_charged == 2 and page.is_visible("text=Keep its structure")
+
+    # "Keep its structure": the result is the next job's control picture,
+    # previewed before submitting.
+    page.click("text=Keep its structure")
+    page.wait_for_url("**/create/?parent=*")
+    assert page.is_checked("input[name=mode][value=controlnet]") and page.input_value("#id_control_image") == ""
+    page.wait_for_selector("#control-map:not([hidden])")
+    page.fill("#id_prompt", "the same house in winter")
+    page.fill("#id_steps", "3")
+    page.click("form#create-form button[type=submit]")
+    page.wait_for_url("**/jobs/*/")
+    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    child = Job.objects.get(user=page.user, parent=job)
+    assert (child.status, child.mode, child.width, child.height) == ("succeeded", "controlnet", 128, 96)
+    with child.control_image.open("rb") as control, job.images.first().file.open("rb") as result:
+        assert np.array_equal(np.asarray(Image.open(control)), np.asarray(Image.open(result)))
     assert page.errors == []

@@ -141,3 +141,32 @@ def test_the_editors_keys_act_only_where_the_editor_has_focus(page, live_server,
     page.keyboard.press("e")
     assert page.get_attribute("#mask-eraser", "aria-pressed") == "true"
     assert page.errors == []
+
+
+def test_a_finger_paints_a_stroke(page, live_server, tmp_path):
+    """Touch input (Chromium's own touch events, through the DevTools
+    protocol) paints like the mouse: Pointer Events of type touch."""
+    open_inpainting(page, live_server, tmp_path)
+    page.locator("#mask-canvas").scroll_into_view_if_needed()
+    box = page.locator("#mask-canvas").bounding_box()
+    scale = box["width"] / SIDE
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+    page.evaluate(
+        """() => { window.kinds = []; document.getElementById("mask-canvas")
+            .addEventListener("pointerdown", (e) => window.kinds.push(e.pointerType)); }"""
+    )
+
+    def touch(kind, x, y=64):
+        points = [] if kind == "touchEnd" else [{"x": box["x"] + x * scale, "y": box["y"] + y * scale}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    touch("touchStart", 16)
+    for x in range(24, 113, 8):
+        touch("touchMove", x)
+    touch("touchEnd", 112)
+    kinds = page.evaluate("window.kinds")
+    assert kinds == ["touch"]
+    painted = page.evaluate(WHITE_PIXELS)
+    assert painted > 90 * 4  # a continuous line across the picture, not a dot
+    assert page.errors == []
