@@ -90,6 +90,15 @@ def choose_worker(slug: str, workers: list[dict], *, exclude: str | None = None)
     return chosen[0]["worker"] if chosen else None
 
 
+def able_worker(slug: str, workers: list[dict], able, *, exclude: str | None = None) -> dict | None:
+    """A live worker that serves `slug`, consumes a direct queue and passes
+    `able(heartbeat)` (it can run the job: a ControlNet's network): an idle
+    holder first, then a busy holder, then any other."""
+    found = [w for w in workers if w.get("worker") != exclude and w.get("queue") and able(w)]
+    holders = choose_workers(slug, found, busy=True)
+    return holders[0] if holders else (found[0] if found else None)
+
+
 def may_forward(hops: int) -> bool:
     return settings.JOB_AFFINITY and hops < MAX_HOPS
 

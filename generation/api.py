@@ -118,13 +118,14 @@ def models(request: HttpRequest):
 
 @router.post(
     "/quote",
-    response={200: QuoteOut, **_errors(400, 429, 503, *WRITE)},
+    response={200: QuoteOut, **_errors(400, 404, 429, 503, *WRITE)},
     summary="What a job with these settings would cost (nothing is held)",
     description="`mode` is the submit's: img2img (the default; with its picture, or its size), txt2img (no "
     "picture: one sent is ignored; every step runs, so `strength` is ignored), inpaint (with its picture; "
     "`strength` 1 by default; with expand_* the price is the grown canvas's; the other modes ignore expand_*) or "
-    "controlnet (with `control` and its guidance span; with `image` or `strength` the image to image variant; "
-    "sized by `image`, else `control_image`, else width and height).",
+    "controlnet (with `control` and its guidance span; with `image` or `strength` the image to image variant). "
+    "The size is `width` x `height`, else the picture's (`image`; for controlnet else `control_image`), else "
+    "`parent_job`'s first result's (404 for a job that is not yours).",
 )
 def quote(
     request: HttpRequest,
@@ -134,13 +135,14 @@ def quote(
 ):
     # With a picture, a quote decodes and re-encodes it like a submit: limited
     # per person (per client address without one), QUOTE_RATE_LIMIT.
-    if (
-        (image is not None or control_image is not None)
-        and data.mode != "txt2img"
-        and is_ratelimited(request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True)
+    decoded = (image is not None and data.mode != "txt2img") or (
+        control_image is not None and data.mode == "controlnet"
+    )
+    if decoded and is_ratelimited(
+        request, group="quote", key="user_or_ip", rate=settings.QUOTE_RATE_LIMIT, increment=True
     ):
         raise RateLimited("Too many quotes with a picture; wait a minute, or quote without the picture.")
-    return {"credits": job_quote(data=data, upload=image, control_upload=control_image)}
+    return {"credits": job_quote(data=data, upload=image, control_upload=control_image, user=request.user)}
 
 
 @router.post(
@@ -218,14 +220,16 @@ def inpaint(
     response={202: JobOut, **_errors(400, 402, 404, 429, 503, *SUBMIT, *WRITE)},
     summary="Submit a ControlNet job (multipart); its credits are held until it ends",
     description="Keeps the structure of `control_image` (or `parent_job`'s first result) and makes the rest from "
-    "the prompt. `control` is a ControlNet that fits the model (`controlnets` in GET /api/v1/models); one of "
-    "another family answers 400 naming `control`, one no live worker has 503. `preprocess` turns the control "
+    "the prompt (`image` alone is both: it guides and seeds). `control` is a ControlNet that fits the model "
+    "(`controlnets` in GET /api/v1/models); one of another family answers 400 naming `control`, one that no live "
+    "worker serving the model has 503. `preprocess` turns the control "
     "picture into the ControlNet's map on the worker (default: the ControlNet's kind): none, canny (edges), "
     "scribble (a drawing, dark on light or light on dark), or depth, openpose and lineart, which need annotator "
     "weights: where no live worker has them, 400 naming `preprocess` (send a ready map with preprocess=none). "
     "`conditioning_scale` (0-2) and `control_start`/`control_end` (fractions of the steps) set how strongly and "
     "when it guides. With `image`, the image to image variant: the picture seeds the colours and `strength` "
-    "applies; without it every step runs. The output is the picture's size (else the control picture's) fitted "
+    "applies; without it every step runs and a `strength` is refused (400). The output is the picture's size "
+    "(else the control picture's) fitted "
     "to the model, or `width` x `height`. The price is the model's times the ControlNet's `cost_factor` over the "
     "steps it guides. Prompts are moderated as for img2img.",
 )

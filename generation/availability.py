@@ -69,6 +69,17 @@ def available_annotators() -> set[str]:
     return {name for worker in live_workers() for name in worker.get("annotators", [])}
 
 
+def runs_controlnet(worker: dict, *, slug: str, control: str, annotator: str | None = None) -> bool:
+    """Whether this heartbeat shows a worker that serves checkpoint `slug`
+    and has ControlNet `control` (and `annotator`, when the job's preprocess
+    needs one)."""
+    return (
+        slug in worker.get("serves", [])
+        and control in worker.get("controls", [])
+        and (annotator is None or annotator in worker.get("annotators", []))
+    )
+
+
 def worker_name() -> str:
     """This process's name in heartbeats and job leases: "host:ns:pid", ns
     being its pid namespace (two containers may share a host name)."""

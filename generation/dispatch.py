@@ -28,7 +28,7 @@ from celery import current_app
 from django.conf import settings
 
 from generation import affinity
-from generation.availability import heartbeat_client
+from generation.availability import heartbeat_client, live_workers
 from generation.observe import job_context, job_event
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,18 @@ def job_forward(*, job_id, slug: str, worker: str) -> bool:
         log.warning("could not forward a turn of %s; serving it here", slug, exc_info=True)
         return False
     job_event("dispatched", job_id, model=slug, queue=target["queue"], hops=1, reason="forward", by_worker=worker)
+    return True
+
+
+def job_redirect(*, job_id, slug: str, worker: str, able) -> bool:
+    """A worker took the turn of a job it cannot run (a ControlNet it does
+    not have): send the turn straight to the queue of a live worker that can
+    (able(heartbeat)), serving `slug`, if there is one (True). Raises like
+    job_dispatch."""
+    target = affinity.able_worker(slug, live_workers(), able, exclude=worker)
+    if target is None:
+        return False
+    _send_turn(job_id=job_id, slug=slug, hops=1, target=target, reason="redirect")
     return True
 
 

@@ -130,12 +130,14 @@ def _open(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
-def control_picture(upload, *, largest: int) -> Image.Image:
+def control_picture(upload, *, largest: int | None) -> Image.Image:
     """A control picture for a preview: checked like any upload, decoded
-    once, flattened on black and made to fit within `largest` pixels a side
-    (what a job's output can be), so the preview's work is bounded."""
+    once, flattened on black and, given `largest`, made to fit within that
+    many pixels a side (what a job's output can be), so the preview's work
+    is bounded."""
     image = _flatten(_decoded(upload, field="control_image"), (0, 0, 0))
-    image.thumbnail((largest, largest), Image.Resampling.LANCZOS)
+    if largest is not None:
+        image.thumbnail((largest, largest), Image.Resampling.LANCZOS)
     return image
 
 

@@ -168,7 +168,9 @@ class QuoteIn(_SettingsIn, _OutpaintIn):
         "`control_image`)",
     )
     strength: Strength | Omitted = Field(
-        None, description="img2img and inpaint: how much to change, 0-1; default: the model's (inpaint: 1)"
+        None,
+        description="img2img, inpaint and controlnet with a picture: how much to change, 0-1; default: the "
+        "model's (inpaint: 1)",
     )
     control: ControlSlug | Omitted = Field(
         None, description="controlnet: the ControlNet's slug (its network adds to the price)"

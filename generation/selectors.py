@@ -4,6 +4,7 @@ lineage."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,18 +44,27 @@ LINEAGE_DEPTH = 20
 def checkpoints_for_catalog() -> list[Checkpoint]:
     """The enabled checkpoints with their tags, each with `available` set
     from the live worker heartbeats and `controlnets`, the enabled
-    ControlNets that fit it (each with its own `available`): three queries
-    and one Redis read."""
+    ControlNets that fit it (each `available` where a worker serving this
+    model has it): three queries and one Redis read."""
     workers = live_workers()
     available = {slug for worker in workers for slug in worker.get("serves", [])}
-    controls = {slug for worker in workers for slug in worker.get("controls", [])}
+    # A ControlNet is available with a model where a worker serving the model has it.
+    pairs = {
+        (slug, control)
+        for worker in workers
+        for slug in worker.get("serves", [])
+        for control in worker.get("controls", [])
+    }
     checkpoints = list(Checkpoint.objects.filter(enabled=True).prefetch_related("tags"))
     controlnets = list(ControlNet.objects.filter(enabled=True))
-    for control in controlnets:
-        control.available = control.slug in controls
     for checkpoint in checkpoints:
         checkpoint.available = checkpoint.slug in available
-        checkpoint.controlnets = [control for control in controlnets if control.fits(checkpoint)]
+        checkpoint.controlnets = []
+        for control in controlnets:
+            if control.fits(checkpoint):
+                fitted = copy.copy(control)  # its own `available`, for this model
+                fitted.available = (checkpoint.slug, control.slug) in pairs
+                checkpoint.controlnets.append(fitted)
     return checkpoints
 
 

@@ -38,6 +38,7 @@ from generation.availability import (
     available_slugs,
     heartbeat_client,
     live_workers,
+    runs_controlnet,
     worker_is_beating,
     worker_is_gone,
 )
@@ -45,6 +46,7 @@ from generation.controls import NEEDS_WEIGHTS, Preprocess, control_map
 from generation.dispatch import (
     job_dispatch,
     job_received,
+    job_redirect,
     job_stop_request,
     job_stop_requested,
     jobs_unsent,
@@ -91,10 +93,12 @@ NO_CONTROL_IMAGE = "Send a control picture (or parent_job, whose first result is
 NO_PICTURE_STRENGTH = "A strength applies to a picture (image); without one every step runs: leave strength out."
 
 
-def job_quote(*, data: QuoteIn, upload=None, control_upload=None) -> int:
+def job_quote(*, data: QuoteIn, upload=None, control_upload=None, user=None) -> int:
     """The credits a submit with these fields would hold (no prompt needed).
     A text to image quote ignores a picture (its submit takes none); only an
-    inpainting quote reads expand_* (the other modes ignore them)."""
+    inpainting quote reads expand_* (the other modes ignore them). The size
+    comes from width and height, else the picture, else (ControlNet) the
+    control picture, else `user`'s parent job's first result."""
     checkpoint = checkpoint_for_submit(data.model)
     size = _image_size(upload) if upload is not None and data.mode != Mode.TXT2IMG else None
     control = None
@@ -102,6 +106,11 @@ def job_quote(*, data: QuoteIn, upload=None, control_upload=None) -> int:
         control = _control_for(checkpoint, data.control)
         if size is None and control_upload is not None:
             size = _image_size(control_upload, field="control_image")
+    if size is None and data.parent_job and user is not None and data.mode != Mode.TXT2IMG:
+        # Without a file, a submit starts from (or, ControlNet, is guided by)
+        # the parent's first result: its size.
+        first = job_for_user(user=user, job_id=data.parent_job).images.first()
+        size = (first.width, first.height) if first is not None else None
     # A ControlNet quote with a picture or a strength is its image to image
     # variant's (a submit takes a strength only with a picture).
     params = job_params(
@@ -260,7 +269,8 @@ def control_preview(*, data: ControlPreviewIn, upload) -> bytes:
     largest side an output can have."""
     if (data.width is None) != (data.height is None):
         raise InvalidParams({"width": "Give both width and height, or neither."})
-    picture = control_picture(upload, largest=MAX_SIDE)
+    # Resampled once: to the output size, else within the largest side.
+    picture = control_picture(upload, largest=None if data.width is not None else MAX_SIDE)
     if data.width is not None:
         picture = picture.resize((data.width, data.height), Image.Resampling.LANCZOS)
     out = io.BytesIO()
@@ -290,6 +300,8 @@ def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None,
     # One read of the heartbeats: a worker that serves the model must have
     # the network (and the annotator a preprocess needs).
     workers = live_workers()
+    if not any(checkpoint.slug in worker.get("serves", []) for worker in workers):
+        raise ModelUnavailable(f"No worker can run {checkpoint.name} right now.", fields={"model": "unavailable"})
     preprocess = preprocess or control.kind
     weighted = preprocess in NEEDS_WEIGHTS
     if weighted and not any(preprocess in worker.get("annotators", []) for worker in workers):
@@ -300,12 +312,8 @@ def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None,
                 f"a ready {label} map with preprocess=none, or use canny or scribble."
             }
         )
-    if not any(
-        checkpoint.slug in worker.get("serves", [])
-        and control.slug in worker.get("controls", [])
-        and (not weighted or preprocess in worker.get("annotators", []))
-        for worker in workers
-    ):
+    annotator = preprocess if weighted else None
+    if not any(runs_controlnet(w, slug=checkpoint.slug, control=control.slug, annotator=annotator) for w in workers):
         raise ModelUnavailable(
             f"No worker can run {control.name} with {checkpoint.name} right now.",
             fields={"control": "unavailable (no worker serving this model has it now)"},
@@ -431,16 +439,32 @@ def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilit
             and message_job.mode == Mode.CONTROLNET
             and not Job.objects.filter(abilities.runnable(), id=message_job.id).exists()
         ):
-            # Its turn came to a worker that cannot run it: unmarked, the
-            # reaper's sweep sends it again (JOB_RESEND_AFTER), to whoever
-            # takes its checkpoint's next turn; this one serves the queue.
-            job_received(job_id)
+            _redirect(message_job, worker)
     else:
         job_received(job_id)
         checkpoint_id = Checkpoint.objects.filter(slug=slug).values_list("id", flat=True).first() if slug else None
         if checkpoint_id is None:
             return None
     return _claim_next(checkpoint_id, worker, abilities)
+
+
+def _redirect(job: Job, worker: str) -> None:
+    """The turn of a ControlNet job came to a worker that cannot run it (this
+    one serves the rest of its queue): the turn goes to a live worker that
+    can, or, with none now, unmarked, the reaper's sweep sends it again
+    (JOB_RESEND_AFTER) until one can (or the queue's time limit refunds it)."""
+    annotator = job.preprocess if job.preprocess in NEEDS_WEIGHTS else None
+    slug, control = job.checkpoint.slug, job.control
+
+    def able(heartbeat: dict) -> bool:
+        return runs_controlnet(heartbeat, slug=slug, control=control, annotator=annotator)
+
+    try:
+        if job_redirect(job_id=job.id, slug=slug, worker=worker, able=able):
+            return
+    except Exception:
+        log.warning("could not redirect the turn of job %s; the sweep will", job.id, exc_info=True)
+    job_received(job.id)
 
 
 def job_claim_warm(*, slugs: list[str], worker: str, abilities: Abilities | None = None) -> Job | None:

@@ -78,7 +78,12 @@ def create(request: HttpRequest) -> HttpResponse:
                 raise InvalidParams({"image": "Choose your picture, or untick “Also start from a picture of mine”."})
             mask_upload = request.FILES.get("mask") if mode == Mode.INPAINT else None
             control_upload = request.FILES.get("control_image") if mode == Mode.CONTROLNET else None
-            data = SUBMIT_FORMS[mode].from_form(request.POST)
+            fields = request.POST.dict()
+            if mode == Mode.CONTROLNET and not picture:
+                fields.pop(
+                    "strength", None
+                )  # the slider is not used without a picture (a page without scripts sends it)
+            data = SUBMIT_FORMS[mode].from_form(fields)
             job = job_submit(
                 user=request.user, data=data, upload=upload, mask_upload=mask_upload, control_upload=control_upload
             )
@@ -92,6 +97,8 @@ def create(request: HttpRequest) -> HttpResponse:
     for checkpoint in checkpoints:
         checkpoint.wait_label = wait_label(waits.get(checkpoint.slug))
         checkpoint.size_presets = size_presets(checkpoint)
+        # The ControlNets a worker serving it has now (the page offers those).
+        checkpoint.controls_offered = " ".join(c.slug for c in checkpoint.controlnets if c.available)
     if request.method == "POST":
         values = request.POST.dict()  # one value per field, as the form shows them
     elif parent is not None:

@@ -418,3 +418,75 @@ def test_a_worker_claims_only_the_controlnet_jobs_it_can_run(paid_api, alice, gp
     assert job_claim(job_id=depth["id"], worker="w2", abilities=no_depth) is None
     both = Abilities(controls=frozenset({"test-sd1-canny"}), annotators=frozenset({"depth"}))
     assert str(job_claim(job_id=depth["id"], worker="w3", abilities=both).id) == depth["id"]
+
+
+def test_a_turn_that_reaches_a_worker_without_the_controlnet_goes_to_one_with_it(
+    paid_api, controls, own_heartbeats, monkeypatch
+):
+    from generation import dispatch
+    from generation.dispatch import SENT_PREFIX
+    from generation.services import Abilities, job_claim
+    from workers.heartbeat import publish, remove
+
+    def beat(name, **fields):
+        publish(
+            worker_id=name, serves=["test-sd1"], loaded=["test-sd1"], device="cpu", queue=f"worker.{name}", **fields
+        )
+
+    beat("able", controls=["test-sd1-canny"])
+    beat("unable")
+    job = controlnet(paid_api, control_image=square_png()).json()
+    sent = []
+    monkeypatch.setattr(dispatch, "_send_turn", lambda **turn: sent.append(turn))
+    # The worker without it serves the queue (nothing else waits) and sends the turn to the one with it.
+    assert job_claim(job_id=job["id"], worker="unable", abilities=Abilities()) is None
+    assert [(turn["target"]["worker"], turn["reason"], turn["hops"]) for turn in sent] == [("able", "redirect", 1)]
+    # With no worker that has it, the turn is left to the sweep: its sent marker is cleared.
+    remove("able")
+    from generation.availability import heartbeat_client
+
+    heartbeat_client().set(SENT_PREFIX + job["id"], "1")
+    assert job_claim(job_id=job["id"], worker="unable", abilities=Abilities()) is None
+    assert len(sent) == 1 and heartbeat_client().get(SENT_PREFIX + job["id"]) is None
+
+
+def test_a_controlnet_is_offered_with_a_model_only_where_a_worker_serving_it_has_it(paid_api, controls, own_heartbeats):
+    from workers.heartbeat import publish
+
+    publish(worker_id="a", serves=["test-sd1"], loaded=[], device="cpu", controls=["test-sd1-canny", "test-sdxl-canny"])
+    publish(worker_id="b", serves=["test-sdxl-turbo"], loaded=[], device="cpu")
+    models = {model["slug"]: model for model in paid_api.get("/api/v1/models").json()["models"]}
+    assert [(c["slug"], c["available"]) for c in models["test-sd1"]["controlnets"]] == [("test-sd1-canny", True)]
+    assert [(c["slug"], c["available"]) for c in models["test-sdxl-turbo"]["controlnets"]] == [
+        ("test-sdxl-canny", False)
+    ]
+    refused = controlnet(paid_api, control_image=square_png(), model="test-sdxl-turbo", control="test-sdxl-canny")
+    assert refused.status_code == 503 and "control" in refused.json()["error"]["fields"]
+
+
+def test_a_quote_sizes_from_the_parents_result_and_the_page_ignores_a_strength_without_a_picture(
+    paid_api, alice, bob, client, gpu_worker, controls
+):
+    Checkpoint.objects.filter(slug="test-sd1").update(price_per_image=1, max_side=2048)
+    first = paid_api.post(
+        "/api/v1/txt2img", {"model": "test-sd1", "prompt": "a hill", "steps": 2, "width": 1280, "height": 1024}
+    )
+    parent = run_here(paid_api, first)
+    fields = {"model": "test-sd1", "mode": "controlnet", "control": "test-sd1-canny", "steps": 12}
+    # 12 steps at 1 credit per 12, x1.5 for the network: 2 credits at 512 px; 1280 x 1024 is two started
+    # megapixels: 3.
+    assert paid_api.post("/api/v1/quote", fields).json()["credits"] == 2
+    assert paid_api.post("/api/v1/quote", {**fields, "parent_job": parent["id"]}).json()["credits"] == 3
+    assert api_client(bob).post("/api/v1/quote", {**fields, "parent_job": parent["id"]}).status_code == 404
+    submitted = controlnet(paid_api, parent_job=parent["id"], steps=12)
+    assert (
+        submitted.json()["credits_held"]
+        == paid_api.post("/api/v1/quote", {**fields, "parent_job": parent["id"]}).json()["credits"]
+    )
+
+    # The page: a strength posted without "start from a picture" (no scripts) is not used.
+    client.force_login(alice)
+    form = {"mode": "controlnet", "model": "test-sd1", "prompt": "a barn", "steps": "3", "control": "test-sd1-canny"}
+    picture = SimpleUploadedFile("c.png", square_png())
+    response = client.post("/create/", {**form, "strength": "0.6", "control_image": picture})
+    assert response.status_code == 302 and Job.objects.order_by("-created_at").first().strength == 1.0

@@ -137,8 +137,9 @@ def servable_controls(requested: str, *, served: list[str]) -> list[str]:
     """The ControlNets this worker offers, read once at start like the
     checkpoints it serves: "all", the enabled ones that fit the architecture
     of a checkpoint it serves and whose weights are on this machine; a comma
-    list of slugs, as given (one without local weights fails its jobs as
-    missing weights, refunded); "" or "none", none."""
+    list of slugs, but not those whose catalog entry's weights are not here
+    (a slug not in the catalog yet is kept: its entry may come later); ""
+    or "none", none."""
     requested = requested.strip()
     if requested in ("", "none"):
         return []
@@ -146,7 +147,8 @@ def servable_controls(requested: str, *, served: list[str]) -> list[str]:
         slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
         for control in ControlNet.objects.filter(slug__in=slugs):
             if ControlNetSpec.from_controlnet(control).local_path() is None:
-                log.warning("ControlNet %s is offered as asked, but its weights are not here", control.slug)
+                log.warning("not offering ControlNet %s: its weights are not here", control.slug)
+                slugs.remove(control.slug)
         return slugs
     families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
     architectures = {FAMILIES[family].architecture for family in families}
@@ -307,7 +309,6 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     on_step=lambda step, total, job=job: _report_progress(job, step, total),
                     on_preview=_preview_sender(job) if previews else None,
                     mask=_mask_of(job),
-                    control=_control_of(job),
                 )
             )
             ready.append(job)
@@ -326,6 +327,10 @@ def _run_together(jobs: list[Job]) -> list[str]:
                 )
             control = ready[0].controlnet
             network = controlnet_for(control, dtype=pipe.unet.dtype) if control else None
+            # Its map, made once the pipeline is in the cache (an annotator
+            # loaded now may evict other networks, never this pipeline).
+            for item, job in zip(items, ready, strict=True):
+                item.control = _control_of(job)
             results = run_batch(pipe, spec, items, controlnet=network)
         except Exception as exc:
             results = [exc] * len(ready)

@@ -24,20 +24,24 @@
 
   function chosenModel() { return form.querySelector("input[name=model]:checked"); }
 
-  // Only the ControlNets of the chosen model (its card lists their slugs).
+  // Only the ControlNets a worker serving the chosen model has (its card
+  // lists their slugs, and how many fit it at all).
+  const busy = document.getElementById("control-busy");
   function fitControls() {
     const model = chosenModel();
-    const fits = model && model.dataset.controls ? model.dataset.controls.split(" ") : [];
-    let firstFit = null;
+    const offered = model && model.dataset.controls ? model.dataset.controls.trim().split(" ") : [];
+    let first = null;
     Array.from(controlSelect.options).forEach(function (option) {
-      const ok = fits.indexOf(option.value) >= 0 && !option.dataset.unavailable;
+      const ok = offered.indexOf(option.value) >= 0;
       option.hidden = !ok;
       option.disabled = !ok;
-      if (ok && !firstFit) firstFit = option;
+      if (ok && !first) first = option;
     });
     const current = controlSelect.selectedOptions[0];
-    if ((!current || current.disabled) && firstFit) { controlSelect.value = firstFit.value; followKind(); }
-    none.hidden = Boolean(firstFit);
+    if ((!current || current.disabled) && first) { controlSelect.value = first.value; followKind(); }
+    const fit = model ? Number(model.dataset.controlsFit || 0) : 0;
+    none.hidden = Boolean(first) || fit > 0;
+    busy.hidden = Boolean(first) || fit === 0;
   }
 
   // A ControlNet's kind is the map it wants: its preprocess by default, or
@@ -82,6 +86,7 @@
   // Iterating on a job without a control picture: its result is the control
   // picture (the server takes it), previewed and sized the same way.
   const parentPicture = document.getElementById("preview");
+  const usePicture = document.getElementById("id_use_picture");
   let parentFile = null;
   async function controlFile() {
     if (controlInput.files[0]) return controlInput.files[0];
@@ -100,8 +105,15 @@
     if (section.hidden) return;
     const ask = ++asked;
     const file = await controlFile();
-    if (!file || ask !== asked) return;
+    if (ask !== asked) return;
+    if (!file) {
+      map.hidden = true;
+      note.textContent = "Choose a control picture to see its map.";
+      if (section.dataset.size) { delete section.dataset.size; form.dispatchEvent(new Event("change")); }
+      return;
+    }
     const natural = await pictureSize(file);
+    if (ask !== asked) return;
     if (natural && section.dataset.size !== natural.join("x")) {
       section.dataset.size = natural.join("x"); // the output's size without a picture: the quote follows it
       form.dispatchEvent(new Event("change"));
@@ -114,7 +126,10 @@
     const data = new FormData();
     data.append("control_image", file);
     data.append("preprocess", preprocess.value);
-    const size = outputSize(natural);
+    // With a picture of one's own, the output (and so the map) is its size.
+    const own = usePicture && usePicture.checked && parentPicture && !parentPicture.hidden && parentPicture.naturalWidth
+      ? [parentPicture.naturalWidth, parentPicture.naturalHeight] : null;
+    const size = outputSize(own || natural);
     if (size) { data.append("width", size[0]); data.append("height", size[1]); }
     const response = await fetch(section.dataset.previewUrl, {
       method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
@@ -137,6 +152,11 @@
   }
 
   controlInput.addEventListener("change", schedulePreview);
+  ["id_width", "id_height", "id_use_picture", "id_image"].forEach(function (id) {
+    const field = document.getElementById(id);
+    if (field) field.addEventListener("change", schedulePreview);
+  });
+  if (parentPicture) parentPicture.addEventListener("load", schedulePreview);
   preprocess.addEventListener("change", schedulePreview);
   controlSelect.addEventListener("change", followKind);
   scale.addEventListener("input", function () { scaleValue.textContent = scale.value; });

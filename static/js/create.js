@@ -218,9 +218,11 @@
     timer = setTimeout(updateQuote, 250);
   }
 
+  let quoted = 0; // the latest quote asked for: an older answer arriving late is dropped
   async function updateQuote() {
     const model = form.querySelector("input[name=model]:checked");
     if (!model) return;
+    const ask = ++quoted;
     const data = new FormData(form);
     data.delete("image");
     data.delete("mask");
@@ -248,7 +250,8 @@
     const response = await fetch(form.dataset.quoteUrl, {
       method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
     });
-    const body = await response.json();
+    const body = await response.json().catch(function () { return {}; });
+    if (ask !== quoted) return;
     if (response.ok) {
       quoteOut.textContent = body.credits;
       short.hidden = body.credits <= balance;
