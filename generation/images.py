@@ -28,11 +28,7 @@ def image_clean(upload, *, field: str = "image", background=(255, 255, 255)) -> 
     orientation applied, metadata dropped, alpha flattened on `background`:
     white, or black for a ControlNet map, whose background is black).
     Errors name `field`."""
-    image = _decoded(upload, field=field)
-    image = _flatten(image, background)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
-    return CleanImage(png=out.getvalue(), width=image.width, height=image.height)
+    return _png(_flatten(_decoded(upload, field=field), background))
 
 
 def mask_clean(upload, *, size: tuple[int, int]) -> CleanImage:

@@ -25,6 +25,7 @@ from ninja import Schema
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from generation.controls import WEIGHT_FREE, Preprocess
 from generation.errors import InvalidParams
 from generation.families import FAMILIES
 from generation.limits import (
@@ -53,11 +54,13 @@ Expand = Annotated[int, Field(ge=0, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 MAX_MASK_BLUR = 64
 ConditioningScale = Annotated[float, Field(ge=0, le=2)]
 ControlFraction = Annotated[float, Field(ge=0, le=1)]
-ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[-a-zA-Z0-9_]+$")]
-PreprocessName = Literal["none", "canny", "scribble", "depth", "openpose", "lineart"]
+# generation.controls.Preprocess's names, all of them or the weight-free ones.
+PreprocessName = Literal[tuple(Preprocess.values)]
+WeightFreeName = Literal[tuple(p.value for p in Preprocess if p in WEIGHT_FREE)]
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN)]
 # "Has a character that is not whitespace", the same in Python's str.strip(),
 # in the validator's (Rust) regex engine, which differs from it on \x1c-\x1f,
 # and in a JSON Schema reader's (ECMA-262) \s, which leaves out \x85 (NEL).
@@ -246,7 +249,7 @@ class ControlNetIn(_SubmitIn):
 class ControlPreviewIn(Schema):
     """Form fields of POST /api/v1/controlnet/preview."""
 
-    preprocess: Literal["none", "canny", "scribble"] = Field(
+    preprocess: WeightFreeName = Field(
         "canny", description="A preprocess that needs no weights (the others run on workers only)"
     )
     width: Side | Omitted = Field(None, description="With height: the map at this size (the job's output size)")
@@ -442,7 +445,7 @@ def job_params(
 def _control_settings(data, control, errors: dict[str, str]) -> dict:
     """A ControlNet job's settings: its network's slug, the preprocess (by
     default the network's kind) and the guidance's scale and span. A quote
-    has only `control`; the settings then are the defaults."""
+    has no preprocess or scale (they do not change the price): the defaults."""
     if control is None:
         return {}
     start = getattr(data, "control_start", 0.0)

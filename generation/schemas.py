@@ -10,6 +10,7 @@ from django.urls import reverse
 from ninja import Schema
 from pydantic import Field
 
+from generation.controls import Preprocess
 from generation.models import Job
 from generation.params import JobParams, txt2img_size
 from generation.selectors import queue_position
@@ -48,7 +49,7 @@ class Limits(Schema):
 class ControlNetOut(Schema):
     slug: str
     name: str
-    kind: Literal["canny", "scribble", "depth", "openpose", "lineart"] = Field(
+    kind: Literal[tuple(p.value for p in Preprocess if p != Preprocess.NONE)] = Field(
         description="The map it is conditioned on; a job's default preprocess"
     )
     cost_factor: float = Field(description="Its jobs cost this many times the model's price (over the steps it guides)")

@@ -384,18 +384,26 @@ def job_cancel(*, user, job_id) -> Job:
 class Abilities:
     """What a worker can run beyond its checkpoints: the ControlNets it has
     and the annotators with weights. A claim takes a ControlNet job only for
-    a worker that can run it; the job waits for one that can (its own
-    message, a later turn of its checkpoint, or the sweep's resend)."""
+    a worker that can run it; a turn of one that reaches another worker is
+    sent on to one that can (_redirect)."""
 
     controls: frozenset[str] = frozenset()
     annotators: frozenset[str] = frozenset()
 
     def runnable(self) -> Q:
-        """The jobs these abilities can run, as a filter."""
+        """The jobs these abilities can run, as a filter (can_run's rule)."""
         cannot = Q(mode=Mode.CONTROLNET) & (
             ~Q(controlnet__slug__in=self.controls) | Q(preprocess__in=NEEDS_WEIGHTS - self.annotators)
         )
         return ~cannot
+
+    def can_run(self, job: Job) -> bool:
+        """Whether these abilities can run `job` (runnable's rule, on a job in hand)."""
+        if job.mode != Mode.CONTROLNET:
+            return True
+        return job.control in self.controls and (
+            job.preprocess not in NEEDS_WEIGHTS or job.preprocess in self.annotators
+        )
 
 
 def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilities | None = None) -> Job | None:
@@ -415,7 +423,7 @@ def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilit
 
     `abilities`: what the worker can run (None: anything, as a worker
     process run in place, by tests, can)."""
-    message_job = Job.objects.filter(id=job_id).select_related("checkpoint").first()
+    message_job = Job.objects.filter(id=job_id).select_related("checkpoint", "controlnet").first()
     if message_job is not None and message_job.status != Status.QUEUED:
         job_received(job_id)
     if (
@@ -423,22 +431,13 @@ def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilit
         and message_job.status == Status.RUNNING
         and message_job.worker != worker
         and worker_is_gone(message_job.worker)
-        and (
-            abilities is None
-            or message_job.mode != Mode.CONTROLNET
-            or Job.objects.filter(abilities.runnable(), id=message_job.id).exists()
-        )
+        and (abilities is None or abilities.can_run(message_job))
         and (taken := _take_over(message_job, worker)) is not None
     ):
         return taken
     if message_job is not None:
         checkpoint_id = message_job.checkpoint_id
-        if (
-            abilities is not None
-            and message_job.status == Status.QUEUED
-            and message_job.mode == Mode.CONTROLNET
-            and not Job.objects.filter(abilities.runnable(), id=message_job.id).exists()
-        ):
+        if abilities is not None and message_job.status == Status.QUEUED and not abilities.can_run(message_job):
             _redirect(message_job, worker)
     else:
         job_received(job_id)

@@ -80,9 +80,8 @@ def create(request: HttpRequest) -> HttpResponse:
             control_upload = request.FILES.get("control_image") if mode == Mode.CONTROLNET else None
             fields = request.POST.dict()
             if mode == Mode.CONTROLNET and not picture:
-                fields.pop(
-                    "strength", None
-                )  # the slider is not used without a picture (a page without scripts sends it)
+                # The strength slider applies to a picture; a page without scripts sends it anyway.
+                fields.pop("strength", None)
             data = SUBMIT_FORMS[mode].from_form(fields)
             job = job_submit(
                 user=request.user, data=data, upload=upload, mask_upload=mask_upload, control_upload=control_upload

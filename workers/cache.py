@@ -4,7 +4,8 @@ Components are counted once however many pipelines hold them: checkpoints of
 one architecture that ship identical files (a shared VAE or text encoder)
 reuse the module already in memory (see runtime.load_pipeline), and the
 budget counts that module once. Networks used beside the pipelines (a
-ControlNet: network()) are held under the same budget and go first.
+ControlNet, an annotator: network()) are held under the same budget and go
+first.
 """
 
 from __future__ import annotations

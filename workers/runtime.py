@@ -170,8 +170,8 @@ def mode_pipeline(pipe, spec: CheckpointSpec, mode: str):
 def controlnet_pipeline(pipe, spec: CheckpointSpec, controlnet, *, from_picture: bool):
     """The ControlNet pipeline over the loaded `pipe`'s modules and
     `controlnet` (diffusers' from_pipe: nothing is copied), from the prompt
-    alone or from a picture. Built per job: a ControlNet is chosen per job,
-    and building takes no memory and little time (bench/controlnet_cost.py)."""
+    alone or from a picture. Built per job, since a ControlNet is chosen per
+    job; it shares every module, so it adds no memory."""
     import diffusers
 
     names = CONTROLNET_CLASSES.get(FAMILIES[spec.family].architecture)

@@ -380,20 +380,14 @@ def _input_of(job: Job):
     for ControlNet from the prompt alone."""
     if job.mode == Mode.TXT2IMG or not job.input_image:
         return None
-    with job.input_image.open("rb") as handle:
-        source = Image.open(io.BytesIO(handle.read()))
-        source.load()
-    return source
+    return _picture(job.input_image)
 
 
 def _mask_of(job: Job):
     """An inpainting job's mask; None for the other modes."""
     if job.mode != Mode.INPAINT:
         return None
-    with job.mask.open("rb") as handle:
-        mask = Image.open(io.BytesIO(handle.read()))
-        mask.load()
-    return mask
+    return _picture(job.mask)
 
 
 def _control_of(job: Job):
@@ -401,15 +395,20 @@ def _control_of(job: Job):
     picture at the job's output size; None for the other modes."""
     if job.mode != Mode.CONTROLNET:
         return None
-    with job.control_image.open("rb") as handle:
-        picture = Image.open(io.BytesIO(handle.read()))
-        picture.load()
-    picture = picture.convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
+    picture = _picture(job.control_image).convert("RGB").resize((job.width, job.height), Image.Resampling.LANCZOS)
     if job.preprocess in WEIGHT_FREE:
         return control_map(picture, job.preprocess)
     from workers.annotators import annotate
 
     return annotate(job.preprocess, picture, cache=pipeline_cache())
+
+
+def _picture(field) -> Image.Image:
+    """A job's stored picture (input, mask or control picture), decoded."""
+    with field.open("rb") as handle:
+        picture = Image.open(io.BytesIO(handle.read()))
+        picture.load()
+    return picture
 
 
 def _failed(job: Job, exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 // The create page: image to image (pick or drop or paste a picture, preview
-// it), text to image (no picture; size presets of the chosen model) or
+// it), text to image (no picture; size presets of the chosen model),
 // inpainting (a picture and its mask, painted in mask-editor.js, or the
-// canvas extended) or ControlNet (its section in controlnet.js), with the price quote and the chosen model's expected wait
-// kept live as the settings change. The server re-checks everything.
+// canvas extended) or ControlNet (its section in controlnet.js), with the
+// price quote and the chosen model's expected wait kept live as the settings
+// change. The server re-checks everything.
 (function () {
   "use strict";
   const form = document.getElementById("create-form");
