@@ -22,7 +22,8 @@ from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import ConfigDict, Field, ValidationError
+from ninja.schema import DjangoGetter
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from generation.controls import WEIGHT_FREE, Preprocess
@@ -96,7 +97,41 @@ FIELD_HELP = {
 }
 
 
-class _SettingsIn(Schema):
+def _empty_is_allowed(schema: dict, model: type[Schema]) -> None:
+    """The schema of a form: every optional field but a choice also takes
+    the empty string, which means "not given" (FormIn)."""
+    for name, prop in schema.get("properties", {}).items():
+        field = model.model_fields.get(name)
+        if field is None or field.is_required() or name in CHOICES:
+            continue
+        meta = {key: prop.pop(key) for key in ("title", "description", "default") if key in prop}
+        schema["properties"][name] = {"anyOf": [prop, {"type": "string", "maxLength": 0}], **meta}
+
+
+class FormIn(Schema):
+    """Form fields. HTML forms and most HTTP clients send an optional field
+    left blank as an empty value: it means "not given" (the default), except
+    for a choice such as the quote's mode, where an empty value is no choice
+    (400, as the schema says)."""
+
+    model_config = ConfigDict(json_schema_extra=_empty_is_allowed)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_not_given(cls, data):
+        # ninja's Schema hands its validators the input wrapped (DjangoGetter).
+        data = data._obj if isinstance(data, DjangoGetter) else data
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if not (value == "" and key in fields and not fields[key].is_required() and key not in CHOICES)
+        }
+
+
+class _SettingsIn(FormIn):
     """The fields every mode shares. Limits that depend on the model are
     checked by job_params."""
 
@@ -145,7 +180,7 @@ class _SubmitIn(_SettingsIn):
     )
 
 
-class _OutpaintIn(Schema):
+class _OutpaintIn(FormIn):
     """Outpainting: pixels added on each side of the picture; the new area
     is the mask (generation.images.outpaint_canvas)."""
 
@@ -246,7 +281,7 @@ class ControlNetIn(_SubmitIn):
     )
 
 
-class ControlPreviewIn(Schema):
+class ControlPreviewIn(FormIn):
     """Form fields of POST /api/v1/controlnet/preview."""
 
     preprocess: WeightFreeName = Field(

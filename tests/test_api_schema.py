@@ -6,6 +6,8 @@ accepted. A fixed seed (derandomize) makes a failure reproducible."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from django.core.files.base import ContentFile
@@ -24,7 +26,10 @@ from tests.helpers import make_job, png_bytes
 from workers.heartbeat import publish, remove
 from workers.testweights import RANDOM_CONTROLNETS
 
-EXAMPLES_PER_OPERATION = 150
+# Every CI run fuzzes this many requests per operation (a seed of its own
+# each day would find more over time, but not reproducibly); a deeper run:
+# SCHEMA_FUZZ_EXAMPLES=500 scripts/test tests/test_api_schema.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMA_FUZZ_EXAMPLES", "50"))
 UPLOADS = {
     "/api/v1/quote",
     "/api/v1/img2img",
@@ -161,6 +166,7 @@ def fuzzer(in_process, alice, test_checkpoints, settings):
 
     settings.SUBMIT_RATE_LIMIT = "1000/m"
     settings.QUOTE_RATE_LIMIT = "1000/m"
+    settings.WORKER_HEARTBEAT_TTL = 3600  # the stand-in heartbeat outlives a slow run of every example
     catalog_register_test_checkpoints(test_checkpoints.values())
     controls = [control.slug for control in catalog_register_test_controlnets(RANDOM_CONTROLNETS)]
     publish(worker_id="fuzz", serves=list(test_checkpoints), loaded=[], device="cpu", controls=controls)
