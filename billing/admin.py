@@ -140,7 +140,9 @@ class OrderAdmin(ReadOnlyAdmin):
         rows = LedgerEntry.objects.filter(
             Q(reference=order.grant_ref) | Q(reverses__reference=order.grant_ref)
         ).order_by("id")
-        return format_html_join(", ", "{} {:+d}", ((row.reference, row.amount) for row in rows)) or "—"
+        # format_html escapes its arguments into strings first: sign the
+        # amount before, never with a numeric format spec.
+        return format_html_join(", ", "{} {}", ((row.reference, f"{row.amount:+d}") for row in rows)) or "—"
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.refund_order")

@@ -18,6 +18,7 @@ Moderated, before anything is held or stored: a refused submit costs nothing.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
@@ -34,6 +35,8 @@ REFUSED_FIELD = "Contains words this service does not accept; change them and tr
 REFUSED_PROMPT = "Your request was refused by the content rules: {fields}. Nothing was charged."
 FLAGGED_IMAGE = "A picture of this job was flagged by the content check and was not kept. Nothing was charged."
 FIELD_NAMES = {"prompt": "the prompt", "negative_prompt": "the negative prompt"}
+# A letter in any script: a word character that is neither a digit nor "_".
+LETTER = r"[^\W\d_]"
 
 
 def prompt_checks() -> list[PromptCheck]:
@@ -77,12 +80,15 @@ def prompt_moderate(*, user, texts: dict[str, str]) -> None:
 
 def blocked_terms_check(*, field: str, text: str) -> str | None:
     """The default prompt check: the enabled BlockedTerm rules, as whole
-    words in any case ("cat" blocks "a Cat." but not "concatenate" or
-    "cats"). One query per text; the pattern is compiled once per rule set."""
+    words in any case ("cat" blocks "a Cat.", "cat2" and "_cat_" but not
+    "concatenate" or "cats"), on the text as a tokenizer reads it: NFKC
+    (fullwidth letters are letters) without format characters (zero-width
+    spaces and joiners, soft hyphens). One query per text; the pattern is
+    compiled once per rule set."""
     terms = tuple(BlockedTerm.objects.filter(enabled=True).order_by("id").values_list("term", flat=True))
     if not terms:
         return None
-    match = _terms_pattern(terms).search(text)
+    match = _terms_pattern(terms).search(_readable(text))
     if match is None:
         return None
     found = _normal(match.group(0))
@@ -93,10 +99,17 @@ def blocked_terms_check(*, field: str, text: str) -> str | None:
 @lru_cache(maxsize=8)
 def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern:
     """One alternation of every term, longest first, each bounded by
-    non-word characters (a lookaround, so terms that begin or end with
-    punctuation still work) and with any run of spaces between its words."""
-    alternatives = sorted({_term_regex(term) for term in terms if term.split()}, key=len, reverse=True)
-    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+    anything but a letter (digits and underscores included: CLIP's
+    tokenizer splits them off a word; a lookaround, so terms that begin or
+    end with punctuation still work) and with any run of spaces between its
+    words."""
+    alternatives = sorted({_term_regex(_readable(term)) for term in terms if term.split()}, key=len, reverse=True)
+    return re.compile(rf"(?<!{LETTER})(?:" + "|".join(alternatives) + rf")(?!{LETTER})", re.IGNORECASE)
+
+
+def _readable(text: str) -> str:
+    """NFKC without format characters (Unicode category Cf)."""
+    return "".join(char for char in unicodedata.normalize("NFKC", text) if unicodedata.category(char) != "Cf")
 
 
 def _term_regex(term: str) -> str:
@@ -104,7 +117,7 @@ def _term_regex(term: str) -> str:
 
 
 def _normal(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(_readable(text).casefold().split())
 
 
 def image_flags_record(*, job, flags: Iterable[tuple[int, str, float]]) -> list[ModerationFlag]:

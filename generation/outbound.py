@@ -20,7 +20,10 @@ host's name in the Host header, SNI and the certificate check.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -28,7 +31,14 @@ import urllib3
 
 from generation.limits import WEBHOOK_RESPONSE_PREFIX, WEBHOOK_URL_MAX
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# The system resolver has no timeout of its own: a host whose nameserver never
+# answers would hold the caller (a web thread, at submit) for its retries.
+# Lookups run on a few threads of their own and are waited for this long.
+RESOLVE_TIMEOUT = 2.5
+_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
@@ -97,9 +107,14 @@ def target_of(url: str) -> Target:
 
 
 def resolve(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to (the system resolver), in its order."""
+    """Every address `host` resolves to (the system resolver), in its order,
+    within RESOLVE_TIMEOUT seconds."""
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=RESOLVE_TIMEOUT)
+    except FutureTimeout:
+        lookup.cancel()
+        raise HostUnresolved(f"Could not resolve {host} in time.") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise HostUnresolved(f"Could not resolve {host}: {exc}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -131,7 +146,10 @@ def checked_address(target: Target, *, allow_private: bool) -> str:
     if not allow_private:
         private = [address for address in addresses if not is_public(address)]
         if private:
-            raise UrlRefused(f"{target.host} resolves to a non-public address ({private[0]}); use a public host.")
+            # The address stays in the log: answered to the sender (or shown
+            # on a job's page), it would map the internal network for free.
+            log.warning("refused URL host %s: resolves to non-public %s", target.host, private[0])
+            raise UrlRefused(f"{target.host} resolves to a non-public address; use a public host.")
     return addresses[0]
 
 

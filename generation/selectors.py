@@ -247,6 +247,16 @@ def job_for_user(*, user, job_id, rows: QuerySet[Job] | None = None) -> Job:
     return job
 
 
+def job_owned_by(*, user, job_id) -> Job:
+    """The job if `user` owns it; JobNotFound otherwise. For actions on a job
+    (cancel, again, a parent of a new job): staff who may see everyone's jobs
+    only read them (job_for_user), they never act on them."""
+    job = _visible_one(job_rows(), user=user, owner="user", pk=job_id, owner_only=True)
+    if job is None:
+        raise JobNotFound("No such job.")
+    return job
+
+
 def image_for_user(*, user, image_id) -> JobImage:
     """The image if `user` owns its job or may see everyone's (a look at
     someone else's is logged by generation.services.image_viewed)."""
@@ -317,7 +327,7 @@ def job_history(*, user, model: str = "", status: str = "") -> QuerySet[Job]:
     return jobs
 
 
-def _visible_one(rows: QuerySet, *, user, owner: str, pk):
+def _visible_one(rows: QuerySet, *, user, owner: str, pk, owner_only: bool = False):
     """The row with this primary key if `user` owns it (or holds
     generation.view_others_jobs); None for anyone else, for a missing row and
     for a pk that is not a UUID."""
@@ -326,7 +336,7 @@ def _visible_one(rows: QuerySet, *, user, owner: str, pk):
     except ValueError:
         return None
     # is_staff first: people who are not staff never pay the permission query.
-    if not (user.is_staff and user.has_perm("generation.view_others_jobs")):
+    if owner_only or not (user.is_staff and user.has_perm("generation.view_others_jobs")):
         rows = rows.filter(**{owner: user})
     return rows.filter(pk=pk).first()
 

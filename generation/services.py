@@ -76,7 +76,7 @@ from generation.params import (
     mode_refusal,
 )
 from generation.pricing import quote
-from generation.selectors import checkpoint_for_submit, fair_queue, job_for_user
+from generation.selectors import checkpoint_for_submit, fair_queue, job_owned_by
 from generation.webhooks import webhook_schedule, webhook_url_check
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def job_quote(*, data: QuoteIn, upload=None, control_upload=None, user=None) -> 
     if size is None and data.parent_job and user is not None and data.mode != Mode.TXT2IMG:
         # Without a file, a submit starts from (or, ControlNet, is guided by)
         # the parent's first result: its size.
-        first = job_for_user(user=user, job_id=data.parent_job).images.first()
+        first = job_owned_by(user=user, job_id=data.parent_job).images.first()
         size = (first.width, first.height) if first is not None else None
     # A ControlNet quote with a picture or a strength is its image to image
     # variant's (a submit takes a strength only with a picture).
@@ -152,7 +152,7 @@ def job_submit(
     if _submits_too_fast(user):
         raise RateLimited("Too many submissions; wait a minute and try again.")
     checkpoint = checkpoint_for_submit(data.model)
-    parent = job_for_user(user=user, job_id=data.parent_job) if data.parent_job else None
+    parent = job_owned_by(user=user, job_id=data.parent_job) if data.parent_job else None
     control = control_source = None
     if data.mode == Mode.TXT2IMG:
         if upload is not None:
@@ -326,7 +326,7 @@ def job_again(*, user, job_id) -> Job:
     (text to image: the same prompt and settings; inpainting: the same
     mask, and an outpainting's canvas and mask, so it is inpainted again;
     ControlNet: the same control picture)."""
-    job = job_for_user(user=user, job_id=job_id)
+    job = job_owned_by(user=user, job_id=job_id)
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
     if job.mode == Mode.TXT2IMG:
         return job_submit(user=user, data=data)
@@ -354,7 +354,7 @@ def _copy_of(field, name: str) -> ContentFile | None:
 def job_cancel(*, user, job_id) -> Job:
     """Cancel a queued or running job and release its hold. Canceling a
     canceled job returns it; a finished one is a conflict."""
-    job = job_for_user(user=user, job_id=job_id)
+    job = job_owned_by(user=user, job_id=job_id)
     with transaction.atomic():
         canceled = Job.objects.filter(id=job.id, status__in=Job.ACTIVE).update(
             status=Status.CANCELED,

@@ -27,6 +27,7 @@ from generation.selectors import (
     job_for_user,
     job_history,
     job_lineage,
+    job_owned_by,
     jobs_shown,
     preprocess_choices,
     queue_position,
@@ -59,7 +60,7 @@ def model_preview(request: HttpRequest, slug: str) -> FileResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
-    parent = _job_or_404(request, request.POST.get("parent_job") or request.GET.get("parent"))
+    parent = _job_or_404(request, request.POST.get("parent_job") or request.GET.get("parent"), owned=True)
     errors: dict[str, str] = {}
     message, status = "", 200
     mode = request.POST.get("mode") or request.GET.get("mode") or Mode.IMG2IMG
@@ -140,6 +141,9 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
         "lineage": job_lineage(job=job),
         "children": job_children(job=job),
         "queue_position": queue_position(job),
+        # Only the owner acts on a job (cancel, again, use as input); staff who
+        # may see it only look.
+        "owner": job.user_id == request.user.pk,
     }
     if job.user_id == request.user.pk:  # its owner sees how the webhook went (staff: the admin)
         context.update(webhook=JobOut.resolve_webhook(job), webhook_delivery=getattr(job, "webhook_delivery", None))
@@ -196,10 +200,14 @@ def webhook_secret_rotate_view(request: HttpRequest) -> HttpResponse:
     return redirect(reverse("account") + "#webhooks")
 
 
-def _job_or_404(request: HttpRequest, job_id, rows=None) -> Job | None:
+def _job_or_404(request: HttpRequest, job_id, rows=None, *, owned: bool = False) -> Job | None:
+    """The job to show (an owner's, or anyone's for staff who may see them),
+    or with `owned` the job to act on (the owner's only); 404 otherwise."""
     if not job_id:
         return None
     try:
+        if owned:
+            return job_owned_by(user=request.user, job_id=job_id)
         return job_for_user(user=request.user, job_id=job_id, rows=rows)
     except JobNotFound:
         raise Http404 from None

@@ -185,3 +185,51 @@ def test_staff_looking_at_someone_elses_job_page_or_json_is_logged(client, alice
         "Viewed the JSON of another person's job (not changed).",
         "Viewed the page of another person's job (not changed).",
     ]
+
+
+def test_staff_who_may_see_someone_elses_job_cannot_act_on_it(client, alice, someone_elses_image):
+    """view_others_jobs is for looking: no cancel, no "again", no use of the
+    private result as one's own input (API and pages), and the page offers
+    none of those actions."""
+    from billing.ledger import credits_hold
+    from generation.models import Job
+    from tests.helpers import make_job
+
+    staff = make_user("auditor@example.com", staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_others_jobs"))
+    credits_grant(user=staff, amount=50, ref="g:auditor")
+    finished = someone_elses_image.job
+    running = make_job(alice, "test-sd1", status="running")
+    credits_grant(user=alice, amount=5, ref="g:alice")
+    credits_hold(user=alice, amount=running.credits_held, ref=running.hold_ref)
+    client.force_login(staff)
+
+    assert client.post(f"/api/v1/jobs/{running.id}/cancel").status_code == 404
+    assert client.post(reverse("job_cancel", args=[running.id])).status_code == 404
+    assert client.post(reverse("job_again", args=[finished.id])).status_code == 404
+    quote = client.post("/api/v1/quote", {"model": "test-sd1", "parent_job": str(finished.id)})
+    assert quote.status_code == 404, quote.content
+    assert client.get(reverse("create") + f"?parent={finished.id}").status_code == 404
+    assert Job.objects.get(id=running.id).status == "running"
+    assert Job.objects.filter(user=staff).count() == 0
+
+    page = client.get(reverse("job", args=[finished.id])).content.decode()
+    assert "Use as input" not in page and "Again with a new seed" not in page
+    client.force_login(alice)  # the owner still has them
+    page = client.get(reverse("job", args=[finished.id])).content.decode()
+    assert "Use as input" in page and "Again with a new seed" in page
+
+
+def test_an_orders_page_lists_its_ledger_rows_signed(client, charlie, alice):
+    from billing.ledger import credits_reverse
+    from billing.models import CreditPack, Order
+
+    pack = CreditPack.objects.create(name="Small", credits=100, price_cents=500)
+    order = Order.objects.create(
+        user=alice, pack=pack, credits=100, amount_cents=500, currency="usd", checkout_session_id="cs_ledger"
+    )
+    credits_grant(user=alice, amount=100, ref=order.grant_ref, kind="purchase")
+    credits_reverse(entry_ref=order.grant_ref, ref="stripe:refund:re_1", amount=40)
+    client.force_login(charlie)
+    page = client.get(reverse("admin:billing_order_change", args=[order.pk])).content.decode()
+    assert "stripe:cs_ledger +100, stripe:refund:re_1 -40" in page

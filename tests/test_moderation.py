@@ -123,6 +123,15 @@ def test_a_blocked_negative_prompt_is_refused_naming_that_field(paid_api, alice,
         ("dragon red", False),
         ("Über-Katze", True),
         ("Überkatze", False),
+        # As a tokenizer reads it: digits and underscores split a word off,
+        # fullwidth letters are letters, format characters are nothing.
+        ("cat2", True),
+        ("_cat_", True),
+        ("a red_dragon", False),  # "_" is no space inside a phrase
+        ("\uff23\uff41\uff54", True),  # fullwidth CAT
+        ("c\u200bat", True),  # a zero-width space inside
+        ("c\u00adat\u200d", True),  # a soft hyphen, a zero-width joiner
+        ("bob\u200bcat", False),
     ],
 )
 def test_rules_match_whole_words_in_any_case(text, blocked):

@@ -256,12 +256,30 @@ def test_a_private_or_bad_address_is_refused_at_submit_and_costs_nothing(api, al
 
 
 @pytest.mark.django_db
-def test_a_host_with_any_private_address_is_refused(api, served, settings, dns):
+def test_a_host_with_any_private_address_is_refused(api, served, settings, dns, caplog):
     settings.WEBHOOK_ALLOW_PRIVATE = False
     dns.answers[FAKE_HOST] = ["93.184.215.14", "10.0.0.7"]
-    response = submit(api, webhook_url=f"https://{FAKE_HOST}/hook")
+    with caplog.at_level("WARNING", logger="generation.outbound"):
+        response = submit(api, webhook_url=f"https://{FAKE_HOST}/hook")
     assert response.status_code == 400
-    assert "10.0.0.7" in response.json()["error"]["fields"]["webhook_url"]
+    # The private address stays in the log: told to the sender, it would map
+    # the internal network.
+    message = response.json()["error"]["fields"]["webhook_url"]
+    assert "non-public address" in message and "10.0.0.7" not in message
+    assert "10.0.0.7" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_host_whose_nameserver_never_answers_is_refused_in_bounded_time(api, alice, served, settings, monkeypatch):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(outbound, "RESOLVE_TIMEOUT", 0.3)
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(3))
+    started = time.monotonic()
+    response = submit(api, webhook_url=f"https://{FAKE_HOST}/hook")
+    assert time.monotonic() - started < 2.5
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["webhook_url"] == f"Could not resolve {FAKE_HOST} in time."
+    assert not Job.objects.filter(user=alice).exists()
 
 
 @pytest.mark.django_db
@@ -325,7 +343,9 @@ def test_dns_that_turns_private_after_submit_is_refused_at_delivery(api, served,
     delivery.refresh_from_db()
     assert receiver.requests == []
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 1, None)
-    assert "127.0.0.1" in delivery.last_error and delivery.last_status_code is None
+    # Shown on the owner's job page: the host, never the address it resolved to.
+    assert delivery.last_error == f"Refused: {FAKE_HOST} resolves to a non-public address; use a public host."
+    assert delivery.last_status_code is None
 
 
 @pytest.mark.django_db

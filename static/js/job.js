@@ -41,7 +41,7 @@
       download.download = job.id + "-" + (index + 1) + ".png";
       download.textContent = "Download";
       caption.appendChild(download);
-      if (index === 0) {
+      if (index === 0 && root.dataset.owner === "true") {
         const reuse = document.createElement("a");
         reuse.href = root.dataset.createUrl + "?parent=" + job.id;
         reuse.textContent = "Use as input";
@@ -57,7 +57,8 @@
       results.insertBefore(figure, aside);
     });
     results.hidden = job.images.length === 0 && !aside;
-    document.getElementById("again").hidden = false;
+    const again = document.getElementById("again");
+    if (again) again.hidden = false;
     if (socket) socket.close();
   }
 
