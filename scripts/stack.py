@@ -208,14 +208,26 @@ def metrics_env(name: str, env: dict | None = None) -> dict:
     return {**(env or os.environ), "PROMETHEUS_MULTIPROC_DIR": str(folder)}
 
 
+def truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def run() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DEBUG", "true")
+    # It serves plain HTTP on HOST:PORT: no redirect to HTTPS, no secure-only
+    # cookies, unless asked (a TLS proxy in front: HTTPS_ONLY=true).
+    os.environ.setdefault("HTTPS_ONLY", "false")
     ensure_secret_key()
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     with redis_server(persist=True) as redis_child:
         say("migrating the database")
         manage("migrate", "--noinput")
+        # With DEBUG off the pages link hashed, compressed static files
+        # (STATIC_MANIFEST, the settings' default then): collect them first.
+        if truthy(os.environ.get("STATIC_MANIFEST", str(not truthy(os.environ["DEBUG"])))):
+            say("collecting the static files")
+            manage("collectstatic", "--noinput", "--verbosity", "0")
         manage("ensure_staff")
         manage("seed_catalog")
         manage("build_test_checkpoints")
@@ -278,9 +290,21 @@ def run() -> int:
             stop([child.proc for child in children if child is not redis_child])
 
 
+def test_processes() -> int:
+    """How many test processes (pytest-xdist): TEST_PROCESSES, else one per
+    core up to 4 (each isolated by tests/isolation.py)."""
+    wanted = os.environ.get("TEST_PROCESSES", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def test(pytest_args: list[str]) -> int:
+    # Unless the arguments choose (-n N, or -p no:xdist for one process).
+    chosen = any(arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in pytest_args)
+    processes = [] if chosen else ["-n", str(test_processes())]
     with redis_server(persist=False):
-        code = subprocess.run([PY, "-m", "pytest", *pytest_args], cwd=ROOT).returncode
+        code = subprocess.run([PY, "-m", "pytest", *processes, *pytest_args], cwd=ROOT).returncode
     if code == 5:  # pytest: no tests were collected. That is not a pass.
         print("pytest collected no tests: failing.", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -61,8 +63,12 @@ def stack(tmp_path, test_checkpoints):
     else:
         database_url = f"sqlite:///{db['NAME']}"
     redis_port, web_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    # As a person would start it with DEBUG=false: the settings' production
+    # defaults for static files (hashed, from a collected manifest) and HTTPS
+    # (the run command's plain-HTTP default).
+    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "STATIC_MANIFEST", "HTTPS_ONLY"}}
     env.update(
+        DEBUG="false",
         VAR_DIR=str(tmp_path / "var"),
         DATABASE_URL=database_url,
         PRIVATE_REDIS_PORT=str(redis_port),
@@ -80,7 +86,13 @@ def stack(tmp_path, test_checkpoints):
         start_new_session=True,
     )
     url = f"redis://127.0.0.1:{redis_port}/0"
-    stack = {"proc": proc, "redis": url, "var": tmp_path / "var", "log": tmp_path / "stack.log"}
+    stack = {
+        "proc": proc,
+        "redis": url,
+        "var": tmp_path / "var",
+        "log": tmp_path / "stack.log",
+        "web": f"http://127.0.0.1:{web_port}",
+    }
 
     def gpu_worker_up() -> bool:
         assert proc.poll() is None, stack["log"].read_text()[-3000:]
@@ -104,6 +116,15 @@ def stack(tmp_path, test_checkpoints):
 
 
 def test_a_killed_beat_is_restarted_and_a_killed_redis_loses_no_job(stack, alice, monkeypatch):
+    # With DEBUG off, pages render and link the collected, hashed static files.
+    wait_for(lambda: _get(stack["web"] + "/healthz")[0] == 200, timeout=60, message="the web server")
+    for path in ("/", "/accounts/login/", "/status/"):
+        status, body = _get(stack["web"] + path)
+        assert status == 200, (path, status, body[:500])
+        stylesheet = re.search(r'href="(/static/css/site\.[0-9a-f]{12}\.css)"', body)
+        assert stylesheet, f"{path} links no hashed stylesheet"
+        assert _get(stack["web"] + stylesheet.group(1))[0] == 200
+
     schedule = str(stack["var"] / "celerybeat-schedule")
     beat = pids_of("celery", "beat", schedule)
     assert len(beat) == 1, beat
@@ -148,6 +169,16 @@ def test_a_killed_beat_is_restarted_and_a_killed_redis_loses_no_job(stack, alice
     after_restart = stack["log"].read_text().split("redis died", 1)[1]
     assert re.search(r"'resent': [1-9]", after_restart), "the sweep should have sent the lost messages again"
     assert_books_balance(alice, granted=100)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (a loopback URL of the test's)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
 
 
 def test_a_child_that_keeps_dying_stops_the_stack_loudly(capsys):
