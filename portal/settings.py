@@ -2,9 +2,9 @@
 embedded default that works on a fresh machine. A bad value fails loudly at
 start (ImproperlyConfigured), never silently falls back.
 
-Contract names (../shared/DESIGN.md): DATABASE_URL, REDIS_URL, SECRET_KEY,
+Contract names (docs/design.md): DATABASE_URL, REDIS_URL, SECRET_KEY,
 DEBUG, ALLOWED_HOSTS, MEDIA_ROOT, MODELS_DIR, FREE_CREDITS,
-ACCOUNT_EMAIL_VERIFICATION, STRIPE_*. The README's "Configuration" table
+ACCOUNT_EMAIL_VERIFICATION, STRIPE_*. docs/operator/configuration.md
 lists every variable.
 """
 
@@ -486,6 +486,11 @@ WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
 # held in the pipeline cache (its budget counts them).
 WORKER_CONTROLNETS = env.str("WORKER_CONTROLNETS", default="all")
 WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
+# A drill: milliseconds a worker waits after each denoising step, a stand-in
+# for a slow device, so a job stays running long enough to kill its worker or
+# restart a server under it (the fault tests; a demo of live progress). 0 in
+# production.
+WORKER_STEP_DELAY_MS = env_int("WORKER_STEP_DELAY_MS", 0)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 # Speed-ups a worker applies to its pipelines (workers/accel.py): "auto" (all
 # of them on CUDA, none elsewhere), "none", or a comma list of

@@ -17,6 +17,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
+from tests.isolation import OWN_HEARTBEATS_DB
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -241,7 +243,7 @@ def own_heartbeats(settings):
     next door is not counted; emptied before and after."""
     import redis
 
-    settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
+    settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{OWN_HEARTBEATS_DB}"
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
     yield
@@ -257,10 +259,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def test_checkpoints():
-    """The random-weight checkpoints, built once under MODELS_DIR."""
+    """The random-weight checkpoints, built once under MODELS_DIR (by one
+    test process at a time: the others then find them built)."""
+    import fcntl
+
     from workers.testweights import build_all
 
-    return {c.slug: c for c in build_all(Path(settings.MODELS_DIR))}
+    models = Path(settings.MODELS_DIR)
+    models.mkdir(parents=True, exist_ok=True)
+    with open(models / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return {c.slug: c for c in build_all(models)}
 
 
 @pytest.fixture(scope="session")

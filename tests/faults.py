@@ -9,9 +9,15 @@ from billing.selectors import balance_of
 from generation.models import Job
 from tests.helpers import png_bytes
 
+# Workers of the fault tests wait after each step (a stand-in for a slow
+# device): their jobs stay running for seconds while costing the CPU next to
+# nothing, so the tests beside them keep the cores.
+SLOW_STEPS = {"WORKER_STEP_DELAY_MS": "250"}
 
-def long_job(api, model: str = "test-sd1-alt", *, steps: int = 40, side: int = 512) -> str:
-    """Submit a job that runs for several seconds on the CPU."""
+
+def long_job(api, model: str = "test-sd1-alt", *, steps: int = 40, side: int = 128) -> str:
+    """Submit a job that runs for several seconds on a worker started with
+    SLOW_STEPS (40 steps: about 10 s)."""
     response = api.post(
         "/api/v1/img2img",
         {

@@ -16,7 +16,7 @@ from generation.availability import available_slugs
 from generation.models import Job
 from generation.params import JobParams
 from tests.conftest import wait_for
-from tests.faults import assert_books_balance, long_job
+from tests.faults import SLOW_STEPS, assert_books_balance, long_job
 from tests.helpers import make_job, png_bytes
 from workers.errors import BadInput, Canceled
 from workers.runtime import BatchItem, run_batch, run_img2img
@@ -282,9 +282,9 @@ def test_a_job_waits_for_company_at_most_the_set_time(alice, test_checkpoints):
 @pytest.mark.one_engine
 @pytest.mark.django_db(transaction=True)
 def test_jobs_queued_behind_a_long_one_run_together_on_a_real_worker(paid_api, alice, start_worker):
-    start_worker("test-sd1-alt", JOB_BATCH_MAX="8")
+    start_worker("test-sd1-alt", JOB_BATCH_MAX="8", **SLOW_STEPS)
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
-    busy = long_job(paid_api)
+    busy = long_job(paid_api, steps=16)  # 4 s: the others are queued behind it meanwhile
     wait_for(lambda: Job.objects.get(id=busy).status == "running", timeout=60, message="the long job to start")
     ids = [submit(paid_api, prompt=f"picture {i}", seed=i, model="test-sd1-alt") for i in range(3)]
 

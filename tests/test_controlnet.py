@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
@@ -21,10 +22,10 @@ import workers.services
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_controlnets
 from generation.controls import control_map
-from generation.models import Checkpoint, ControlNet, Job
+from generation.models import Checkpoint, ControlNet, Job, JobImage
 from generation.params import JobParams
 from generation.services import job_again
-from tests.helpers import api_client
+from tests.helpers import api_client, make_job
 from tests.test_inpaint import noise_png, pixels_of, png_of, run_here
 
 pytestmark = pytest.mark.django_db  # no commit: no task is sent; the test runs the worker's job_run
@@ -468,10 +469,10 @@ def test_a_quote_sizes_from_the_parents_result_and_the_page_ignores_a_strength_w
     paid_api, alice, bob, client, gpu_worker, controls
 ):
     Checkpoint.objects.filter(slug="test-sd1").update(price_per_image=1, max_side=2048)
-    first = paid_api.post(
-        "/api/v1/txt2img", {"model": "test-sd1", "prompt": "a hill", "steps": 2, "width": 1280, "height": 1024}
-    )
-    parent = run_here(paid_api, first)
+    # A finished text to image job with a 1280 x 1024 result (its pixels do not matter here).
+    made = make_job(alice, "test-sd1", mode="txt2img", status="succeeded", width=1280, height=1024)
+    JobImage(job=made, index=0, width=1280, height=1024).file.save("0.png", ContentFile(noise_png((1280, 1024))))
+    parent = {"id": str(made.id)}
     fields = {"model": "test-sd1", "mode": "controlnet", "control": "test-sd1-canny", "steps": 12}
     # 12 steps at 1 credit per 12, x1.5 for the network: 2 credits at 512 px; 1280 x 1024 is two started
     # megapixels: 3.

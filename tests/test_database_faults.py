@@ -21,7 +21,7 @@ from generation.models import Job
 from tests.conftest import IN_CI, wait_for
 from tests.faults import assert_books_balance, long_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.restarts_postgres]
 
 
 def postgres_restart(pause: float) -> None:
@@ -44,9 +44,9 @@ def api(paid_api):
 
 
 def test_a_postgres_restart_mid_run_neither_stops_the_job_nor_its_lease(api, alice, start_worker, settings):
-    start_worker("test-sd1-alt", WORKER_HEARTBEAT_TTL="8")
+    start_worker("test-sd1-alt", WORKER_HEARTBEAT_TTL="8", WORKER_STEP_DELAY_MS="500")
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
-    job_id = long_job(api, steps=50, side=768)  # still running when the database is back
+    job_id = long_job(api, steps=50)  # 25 s: still running when the database is back
     wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
 
     connection.close()

@@ -12,10 +12,10 @@ from generation.availability import available_slugs
 from generation.models import Job
 from generation.services import jobs_reap
 from tests.conftest import wait_for
-from tests.faults import long_job
+from tests.faults import SLOW_STEPS, long_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
-FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INTERVAL": "1"}
+FAST_LEASE = {"JOB_LEASE_SECONDS": "3", "WORKER_HEARTBEAT_TTL": "3", "REAPER_INTERVAL": "1", **SLOW_STEPS}
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def resolutions(job: Job) -> list[str]:
 def test_a_killed_worker_s_job_is_finished_by_another_and_charged_once(api, alice, start_worker):
     doomed = start_worker("test-sd1-alt", **FAST_LEASE)
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
-    job_id = long_job(api)
+    job_id = long_job(api, steps=24)  # 6 s: the lease is renewed before the kill, the second run is short
     wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
     lease = Job.objects.get(id=job_id).lease_expires_at
     wait_for(

@@ -18,12 +18,13 @@ from generation.availability import available_slugs
 from generation.models import Job
 from generation.services import job_cancel
 from tests.conftest import IN_CI, free_port, wait_for
-from tests.faults import assert_books_balance, long_job
+from tests.faults import SLOW_STEPS, assert_books_balance, long_job
 
 # Processes are killed here: CI runs these in its PostgreSQL pass only (one_engine).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.one_engine]
 RECOVERY_BOUND = 15.0  # seconds, the promise with default settings
-DEFAULTS = {"WORKER_HEARTBEAT_TTL": "8"}  # the default (the fixture shortens it); lease, reaper: defaults
+# The heartbeat's default (the fixture shortens it); lease, reaper: defaults.
+DEFAULTS = {"WORKER_HEARTBEAT_TTL": "8", **SLOW_STEPS}
 
 
 @pytest.fixture
@@ -63,9 +64,12 @@ def test_a_killed_pool_process_s_job_runs_again_within_seconds(api, alice, start
     elapsed = back_again(job_id, attempts=2)
 
     assert elapsed < RECOVERY_BOUND, f"back after {elapsed:.1f} s"
-    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=180, message="the job")
-    assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.error)
+    job = running_job(api, job_id)  # its second attempt, in the replacement process
+    assert job.attempts == 2
     assert job.worker != f"{job.worker.rpartition(':')[0]}:{owner_pid}"
+    # The rest of the run proves nothing new (a recovered job finishing and
+    # charged once: tests/test_job_recovery.py).
+    job_cancel(user=alice, job_id=job_id)
     assert_books_balance(alice, granted=100)
     # Counts survive prefork: the killed pool process's start is still counted
     # beside its replacement's (prometheus_client's multiprocess files).
@@ -95,8 +99,9 @@ def test_a_killed_worker_s_job_is_taken_by_another_without_beat(api, alice, star
     elapsed = back_again(job_id, attempts=2)
 
     assert elapsed < RECOVERY_BOUND, f"back after {elapsed:.1f} s"
-    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=180, message="the job")
-    assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.error)
+    job = running_job(api, job_id)
+    assert job.attempts == 2
+    job_cancel(user=alice, job_id=job_id)  # the rest of the run proves nothing new
     assert_books_balance(alice, granted=100)
 
 
@@ -110,9 +115,9 @@ def test_a_worker_on_another_host_is_replaced_within_the_bound_by_lease_and_hear
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    doomed = start_worker("test-sd1-alt", own_pid_namespace=True, **DEFAULTS)
+    doomed = start_worker("test-sd1-alt", own_pid_namespace=True, **{**DEFAULTS, "WORKER_STEP_DELAY_MS": "600"})
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
-    job_id = long_job(api, steps=50, side=1024)
+    job_id = long_job(api, steps=50)  # 30 s: still running when the second worker is up
     job = running_job(api, job_id)
     ours = str(os.stat("/proc/self/ns/pid").st_ino)
     assert job.worker.rsplit(":", 2)[1] != ours

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,7 +431,11 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
 
+    delay = settings.WORKER_STEP_DELAY_MS / 1000
+
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
+        if delay:
+            time.sleep(delay)  # the step-delay drill (settings.WORKER_STEP_DELAY_MS)
         for index, item in enumerate(items):
             if not active[index]:
                 continue
