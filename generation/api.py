@@ -1,4 +1,4 @@
-"""The JSON API's operations, /api/v1/ (contract: ../shared/DESIGN.md). Thin:
+"""The JSON API's operations, /api/v1/ (contracts: docs/design.md). Thin:
 each parses, calls a service or a selector and returns what its response
 schema (generation.schemas) describes. Every error a person can cause is
 answered in one shape, {"error": {"code", "message", "fields"?}}, and

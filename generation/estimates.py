@@ -2,7 +2,7 @@
 about each model: online or not, its queue, and the expected wait for a job
 submitted now, from recent run times.
 
-Definitions (the README's "Status page" says the same):
+Definitions (docs/operator/monitoring.md, "Status page", says the same):
 
 - A model is *online* when at least one live worker heartbeat serves it
   (generation.availability), and *warm* when one of them holds it loaded.

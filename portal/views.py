@@ -125,7 +125,7 @@ def status_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def status_json(request: HttpRequest) -> JsonResponse:
-    """The status page's figures for scripts; the shape is in the README."""
+    """The status page's figures for scripts; the shape is in docs/operator/monitoring.md."""
     if _status_limited(request):
         return _too_many()
     return _cacheable(JsonResponse(status_snapshot()))

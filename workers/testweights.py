@@ -6,7 +6,7 @@ one folder per component, safetensors), loaded by the same code as real
 weights. The VAE has four levels, so it downsamples by 8 like the real one
 and a 512 px job has production shapes. Their output is noise.
 
-Sizes follow diffusers' own fast tests (../shared/FIELD-NOTES.md).
+Sizes follow diffusers' own fast tests (their tiny UNet, VAE and CLIP configs).
 """
 
 from __future__ import annotations
