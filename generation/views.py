@@ -112,6 +112,10 @@ def create(request: HttpRequest) -> HttpResponse:
         values = {**values, "model": next((c.slug for c in checkpoints if c.available and mode in c.modes), "")}
     context = {
         "checkpoints": checkpoints,
+        # Models that can run now first; the others folded away below them.
+        "served": [c for c in checkpoints if c.available],
+        "unserved": [c for c in checkpoints if not c.available],
+        "model_tags": sorted({tag for c in checkpoints for tag in c.tags.all()}, key=lambda tag: tag.name),
         # Every ControlNet that fits a model on the page (the page offers
         # those of the chosen model), and the ways to make a map.
         "controlnets": list({c.slug: c for checkpoint in checkpoints for c in checkpoint.controlnets}.values()),

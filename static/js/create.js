@@ -195,6 +195,35 @@
   });
   showMode();
 
+  // The model list: a search over names and a tag filter narrow the cards.
+  const search = document.getElementById("model-search");
+  const tagButtons = form.querySelectorAll(".tag-filter .tag-button");
+  function filterModels() {
+    const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const pressed = form.querySelector(".tag-filter .tag-button[aria-pressed=true]");
+    const tag = pressed ? pressed.dataset.tag : "";
+    let shown = 0;
+    form.querySelectorAll(".model-card").forEach(function (card) {
+      const text = card.dataset.name + " " + card.dataset.tags;
+      const match = words.every(function (word) { return text.indexOf(word) >= 0; }) &&
+        (!tag || card.dataset.tags.split(" ").indexOf(tag) >= 0);
+      card.hidden = !match;
+      if (match && !card.classList.contains("unavailable")) shown += 1;
+    });
+    document.getElementById("no-model-matches").hidden = shown > 0;
+  }
+  if (search) {
+    search.addEventListener("input", filterModels);
+    tagButtons.forEach(function (button) {
+      button.addEventListener("click", function () {
+        const on = button.getAttribute("aria-pressed") !== "true";
+        tagButtons.forEach(function (other) { other.setAttribute("aria-pressed", "false"); });
+        button.setAttribute("aria-pressed", on ? "true" : "false");
+        filterModels();
+      });
+    });
+  }
+
   // Outpainting's pixels added to the picture's width and height.
   function extension(data) {
     if (currentMode() !== "inpaint") return [0, 0];

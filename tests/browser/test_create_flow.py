@@ -107,3 +107,33 @@ def test_the_submit_bar_shows_the_chosen_models_expected_wait(page, live_server)
     page.check("input[name=model][value=test-sdxl-turbo]")
     assert page.text_content("#wait") == "about 2 min"
     assert page.errors == []
+
+
+def test_served_models_come_first_the_others_folded_and_the_list_narrows(page, live_server):
+    from generation.catalog import _tags
+    from generation.models import Checkpoint
+
+    Checkpoint.objects.get(slug="test-sdxl-turbo").tags.add(*_tags(["anime"]))
+    page.goto(live_server.url + reverse("create"))
+    served = page.eval_on_selector_all(
+        "#create-form > section .model-cards:not(details .model-cards) input[name=model]",
+        "inputs => inputs.map(i => i.value)",
+    )
+    assert set(served) == {"test-sd1", "test-sdxl-turbo"}  # what the session's worker serves
+    summary = page.text_content("#unserved-models summary")
+    unserved = page.eval_on_selector_all("#unserved-models input[name=model]", "inputs => inputs.map(i => i.value)")
+    assert summary == f"Not served right now ({len(unserved)})" and "test-sd2" in unserved
+    assert not page.is_visible("#unserved-models .model-card")  # folded until opened
+
+    page.fill("#model-search", "turbo")
+    assert page.is_hidden("input[name=model][value=test-sd1] >> xpath=..")
+    assert page.is_visible("input[name=model][value=test-sdxl-turbo] >> xpath=..")
+    page.fill("#model-search", "")
+    page.click(".tag-button[data-tag=anime]")
+    assert page.get_attribute(".tag-button[data-tag=anime]", "aria-pressed") == "true"
+    assert page.is_hidden("input[name=model][value=test-sd1] >> xpath=..")
+    page.fill("#model-search", "sd1")
+    assert page.is_visible("#no-model-matches")
+    page.click(".tag-button[data-tag=anime]")  # off again
+    assert page.is_visible("input[name=model][value=test-sd1] >> xpath=..")
+    assert page.errors == []
