@@ -224,7 +224,10 @@ def gpu_worker(django_db_setup, test_checkpoints):
         queue=f"test-{uuid.uuid4().hex[:8]}",
         WORKER_CHECKPOINTS="test-sd1,test-sdxl-turbo",
         WORKER_CONTROLNETS="test-sd1-canny,test-sdxl-canny",
-        WORKER_HEARTBEAT_TTL="3",
+        # No test waits for this worker's models to turn unavailable: a
+        # longer heartbeat than start_worker's survives a beat held up by a
+        # busy machine (a lease renewal waiting on SQLite's lock).
+        WORKER_HEARTBEAT_TTL="10",
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         WORKER_METRICS_PORT=str(free_port()),
     ).start()

@@ -9,6 +9,9 @@ from workers.cache import PipelineCache, parse_bytes
 from workers.runtime import load_pipeline, module_bytes
 from workers.spec import CheckpointSpec
 
+# The worker's memory, no database: CI runs it in the PostgreSQL pass only (one_engine).
+pytestmark = pytest.mark.one_engine
+
 
 def spec(test_checkpoints, slug: str) -> CheckpointSpec:
     return test_checkpoints[slug].spec

@@ -131,6 +131,7 @@ def run_text(pipes, slug, *, side, steps=3, seed=3):
     return np.asarray(run_batch(pipe, spec, [BatchItem(None, params)])[0][0])
 
 
+@pytest.mark.one_engine
 @pytest.mark.parametrize(("slug", "control_slug"), [("test-sd1", "test-sd1-canny"), ("test-sdxl", "test-sdxl-canny")])
 def test_the_controlnet_guides_the_picture_and_the_same_seed_gives_the_same_pixels(pipes, slug, control_slug):
     guided = run_control(pipes, slug, control_slug, side=128)
@@ -146,6 +147,7 @@ def test_the_controlnet_guides_the_picture_and_the_same_seed_gives_the_same_pixe
     assert not np.array_equal(run_control(pipes, slug, control_slug, side=128, end=0.5), guided)
 
 
+@pytest.mark.one_engine
 def test_controlnet_at_512_px_from_the_prompt_and_from_a_picture(pipes):
     from_prompt = run_control(pipes, "test-sd1", "test-sd1-canny", side=512, steps=2)
     assert from_prompt.shape == (512, 512, 3)

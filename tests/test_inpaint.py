@@ -130,6 +130,7 @@ def test_outpainting_grows_the_canvas_and_keeps_the_picture_in_place(paid_api, a
         assert new.read() == old.read()
 
 
+@pytest.mark.one_engine
 def test_the_inpaint_pipeline_shares_the_loaded_modules_and_keeps_pixels_outside_the_soft_mask_at_512px(pipes):
     from workers.cache import PipelineCache
     from workers.runtime import BatchItem, mode_pipeline, run_batch

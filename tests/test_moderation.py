@@ -235,6 +235,7 @@ def test_staff_add_a_rule_in_the_admin_and_it_applies_to_the_next_submit(client,
 # --- Pictures, on the worker ---------------------------------------------------------
 
 
+@pytest.mark.one_engine
 @pytest.mark.django_db(transaction=True)
 def test_a_flagged_picture_is_never_stored_and_its_job_fails_moderated_with_the_hold_released(
     paid_api, alice, start_worker
@@ -262,6 +263,7 @@ def test_a_flagged_picture_is_never_stored_and_its_job_fails_moderated_with_the_
     assert (shown["status"], shown["error_code"], shown["images"]) == ("failed", "moderated", [])
 
 
+@pytest.mark.one_engine
 @pytest.mark.django_db(transaction=True)
 def test_with_a_threshold_no_score_reaches_the_same_job_succeeds(paid_api, alice, start_worker):
     start_worker(REAL_WORKER_MODEL, MODERATION_IMAGE_MODEL=CLASSIFIER, MODERATION_THRESHOLD=FLAG_NOTHING)

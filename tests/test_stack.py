@@ -30,7 +30,9 @@ from tests.faults import assert_books_balance
 from tests.helpers import png_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.django_db(transaction=True)
+# Its subject is processes (supervision, a lost broker): CI runs it in the
+# PostgreSQL pass only (one_engine).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.one_engine]
 
 
 def free_port() -> int:

@@ -180,6 +180,7 @@ def test_a_finished_job_posts_its_json_signed_with_the_owner_s_secret(live, api,
     assert len(receiver.requests) == 1
 
 
+@pytest.mark.one_engine
 @pytest.mark.django_db(transaction=True)
 def test_a_receiver_failing_twice_gets_three_attempts_with_one_webhook_id(live, api, receiver):
     receiver.answers = [500, 500, 200]

@@ -12,7 +12,8 @@ from generation.models import Checkpoint, CheckpointTestRun
 from generation.services import checkpoint_test_load
 from tests.conftest import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+# Routing between real worker processes: CI runs it in the PostgreSQL pass only (one_engine).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.one_engine]
 
 
 @pytest.fixture

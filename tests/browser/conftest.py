@@ -12,6 +12,15 @@ from tests.conftest import IN_CI
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The pages' scripts are the subject here, which no database engine
+    changes: CI runs these in its PostgreSQL pass only (one_engine)."""
+    for item in items:
+        if "tests/browser/" in item.nodeid:
+            item.add_marker(pytest.mark.one_engine)
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One Chromium per test module: Playwright's sync API holds an event loop
