@@ -9,9 +9,19 @@ from ninja import NinjaAPI
 from accounts.auth import API_AUTH
 from generation.api import EXCEPTION_HANDLERS
 from generation.api import router as generation_router
+from generation.examples import add_examples
 from portal.outages import BROKER_ERRORS, outage_response
 
-api = NinjaAPI(
+class PortalAPI(NinjaAPI):
+    """The API, its schema carrying an example for every operation
+    (generation.examples)."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        return add_examples(schema) if path_prefix in (None, "/api/v1/") else schema
+
+
+api = PortalAPI(
     title="img2img portal API",
     version="1",
     description="Turn a picture and a prompt into new pictures. Authenticate with `Authorization: Bearer <key>` "
