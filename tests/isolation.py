@@ -76,15 +76,14 @@ def pytest_runtest_protocol(item, nextitem):
         fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             if _restarts() != _seen_restarts:
-                # Another process restarted PostgreSQL: this process's kept
-                # connections died with it.
+                # PostgreSQL was restarted (by this process too): the
+                # connections kept from before died with it.
                 from django.db import connections
 
                 connections.close_all()
                 _seen_restarts = _restarts()
             yield
             if exclusive:
-                _seen_restarts = _restarts() + 1
-                _LOCK.with_suffix(".restarts").write_text(str(_seen_restarts))
+                _LOCK.with_suffix(".restarts").write_text(str(_restarts() + 1))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
