@@ -27,6 +27,13 @@
       error.textContent = job.error + (job.status === "failed" ? " You were not charged." : "");
       error.hidden = false;
     }
+    // What it cost, now that it ended: the charge, not the hold.
+    const credits = document.getElementById("job-credits");
+    if (job.status === "succeeded") {
+      credits.textContent = "Charged " + job.credits_charged + " credit" + (job.credits_charged === 1 ? "" : "s");
+    } else {
+      credits.textContent = "Nothing charged";
+    }
     const results = document.getElementById("results");
     const aside = results.querySelector("[data-aside]"); // the mask or control picture: the results go before it
     job.images.forEach(function (image, index) {

@@ -41,6 +41,10 @@ def test_create_quote_submit_and_results(page, live_server, tmp_path):
     assert job.status == "succeeded" and (job.width, job.height, job.strength) == (320, 240, 0.3)
     assert page.is_visible("text=Use as input") and page.is_visible("text=Again with a new seed")
     assert balance_of(user=page.user) == 10 - job.credits_charged
+    # What it cost, updated in place when it ended: the charge, not the hold.
+    assert page.text_content("#job-credits") == "Charged 1 credit" and job.credits_charged == 1
+    page.reload()
+    assert page.text_content("#job-credits") == "Charged 1 credit"
     assert page.errors == []
 
 

@@ -1,0 +1,63 @@
+"""No WCAG 2 A or AA violation that axe-core (npm, package.json) finds, on
+every page a person uses, in every create mode, on a wide screen and on a
+phone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from generation.models import JobImage
+from generation.modes import OFFERED
+from tests.conftest import IN_CI
+from tests.helpers import make_job, png_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+SCREENS = {"wide": {"width": 1280, "height": 860}, "phone": {"width": 390, "height": 844}}
+RUN_AXE = """async () => {
+    const result = await axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}});
+    return result.violations.map(v => v.id + ": " + v.help + " @ " + v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(" | "));
+}"""
+
+
+@pytest.fixture
+def axe():
+    if not AXE.exists():
+        message = f"needs axe-core at {AXE} (scripts/test runs npm ci)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(AXE)
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_no_page_has_an_accessibility_violation(page, live_server, axe, screen):
+    page.set_viewport_size(SCREENS[screen])
+    job = make_job(page.user, "test-sd1", status="succeeded", credits_charged=1, width=96, height=80)
+    JobImage(job=job, index=0, width=96, height=80).file.save("0.png", ContentFile(png_bytes()))
+    paths = [
+        reverse("home"),
+        *(f"{reverse('create')}?mode={mode}" for mode in OFFERED),
+        reverse("job", args=[job.id]),
+        reverse("history"),
+        reverse("account"),
+        reverse("pricing"),
+        reverse("models"),
+        reverse("status"),
+    ]
+    # The check itself finds a violation where there is one.
+    page.set_content("<!doctype html><html lang=en><title>t</title><main><img src=x.png></main></html>")
+    page.add_script_tag(path=axe)
+    assert any(violation.startswith("image-alt:") for violation in page.evaluate(RUN_AXE))
+    found = {}
+    for path in paths:
+        page.goto(live_server.url + path)
+        page.add_script_tag(path=axe)
+        if violations := page.evaluate(RUN_AXE):
+            found[path] = violations
+    assert not found, found
+    assert page.errors == []
