@@ -12,6 +12,7 @@ from generation.api import router as generation_router
 from generation.examples import add_examples
 from portal.outages import BROKER_ERRORS, outage_response
 
+
 class PortalAPI(NinjaAPI):
     """The API, its schema carrying an example for every operation
     (generation.examples)."""
