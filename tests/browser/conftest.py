@@ -52,7 +52,8 @@ def page(browser, live_server, gpu_worker, test_checkpoints):
     """A signed-in tab (a person with 10 credits) on the live server, the test
     models and ControlNets in the catalog and served; `page.errors` collects
     the page's script errors."""
-    from django.urls import reverse
+    from django.conf import settings
+    from django.test import Client
 
     from billing.ledger import credits_grant
     from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
@@ -64,14 +65,15 @@ def page(browser, live_server, gpu_worker, test_checkpoints):
     user = make_user("dana@example.com", password="a-long-pass-phrase-9")
     credits_grant(user=user, amount=10, ref="g:dana")
     context = browser.new_context(viewport={"width": 1200, "height": 900})
+    # Signed in with a session of the test client's (the sign-in form has
+    # its own tests: tests/test_accounts.py).
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}])
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.goto(live_server.url + reverse("account_login"))
-    tab.fill("input[name=login]", "dana@example.com")
-    tab.fill("input[name=password]", "a-long-pass-phrase-9")
-    tab.click("main button[type=submit]")
-    tab.wait_for_url("**/account/")
     tab.user, tab.errors = user, errors
     yield tab
     context.close()

@@ -120,7 +120,7 @@ def test_served_models_come_first_the_others_folded_and_the_list_narrows(page, l
     Checkpoint.objects.get(slug="test-sdxl-turbo").tags.add(*_tags(["anime"]))
     page.goto(live_server.url + reverse("create"))
     served = page.eval_on_selector_all(
-        "#create-form > section .model-cards:not(details .model-cards) input[name=model]",
+        "#create-form section .model-cards:not(details .model-cards) input[name=model]",
         "inputs => inputs.map(i => i.value)",
     )
     assert set(served) == {"test-sd1", "test-sdxl-turbo"}  # what the session's worker serves
