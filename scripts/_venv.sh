@@ -16,8 +16,6 @@ stamp=".venv/.installed-$profile"
 want="$(cat requirements/*.txt | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing requirements/$profile.txt (first run takes a few minutes)"
-  # --no-compile: bytecode is written on first import, for the modules used
-  # only (compiling all of torch's at install took two thirds of the install).
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r "requirements/$profile.txt"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "requirements/$profile.txt"
   echo "$want" > "$stamp"
 fi
