@@ -16,6 +16,10 @@ stamp=".venv/.installed-$profile"
 want="$(cat requirements/*.txt | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing requirements/$profile.txt (first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "requirements/$profile.txt"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r "requirements/$profile.txt"
+  # Bytecode for every module on all cores (pip compiles one file at a time:
+  # two thirds of the install); written even where PYTHONDONTWRITEBYTECODE is
+  # set, which would otherwise make every process compile torch anew.
+  .venv/bin/python -m compileall -q -j 0 .venv/lib >/dev/null 2>&1 || true
   echo "$want" > "$stamp"
 fi

@@ -14,16 +14,17 @@ xdist process (PYTEST_XDIST_WORKER=gwN) it gives the process:
 pytest-django already gives each process its own test database
 (test_portal_gw0, ...; SQLite: a file of its own).
 
-It also serialises the one kind of test that touches what every process
-shares: a restart of the machine's PostgreSQL server (marked
-`restarts_postgres`). That test holds an exclusive lock for its whole run;
-every other test holds a shared one, so no test of another process runs
-meanwhile, and after a restart the other processes reconnect before their
-next test.
+It also keeps apart the one thing a test does to what every process
+shares: a restart of the machine's PostgreSQL server. Every test holds a
+shared lock while it runs; the restart happens inside `alone()`, which
+takes it exclusively, so no test of another process runs meanwhile (only
+the restart waits, not the rest of that test), and after it every process
+drops its kept connections before its next test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -68,12 +69,15 @@ def _restarts() -> int:
         return 0
 
 
+_held: list = []  # the lock file of the test running now
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     global _seen_restarts
-    exclusive = item.get_closest_marker("restarts_postgres") is not None
     with open(_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        _held[:] = [lock]
         try:
             if _restarts() != _seen_restarts:
                 # PostgreSQL was restarted (by this process too): the
@@ -83,7 +87,20 @@ def pytest_runtest_protocol(item, nextitem):
                 connections.close_all()
                 _seen_restarts = _restarts()
             yield
-            if exclusive:
-                _LOCK.with_suffix(".restarts").write_text(str(_restarts() + 1))
         finally:
+            _held.clear()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside a test: wait until no test of another process runs, and start
+    none until the block ends (a restart of the machine's PostgreSQL). The
+    other processes drop their kept connections before their next test."""
+    (lock,) = _held
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        _LOCK.with_suffix(".restarts").write_text(str(_restarts() + 1))
+        fcntl.flock(lock, fcntl.LOCK_SH)
