@@ -212,6 +212,48 @@ def start_worker(django_db_setup):
     yield start
     for worker in workers:
         worker.stop()
+    if workers:
+        _forget_dead_heartbeats()
+
+
+def _forget_dead_heartbeats() -> None:
+    """A worker a test killed (SIGKILL) leaves its heartbeat until the TTL;
+    the next test must not count it as a live worker. Forget those of
+    processes that are gone, and of workers in a pid namespace of their own
+    (a stand-in for another host; none outlives its test)."""
+    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client, live_workers, worker_is_gone
+
+    ours = str(os.stat("/proc/self/ns/pid").st_ino)
+    for beat in live_workers():
+        name = beat.get("worker", "")
+        parts = name.rsplit(":", 2)
+        if len(parts) == 3 and (worker_is_gone(name) or parts[1] != ours):
+            heartbeat_client().delete(HEARTBEAT_PREFIX + name)
+
+
+@pytest.fixture(autouse=True)
+def _session_worker_idle_before_flush(request):
+    """A transactional test that used the session's real worker ends with
+    that worker idle (its jobs canceled, the worker done with them) before
+    its database is flushed: a TRUNCATE while the worker still writes a
+    job's rows deadlocks. (Set up after pytest-django's database fixture, so
+    torn down before its flush.)"""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if "gpu_worker" not in request.fixturenames or not (marker and marker.kwargs.get("transaction")):
+        return
+    from generation.availability import live_workers
+    from generation.models import Job
+
+    Job.objects.filter(status__in=Job.ACTIVE).update(status=Job.Status.CANCELED, lease_expires_at=None)
+    served = {"test-sd1", "test-sdxl-turbo"}
+    wait_for(
+        lambda: not any(
+            beat.get("busy") or beat.get("jobs") for beat in live_workers() if served & set(beat.get("serves", []))
+        ),
+        timeout=60,
+        message="the session's worker to be idle",
+    )
 
 
 @pytest.fixture(scope="session")
