@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from billing.selectors import balance_of
 from generation.errors import PUBLIC_ERRORS, InvalidParams, JobNotFound, public_error
 from generation.estimates import status_snapshot, wait_label
+from generation.limits import MIN_SIDE, SIZE_MULTIPLE, WEBHOOK_URL_MAX
 from generation.models import Checkpoint, Job
 from generation.modes import OFFERED, Mode
 from generation.params import FULL_STRENGTH, SUBMIT_FORMS, JobParams, size_presets
@@ -122,6 +123,13 @@ def create(request: HttpRequest) -> HttpResponse:
         "preprocesses": preprocess_choices(),
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
+        # The form's limits, as the API checks them (its scripts read them from here).
+        "limits": {
+            "min_side": MIN_SIDE,
+            "size_multiple": SIZE_MULTIPLE,
+            "prompt_max": settings.PROMPT_MAX_CHARS,
+            "webhook_url_max": WEBHOOK_URL_MAX,
+        },
         "mode": mode,
         "modes": [(m.value, m.label) for m in OFFERED],
         "parent": parent,

@@ -6,9 +6,10 @@
 // "controlnet" mode; this file works on its own fields.
 (function () {
   "use strict";
-  const form = document.getElementById("create-form");
+  const studio = window.Studio;
   const section = document.getElementById("control-section");
-  if (!form || !section) return;
+  if (!studio || !section) return;
+  const form = studio.form;
   const controlInput = document.getElementById("id_control_image");
   const controlSelect = document.getElementById("id_control");
   const preprocess = document.getElementById("id_preprocess");
@@ -17,12 +18,11 @@
   const map = document.getElementById("control-map");
   const note = document.getElementById("control-map-note");
   const none = document.getElementById("control-none");
-  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const WEIGHT_FREE = ["none", "canny", "scribble"];
   let timer = null;
   let shown = null;
 
-  function chosenModel() { return form.querySelector("input[name=model]:checked"); }
+  const chosenModel = studio.model;
 
   // Only the ControlNets a worker serving the chosen model has (its card
   // lists their slugs, and how many fit it at all).
@@ -69,9 +69,7 @@
     if (width && height) return [width, height];
     const model = chosenModel();
     if (!model || !picture) return null;
-    const maxSide = Number(model.dataset.maxSide);
-    const scaleBy = Math.min(1, maxSide / Math.max(picture[0], picture[1]));
-    return picture.map(function (side) { return Math.max(64, Math.floor((side * scaleBy) / 8) * 8); });
+    return studio.fittedSize(picture, Number(model.dataset.maxSide));
   }
 
   function pictureSize(file) {
@@ -100,12 +98,12 @@
     return parentFile;
   }
 
-  let asked = 0; // the latest preview asked for: an older answer arriving late is dropped
+  const previews = studio.latest(); // an older answer arriving late is dropped
   async function showPreview() {
     if (section.hidden) return;
-    const ask = ++asked;
+    const ask = previews.ask();
     const file = await controlFile();
-    if (ask !== asked) return;
+    if (previews.stale(ask)) return;
     if (!file) {
       map.hidden = true;
       note.textContent = "Choose a control picture to see its map.";
@@ -113,7 +111,7 @@
       return;
     }
     const natural = await pictureSize(file);
-    if (ask !== asked) return;
+    if (previews.stale(ask)) return;
     if (natural && section.dataset.size !== natural.join("x")) {
       section.dataset.size = natural.join("x"); // the output's size without a picture: the quote follows it
       form.dispatchEvent(new Event("change"));
@@ -131,10 +129,8 @@
       ? [parentPicture.naturalWidth, parentPicture.naturalHeight] : null;
     const size = outputSize(own || natural);
     if (size) { data.append("width", size[0]); data.append("height", size[1]); }
-    const response = await fetch(section.dataset.previewUrl, {
-      method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
-    });
-    if (ask !== asked) return;
+    const response = await studio.post(section.dataset.previewUrl, data);
+    if (previews.stale(ask)) return;
     if (!response.ok) {
       const body = await response.json().catch(function () { return {}; });
       map.hidden = true;
@@ -142,7 +138,7 @@
       return;
     }
     const blob = await response.blob();
-    if (ask !== asked) return;
+    if (previews.stale(ask)) return;
     if (shown) URL.revokeObjectURL(shown);
     shown = URL.createObjectURL(blob);
     map.src = shown;

@@ -6,8 +6,9 @@
 // change. The server re-checks everything.
 (function () {
   "use strict";
-  const form = document.getElementById("create-form");
-  if (!form) return;
+  const studio = window.Studio;
+  if (!studio) return;
+  const form = studio.form;
   const fileInput = document.getElementById("id_image");
   const dropzone = document.getElementById("dropzone");
   const preview = document.getElementById("preview");
@@ -16,15 +17,12 @@
   const quoteOut = document.getElementById("quote");
   const short = document.getElementById("short");
   const balance = Number(form.dataset.balance);
-  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   let sourceSize = null;
   let timer = null;
 
   function useFiles(files) {
     if (!files || !files.length) return;
-    const transfer = new DataTransfer();
-    transfer.items.add(files[0]);
-    fileInput.files = transfer.files;
+    studio.setFile(fileInput, files[0]);
     showPreview();
   }
 
@@ -55,9 +53,7 @@
     // ControlNet without a picture of one's own: the pasted one is the control picture.
     const control = document.getElementById("id_control_image");
     if (currentMode() === "controlnet" && fileInput.disabled && control && files && files.length) {
-      const transfer = new DataTransfer();
-      transfer.items.add(files[0]);
-      control.files = transfer.files;
+      studio.setFile(control, files[0]);
       control.dispatchEvent(new Event("change", { bubbles: true }));
       return;
     }
@@ -108,10 +104,7 @@
   const widthInput = document.getElementById("id_width");
   const heightInput = document.getElementById("id_height");
 
-  function currentMode() {
-    const checked = form.querySelector("input[name=mode]:checked");
-    return checked ? checked.value : "img2img";
-  }
+  const currentMode = studio.mode;
 
   function fillSizes() {
     const model = form.querySelector("input[name=model]:checked");
@@ -231,13 +224,6 @@
     return [more("expand_left") + more("expand_right"), more("expand_top") + more("expand_bottom")];
   }
 
-  // Output size when left empty: the picture fitted within the model's max
-  // side, in multiples of 8 (the same rule as generation/params.py).
-  function fittedSize(size, maxSide) {
-    const scale = Math.min(1, maxSide / Math.max(size[0], size[1]));
-    return size.map(function (side) { return Math.max(64, Math.floor((side * scale) / 8) * 8); });
-  }
-
   function noQuote() {
     quoteOut.textContent = "–";
     short.hidden = true;
@@ -248,11 +234,11 @@
     timer = setTimeout(updateQuote, 250);
   }
 
-  let quoted = 0; // the latest quote asked for: an older answer arriving late is dropped
+  const quotes = studio.latest(); // an older answer arriving late is dropped
   async function updateQuote() {
-    const model = form.querySelector("input[name=model]:checked");
+    const model = studio.model();
     if (!model) return;
-    const ask = ++quoted;
+    const ask = quotes.ask();
     const data = new FormData(form);
     data.delete("image");
     data.delete("mask");
@@ -273,15 +259,13 @@
       return;
     }
     if (size && !data.get("width") && !data.get("height")) {
-      const fitted = fittedSize(size, maxSide);
+      const fitted = studio.fittedSize(size, maxSide);
       data.set("width", fitted[0]);
       data.set("height", fitted[1]);
     }
-    const response = await fetch(form.dataset.quoteUrl, {
-      method: "POST", body: data, headers: { "X-CSRFToken": csrf }, credentials: "same-origin",
-    });
+    const response = await studio.post(form.dataset.quoteUrl, data);
     const body = await response.json().catch(function () { return {}; });
-    if (ask !== quoted) return;
+    if (quotes.stale(ask)) return;
     if (response.ok) {
       quoteOut.textContent = body.credits;
       short.hidden = body.credits <= balance;

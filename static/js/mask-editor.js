@@ -42,10 +42,7 @@
   let undoStack = [];
   let stroke = null; // the pointer painting now: {id, last}
 
-  function active() {
-    const checked = form.querySelector("input[name=mode]:checked");
-    return Boolean(checked) && checked.value === "inpaint";
-  }
+  function active() { return window.Studio.mode() === "inpaint"; }
 
   function expanding() {
     return expandInputs.some(function (input) { return Number(input.value) > 0; });
@@ -214,11 +211,7 @@
     return new File([array], "mask.png", { type: "image/png" });
   }
 
-  function setMaskFile(file) {
-    const transfer = new DataTransfer();
-    if (file) transfer.items.add(file);
-    maskInput.files = transfer.files;
-  }
+  function setMaskFile(file) { window.Studio.setFile(maskInput, file); }
 
   function showError(text) {
     errorOut.textContent = text;
