@@ -328,6 +328,17 @@ def job_control(request: HttpRequest, job_id: str):
     return _job_file(request, job_id, "control_image", name="control", what="control picture", mode="ControlNet")
 
 
+@router.get(
+    "/jobs/{job_id}/input",
+    url_name="job-input",
+    response={**_errors(404, *READ)},
+    openapi_extra={"responses": PNG},
+    summary="The picture a job started from (PNG: image to image's, or an outpainting's canvas); yours only",
+)
+def job_input(request: HttpRequest, job_id: str):
+    return _job_file(request, job_id, "input_image", name="input", what="input picture", mode="made from a picture")
+
+
 def _job_file(request: HttpRequest, job_id: str, field: str, *, name: str, what: str, mode: str):
     """A job's own file (`field`), served to its owner (staff: logged) like
     its results; 404 for a job without one."""
@@ -336,7 +347,10 @@ def _job_file(request: HttpRequest, job_id: str, field: str, *, name: str, what:
     if not stored:
         raise JobNotFound(f"That job has no {what} (not {mode}, or deleted by retention).")
     job_viewed(user=request.user, job=found, what=f"the {what}")
-    return private_file_response(stored, content_type="image/png", filename=f"{found.id}-{name}.png")
+    try:
+        return private_file_response(stored, content_type="image/png", filename=f"{found.id}-{name}.png")
+    except FileNotFoundError:  # retention deleted it since the read
+        raise JobNotFound(f"That job's {what} was deleted by retention.") from None
 
 
 def _submitted(request: HttpRequest, key: str | None, *, data: Schema, fingerprinted, **uploads):

@@ -144,6 +144,7 @@ EXAMPLES: dict[tuple[str, str], dict] = {
     ("get", "/api/v1/images/{image_id}"): {"request": {"image_id": IMAGE_ID}},
     ("get", "/api/v1/jobs/{job_id}/mask"): {"request": {"job_id": JOB_ID}},
     ("get", "/api/v1/jobs/{job_id}/control"): {"request": {"job_id": JOB_ID}},
+    ("get", "/api/v1/jobs/{job_id}/input"): {"request": {"job_id": JOB_ID}},
     ("get", "/api/v1/webhooks/secret"): {"response": {"key": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}},
     ("post", "/api/v1/webhooks/secret/rotate"): {"response": {"key": "whsec_Zq3x9ymPe4vBS0dJk8cR1TnLw7uAaHfG"}},
 }

@@ -156,6 +156,8 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
         # Only the owner acts on a job (cancel, again, use as input); staff who
         # may see it only look.
         "owner": job.user_id == request.user.pk,
+        # What an image to image job changed: its picture beside the results.
+        "before": job.mode == Mode.IMG2IMG and bool(job.input_image) and job.expired_at is None,
     }
     if job.user_id == request.user.pk:  # its owner sees how the webhook went (staff: the admin)
         context.update(webhook=JobOut.resolve_webhook(job), webhook_delivery=getattr(job, "webhook_delivery", None))

@@ -167,3 +167,29 @@ def test_an_inpainting_jobs_page_shows_its_mask_until_retention_deletes_it(clien
     job.save()
     html = client.get(reverse("job", args=[job.id])).content.decode()
     assert 'id="mask-figure"' not in html and f"/api/v1/jobs/{job.id}/mask" not in html
+
+
+@pytest.mark.django_db
+def test_an_image_to_image_job_shows_its_picture_beside_the_results_to_its_owner_only(client, alice, bob, catalog):
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    job = make_job(alice, "test-sd1", status="succeeded")
+    job.input_image.save("input.png", ContentFile(png_bytes(size=(64, 48))))
+    text = make_job(alice, "test-sd1", mode="txt2img", status="succeeded")
+    client.force_login(alice)
+    html = client.get(reverse("job", args=[job.id])).content.decode()
+    assert 'id="before-figure"' in html and f'src="/api/v1/jobs/{job.id}/input"' in html
+    answer = client.get(f"/api/v1/jobs/{job.id}/input")
+    assert answer.status_code == 200 and b"".join(answer.streaming_content) == job.input_image.open("rb").read()
+    assert 'id="before-figure"' not in client.get(reverse("job", args=[text.id])).content.decode()
+    assert client.get(f"/api/v1/jobs/{text.id}/input").status_code == 404  # text to image: no picture
+    client.force_login(bob)
+    assert client.get(f"/api/v1/jobs/{job.id}/input").status_code == 404
+    # After retention: no picture to show, and the API says so.
+    job.input_image.delete(save=False)
+    job.expired_at = timezone.now()
+    job.save()
+    client.force_login(alice)
+    assert 'id="before-figure"' not in client.get(reverse("job", args=[job.id])).content.decode()
+    assert client.get(f"/api/v1/jobs/{job.id}/input").status_code == 404
