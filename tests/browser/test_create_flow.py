@@ -36,11 +36,12 @@ def test_create_quote_submit_and_results(page, live_server, tmp_path):
 
     page.click("form#create-form button[type=submit]")
     page.wait_for_url("**/jobs/*/")
-    page.wait_for_selector(".results img", timeout=120_000)  # the page follows the job, then shows results
+    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)  # the page follows the job, then shows results
     job = Job.objects.get(user=page.user)
     assert job.status == "succeeded" and (job.width, job.height, job.strength) == (320, 240, 0.3)
     assert page.is_visible("text=Use as input") and page.is_visible("text=Again with a new seed")
     assert balance_of(user=page.user) == 10 - job.credits_charged
+    assert page.is_visible("#before-figure img")  # the picture it started from, beside the result
     # What it cost, updated in place when it ended: the charge, not the hold.
     assert page.text_content("#job-credits") == "Charged 1 credit" and job.credits_charged == 1
     page.reload()
@@ -66,7 +67,7 @@ def test_text_to_image_hides_the_picture_offers_sizes_and_runs(page, live_server
     page.click("form#create-form button[type=submit]")
     page.wait_for_url("**/jobs/*/")
     assert page.text_content("#job-mode") == "Text to image"
-    page.wait_for_selector(".results img", timeout=120_000)
+    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.width, job.height, job.strength) == ("succeeded", "txt2img", 512, 384, 1.0)
     assert page.errors == []
