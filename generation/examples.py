@@ -6,7 +6,6 @@ against the operation's own schemas, so they cannot drift from the API."""
 from __future__ import annotations
 
 JOB_ID = "3f1c2b7e-9a4d-4f0e-8b6a-2d5e7c9a1b30"
-PARENT_ID = "8c0d6a52-1e3f-4b7a-9d2c-5f6e7a8b9c01"
 IMAGE_ID = "b7e4a1c9-2d3f-4e5a-8b6c-7d8e9f0a1b2c"
 
 _SETTINGS = {

@@ -146,6 +146,7 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
     # The page shows everything: its images and queue position in the one read.
     job = _job_or_404(request, job_id, rows=jobs_shown(Job.objects.all()))
     job_viewed(user=request.user, job=job, what="the page")
+    owner = job.user_id == request.user.pk
     context = {
         "job": job,
         "images": list(job.images.all()),
@@ -155,11 +156,11 @@ def job_page(request: HttpRequest, job_id) -> HttpResponse:
         "queue_position": queue_position(job),
         # Only the owner acts on a job (cancel, again, use as input); staff who
         # may see it only look.
-        "owner": job.user_id == request.user.pk,
+        "owner": owner,
         # What an image to image job changed: its picture beside the results.
         "before": job.mode == Mode.IMG2IMG and bool(job.input_image) and job.expired_at is None,
     }
-    if job.user_id == request.user.pk:  # its owner sees how the webhook went (staff: the admin)
+    if owner:  # its owner sees how the webhook went (staff: the admin)
         context.update(webhook=JobOut.resolve_webhook(job), webhook_delivery=getattr(job, "webhook_delivery", None))
     return render(request, "generation/job.html", context)
 

@@ -186,6 +186,11 @@ def test_an_image_to_image_job_shows_its_picture_beside_the_results_to_its_owner
     assert client.get(f"/api/v1/jobs/{text.id}/input").status_code == 404  # text to image: no picture
     client.force_login(bob)
     assert client.get(f"/api/v1/jobs/{job.id}/input").status_code == 404
+    # Deleted by retention between the read and the file's opening: 404, not 500.
+    client.force_login(alice)
+    stored = job.input_image.name
+    job.input_image.storage.delete(stored)
+    assert client.get(f"/api/v1/jobs/{job.id}/input").status_code == 404
     # After retention: no picture to show, and the API says so.
     job.input_image.delete(save=False)
     job.expired_at = timezone.now()
