@@ -15,7 +15,7 @@ from billing.ledger import credits_adjust, credits_grant
 from billing.selectors import balance_of
 from generation.catalog import catalog_register_test_checkpoints
 from generation.errors import InvalidImage
-from generation.images import image_clean
+from generation.images import image_clean, png_encode
 from generation.models import Job
 from tests.helpers import api_client, jpeg_bytes, png_bytes
 
@@ -209,6 +209,54 @@ def test_exif_orientation_is_applied_and_metadata_stripped():
     assert (clean.width, clean.height) == (40, 120)  # rotated upright
     reopened = Image.open(io.BytesIO(clean.png))
     assert reopened.format == "PNG" and not reopened.getexif()
+
+
+def test_a_png_of_pixels_alone_is_kept_byte_for_byte():
+    data = png_bytes(size=(64, 48))
+    assert image_clean(upload(data)).png == data
+
+
+@pytest.mark.parametrize(
+    ("what", "make"),
+    [
+        ("a text chunk", lambda: png_bytes(pnginfo=_with_text("Author", "Alice Example"))),
+        ("an EXIF chunk", lambda: png_bytes(exif=_exif_with_maker())),
+        ("trailing bytes", lambda: png_bytes() + b"Alice Example"),
+        ("an ICC profile", lambda: png_bytes(icc_profile=b"Alice Example" * 8)),
+    ],
+)
+def test_a_png_with_more_than_its_pixels_is_re_encoded_without_it(what, make):
+    data = make()
+    clean = image_clean(upload(data))
+    assert clean.png != data, what
+    assert b"Alice Example" not in clean.png
+    reopened = Image.open(io.BytesIO(clean.png))
+    assert not reopened.info.get("Author") and not reopened.getexif() and "icc_profile" not in reopened.info
+    assert reopened.convert("RGB").tobytes() == Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
+def _with_text(key: str, value: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info
+
+
+def _exif_with_maker():
+    exif = Image.Exif()
+    exif[0x010F] = "Alice Example"  # Make
+    return exif
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_the_png_encoder_is_lossless(mode):
+    picture = Image.effect_noise((67, 35), 40).convert(mode)  # odd sizes: no row or byte alignment luck
+    if mode == "RGBA":
+        picture.putalpha(Image.linear_gradient("L").resize(picture.size))
+    reopened = Image.open(io.BytesIO(png_encode(picture)))
+    assert reopened.format == "PNG" and reopened.mode == mode and reopened.size == picture.size
+    assert reopened.tobytes() == picture.tobytes()
 
 
 def test_transparency_is_flattened_on_white():
