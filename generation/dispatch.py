@@ -169,6 +169,7 @@ DELIVER_WEBHOOK = "generation.deliver_webhook"
 
 
 def webhook_dispatch(*, delivery_id: int, attempt: int) -> None:
-    """Attempt `attempt` of a webhook delivery, on the default queue (the
-    housekeeping worker's), never on a checkpoint's."""
+    """Attempt `attempt` of a webhook delivery, on the default queue
+    (settings.HOUSEKEEPING_QUEUE: the housekeeping worker's), never on a
+    checkpoint's."""
     current_app.send_task(DELIVER_WEBHOOK, args=[delivery_id, attempt])

@@ -175,7 +175,7 @@ def job_submit(
     prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
     if webhook_url:
-        webhook_url_check(webhook_url)
+        webhook_url_check(webhook_url, user=user)
     if checkpoint.slug not in available_slugs():
         raise ModelUnavailable(f"No worker can run {checkpoint.name} right now.", fields={"model": "unavailable"})
     _check_active_jobs(user)

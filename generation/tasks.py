@@ -1,4 +1,4 @@
-"""Generation work for the housekeeping worker (the default queue): the
+"""Generation work for the housekeeping worker (settings.HOUSEKEEPING_QUEUE): the
 periodic tasks Celery beat schedules (portal/settings.py) and webhook
 deliveries. Torch-free: any worker process can run it. Every worker process
 also runs the reaper from a thread of its own (workers/heartbeat.py:

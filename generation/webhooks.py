@@ -86,10 +86,20 @@ def _new_key() -> str:
 # --- At submit ----------------------------------------------------------------------
 
 
-def webhook_url_check(url: str) -> str:
+def webhook_url_check(url: str, *, user=None) -> str:
     """The URL a job may call when it ends, or InvalidParams naming the
     field: http or https, a host that resolves now, and only to public
-    addresses (unless WEBHOOK_ALLOW_PRIVATE)."""
+    addresses (unless WEBHOOK_ALLOW_PRIVATE); given `user`, only while
+    fewer than WEBHOOK_MAX_PENDING of their deliveries are pending."""
+    if user is not None:
+        pending = WebhookDelivery.objects.filter(job__user=user, status=Status.PENDING).count()
+        if pending >= settings.WEBHOOK_MAX_PENDING:
+            raise InvalidParams(
+                {
+                    "webhook_url": f"{pending} of your webhook deliveries are still being retried; "
+                    "submit without a webhook_url, or wait until they are delivered or given up."
+                }
+            )
     try:
         target = outbound.target_of(url)
         outbound.checked_address(target, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)

@@ -463,7 +463,16 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Periodic work, on the default queue: jobs whose worker died (lease expired)
+# Every task not sent to a checkpoint's queue (webhook deliveries, the
+# periodic work below, support e-mails) goes to this queue, which only the
+# housekeeping worker consumes: a worker that serves checkpoints drops it at
+# start (workers.boot), so nothing but model work waits for a GPU worker and
+# a webhook that never answers holds no GPU. "celery", the queue's name
+# before, is consumed by the housekeeping worker too, for messages sent
+# before an upgrade.
+HOUSEKEEPING_QUEUE = "housekeeping"
+CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
+# Periodic work, on the housekeeping queue: jobs whose worker died (lease expired)
 # are retried or failed and refunded; unread support replies are emailed;
 # expired idempotency keys are deleted.
 CELERY_BEAT_SCHEDULE = {
@@ -583,6 +592,11 @@ WEBHOOK_RETRY_DELAYS = _env_delays("WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,1800
 # attempt may take in all.
 WEBHOOK_SWEEP_INTERVAL = env_int("WEBHOOK_SWEEP_INTERVAL", 10, minimum=1)
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5, minimum=1)
+# A person whose deliveries still pending (being retried) reach this many
+# cannot submit another job with a webhook_url until some end: an address
+# that never answers costs the housekeeping worker up to WEBHOOK_TIMEOUT per
+# attempt, 8 attempts each.
+WEBHOOK_MAX_PENDING = env_int("WEBHOOK_MAX_PENDING", 20, minimum=1)
 CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
     "task": "generation.send_due_webhooks",
     "schedule": float(WEBHOOK_SWEEP_INTERVAL),

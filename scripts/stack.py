@@ -234,12 +234,14 @@ def run() -> int:
         worker = [PY, "-m", "celery", "-A", "portal", "worker", "-l", "info", "-O", "fair", "-c", "1"]
         children = [redis_child] if redis_child else []
         children += [
-            # The GPU worker: every checkpoint it has weights for, one job at a time.
-            Child("gpu worker", [*worker, "-Q", "celery", "-n", "gpu@%h"], env=metrics_env("gpu-worker")),
-            # Housekeeping (support e-mails, the beat-scheduled reaper), never behind a long job.
+            # The GPU worker: every checkpoint it has weights for, one job at
+            # a time; model work only (it drops the housekeeping queue).
+            Child("gpu worker", [*worker, "-n", "gpu@%h"], env=metrics_env("gpu-worker")),
+            # Housekeeping (webhooks, support e-mails, the beat-scheduled
+            # reaper), never behind a long job ("celery": the queue's old name).
             Child(
                 "housekeeping worker",
-                [*worker, "-Q", "celery", "-n", "housekeeping@%h"],
+                [*worker, "-Q", "housekeeping,celery", "-n", "housekeeping@%h"],
                 env=metrics_env("housekeeping", {**os.environ, "WORKER_CHECKPOINTS": "none"}),
             ),
             # The scheduler, alone: if it dies it is restarted, and meanwhile

@@ -122,9 +122,12 @@ class WorkerProcess:
     """A real `celery worker` in a child process, consuming its own queue, on
     the test database and the test Redis."""
 
-    def __init__(self, queue: str, *, beat: bool = False, own_pid_namespace: bool = False, **env: str) -> None:
+    def __init__(
+        self, queue: str, *, beat: bool = False, own_pid_namespace: bool = False, also: str = "", **env: str
+    ) -> None:
         self.queue = queue
         self.beat = beat
+        self.also = also  # more queues to name in -Q (a comma list)
         # In a pid namespace of its own, other workers cannot see its
         # processes: to them it is a worker on another host.
         self.prefix = ["unshare", "--pid", "--fork", "--kill-child"] if own_pid_namespace else []
@@ -140,10 +143,10 @@ class WorkerProcess:
         else:
             env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
         # With beat, the worker also runs the periodic tasks (the reaper), which
-        # go to the default queue.
+        # go to the housekeeping queue.
         schedule = Path(tempfile.gettempdir()) / f"celerybeat-{self.queue}"
         beat = ["-B", "-s", str(schedule)] if self.beat else []
-        queues = f"{self.queue},celery" if self.beat else self.queue
+        queues = ",".join(filter(None, [self.queue, settings.HOUSEKEEPING_QUEUE if self.beat else "", self.also]))
         level = os.environ.get("TEST_WORKER_LOGLEVEL", "warning")
         self.proc = subprocess.Popen(
             [
@@ -270,6 +273,9 @@ def gpu_worker(django_db_setup, test_checkpoints):
         # longer heartbeat than start_worker's survives a beat held up by a
         # busy machine (a lease renewal waiting on SQLite's lock).
         WORKER_HEARTBEAT_TTL="10",
+        # Asked for the housekeeping queues, as a GPU worker started with the
+        # defaults is: one that serves checkpoints drops them (tests/test_workers.py).
+        also="housekeeping,celery",
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         WORKER_METRICS_PORT=str(free_port()),
     ).start()

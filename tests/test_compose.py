@@ -129,6 +129,12 @@ def test_beat_is_its_own_service_and_no_worker_embeds_it(stack):
     assert stack["services"]["beat"]["command"][:4] == ["celery", "-A", "portal", "beat"]
 
 
+def test_only_the_housekeeping_worker_is_asked_for_housekeeping_work(stack):
+    housekeeping = stack["services"]["housekeeping"]["command"]
+    assert housekeeping[housekeeping.index("-Q") + 1].split(",") == ["housekeeping", "celery"]
+    assert "-Q" not in stack["services"]["worker"]["command"]  # its checkpoints' queues, added at start
+
+
 def test_secrets_come_from_the_env_file_and_are_required(tmp_path):
     raw = (ROOT / "docker-compose.yml").read_text()
     values = {

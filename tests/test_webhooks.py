@@ -292,6 +292,30 @@ def test_a_public_address_is_accepted_and_shown_on_the_job(api, served, settings
 
 
 @pytest.mark.django_db
+def test_pending_deliveries_are_capped_per_person_and_the_refusal_costs_nothing(api, alice, bob, served, settings):
+    """Submitting and canceling jobs whose webhook never answers would keep
+    the housekeeping worker busy for free: at WEBHOOK_MAX_PENDING pending
+    deliveries a submit with a webhook_url is refused; without one, or for
+    another person, it goes on."""
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    settings.WEBHOOK_MAX_PENDING = 2
+    for _ in range(2):
+        job = submitted(api, webhook_url="https://8.8.8.8/hook")
+        assert api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert WebhookDelivery.objects.filter(job__user=alice, status="pending").count() == 2
+    balance = balance_of(user=alice)
+    refused = submit(api, webhook_url="https://8.8.8.8/hook")
+    assert refused.status_code == 400, refused.content
+    assert "still being retried" in refused.json()["error"]["fields"]["webhook_url"]
+    assert balance_of(user=alice) == balance and Job.objects.filter(user=alice, status="queued").count() == 0
+    assert submit(api).status_code == 202  # without a webhook it goes on
+    credits_grant(user=bob, amount=10, ref="test:bob-webhook")
+    assert submit(api_client(bob), webhook_url="https://8.8.8.8/hook").status_code == 202
+    WebhookDelivery.objects.filter(job__user=alice).update(status="failed")  # given up: room again
+    assert submit(api, webhook_url="https://8.8.8.8/hook").status_code == 202
+
+
+@pytest.mark.django_db
 def test_a_job_without_a_webhook_has_none_and_schedules_none(api, alice, served):
     job = submitted(api)
     assert job["webhook"] is None

@@ -94,3 +94,24 @@ def test_the_admin_test_load_action_runs_on_a_real_worker(catalog, start_worker,
     page = client.get(reverse("admin:generation_checkpoint_change", args=[checkpoint.pk])).content.decode()
     assert "data:image/png;base64," in page
     assert "succeeded" in page
+
+
+def test_a_worker_that_serves_checkpoints_takes_no_housekeeping_work(gpu_worker):
+    """Webhook deliveries and periodic work never wait behind a job on a GPU
+    worker, nor hold its GPU: asked for the housekeeping queues (as one
+    started with the defaults is), the session's GPU worker drops them."""
+    import socket
+
+    from celery import current_app
+    from django.conf import settings
+
+    name = f"{gpu_worker.queue}@{socket.gethostname()}"
+    answers = wait_for(
+        lambda: current_app.control.inspect(destination=[name], timeout=2).active_queues(),
+        timeout=30,
+        message="the worker's answer",
+    )
+    consumed = {queue["name"] for queue in answers[name]}
+    assert gpu_worker.queue in consumed and "ckpt.test-sd1" in consumed
+    assert not consumed & {settings.HOUSEKEEPING_QUEUE, "celery"}
+    assert current_app.amqp.router.route({}, "generation.deliver_webhook")["queue"].name == settings.HOUSEKEEPING_QUEUE

@@ -35,6 +35,7 @@ _direct_queue: list[str] = []  # this worker's own queue (model affinity), once 
 _busy: list[bool] = [False]  # a task runs in this pool process now
 _heartbeat = None
 _reaper = None
+LEGACY_DEFAULT_QUEUE = "celery"  # the default queue's name before settings.HOUSEKEEPING_QUEUE
 
 
 @celeryd_after_setup.connect
@@ -67,6 +68,9 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     for slug in _served:
         instance.app.amqp.queues.select_add(queue_for(slug))
     if _served:
+        # Model work only: housekeeping (webhooks, periodic work) never waits
+        # behind a job, nor holds a GPU (settings.HOUSEKEEPING_QUEUE).
+        instance.app.amqp.queues.deselect([settings.HOUSEKEEPING_QUEUE, LEGACY_DEFAULT_QUEUE])
         # Its own queue, for turns that model affinity sends to it (named
         # after this main process: the pool processes inherit the name).
         _direct_queue[:] = [direct_queue_for(worker_name())]
