@@ -317,14 +317,16 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
     """job_submit (the service behind POST /api/v1/img2img) and job_run (what
     the worker's task calls) in this process, the functions they call timed."""
     from django.core.files.base import ContentFile
-    from PIL.Image import Image as PILImage
 
+    import generation.images as gi
     import generation.services as gs
-    import workers.runtime as wr
     import workers.services as ws
     from generation.params import QuoteIn
+    from workers.progress import ProgressRelay
 
     stages = Stages()
+    # As in a worker process (workers.boot): steps served off the pipeline's thread.
+    relay = ws.progress_relay = ProgressRelay(threaded=True)
     sent = []
     patched = [
         stages.wrap(gs, "job_submit", "submit (service)"),
@@ -335,16 +337,18 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
         stages.wrap(gs, "available_slugs", "available_slugs"),
         stages.wrap(gs, "credits_hold", "credits hold"),
         stages.wrap(gs, "job_dispatch", "dispatch (not sent here)"),
-        stages.wrap(PILImage, "save", "PNG encode"),
+        stages.wrap(gi, "png_encode", "PNG encode"),
+        stages.wrap(gs, "png_encode", "PNG encode"),
         # Uploads and results share one storage (generation.media): one wrap.
         stages.wrap(Job._meta.get_field("input_image").storage, "save", "file write"),
         stages.wrap(ws, "job_run", "job_run"),
         stages.wrap(ws, "job_claim", "claim"),
         stages.wrap(ws, "_input_of", "load input"),
         stages.wrap(ws, "run_batch", "pipeline (run_batch)"),
+        # On the pipeline's thread; the relay's thread does the rest (events,
+        # row writes, previews: in the job_run CPU, not in these).
         stages.wrap(ws, "_report_progress", "step callbacks"),
-        stages.wrap(wr, "latents_preview", "previews"),
-        stages.wrap(ws, "data_url", "previews"),
+        stages.wrap(relay, "preview", "preview hand-offs"),
         stages.wrap(ws, "_screen", "image check"),
         stages.wrap(ws, "job_succeed", "save + capture"),
         stages.wrap(gs, "credits_capture", "capture (ledger)"),

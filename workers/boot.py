@@ -102,9 +102,13 @@ def serve_metrics(sender, instance, **kwargs) -> None:
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat, _reaper
     from generation.availability import worker_name
+    from workers import services
     from workers.heartbeat import Heartbeat, Reaper
+    from workers.progress import ProgressRelay
     from workers.services import pipeline_cache, reap, renew_lease, running_jobs, warm_checkpoints, warm_slugs
 
+    # Steps are served by a thread of this process, off the pipeline's thread.
+    services.progress_relay = ProgressRelay(threaded=True)
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
         worker_id=worker_name(),

@@ -10,6 +10,7 @@ Loading never reaches the network: hub repos resolve to a local copy
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -337,7 +338,9 @@ class BatchItem:
     image: Any
     params: JobParams
     on_step: ProgressCallback | None = None
-    on_preview: Callable[[Any], None] | None = None
+    # Every few steps, a callable that makes a small approximate picture of
+    # the run so far (or None), for the receiver to call when it likes.
+    on_preview: Callable[[Callable[[], Any]], None] | None = None
     mask: Any = None
     control: Any = None  # ControlNet's map (RGB, the job's output size)
 
@@ -371,7 +374,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
     previews stop (its rows still compute until the call ends: multistep
     schedulers keep per-row history, so rows cannot be dropped mid-run).
     When every item is out the run stops and raises Canceled. `on_preview`
-    gets a small approximate picture every few steps.
+    gets, every few steps, a callable that makes a small approximate picture.
     """
     import torch
     from PIL import Image
@@ -443,10 +446,12 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
                 active[index] = False
             elif item.on_preview is not None and (step + 1) % PREVIEW_EVERY == 0 and step + 1 < total:
                 latents = kwargs.get("latents")
-                own = None if latents is None else latents[rows[index].start :]
-                preview = latents_preview(own, family.architecture)
-                if preview is not None:
-                    item.on_preview(preview)
+                if latents is not None:
+                    # A copy of this item's first row (the next step replaces
+                    # the latents), made into a picture when the receiver likes.
+                    start = rows[index].start
+                    own = latents[start : start + 1].detach().clone()
+                    item.on_preview(functools.partial(latents_preview, own, family.architecture))
         if not any(active):
             pipeline._interrupt = True
         return kwargs

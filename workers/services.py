@@ -11,7 +11,6 @@ from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import Error as DatabaseError
 from django.db import connection, transaction
 from django.utils import timezone
 from PIL import Image
@@ -20,7 +19,6 @@ from generation.affinity import may_forward, worker_unreserve
 from generation.availability import worker_name
 from generation.controls import WEIGHT_FREE, control_map
 from generation.dispatch import job_forward, job_send_back
-from generation.events import job_send
 from generation.families import FAMILIES
 from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job
 from generation.modes import Mode
@@ -39,7 +37,7 @@ from generation.services import (
 from workers.errors import MESSAGES, ErrorKind, classify
 from workers.moderation import ImageFlag, screen
 from workers.moderation import is_on as moderation_on
-from workers.preview import data_url
+from workers.progress import ProgressRelay
 from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img, warm_up_pipeline
 from workers.spec import CheckpointSpec, ControlNetSpec
 
@@ -179,6 +177,10 @@ def controlnet_for(control: ControlNet, *, dtype):
     return cache.network((spec, str(dtype)), lambda: load_controlnet(spec, device=cache.device, dtype=dtype))
 
 
+# Steps of running jobs, served off the pipeline's thread in a worker
+# process (workers.boot makes it threaded), inline elsewhere.
+progress_relay = ProgressRelay(threaded=False)
+
 # The jobs this process is running (one pipeline call; several when batched),
 # and the companions claimed while a batch forms (listed in the heartbeat at once).
 _current_jobs: list[Job] = []
@@ -189,7 +191,8 @@ def renew_lease() -> None:
     """On every heartbeat: keep the running jobs' leases alive while the
     pipeline loads or runs (steps alone may be minutes apart)."""
     for job in list(_current_jobs):
-        job_progress(job=job)
+        if not job_progress(job=job):
+            progress_relay.stop(job)
 
 
 def running_jobs() -> list[str]:
@@ -213,15 +216,8 @@ def reap() -> None:
 
 
 def _report_progress(job: Job, step: int, total: int) -> bool:
-    """The step callback. A database outage must not end a running job: the
-    step is logged and dropped, the connection reopened on the next one, and
-    the heartbeat keeps the lease once the database is back."""
-    try:
-        return job_progress(job=job, step=step, total=total)
-    except DatabaseError:
-        log.warning("job %s: could not record step %s; going on", job.id, step, exc_info=True)
-        connection.close()
-        return True
+    """The step callback, on the pipeline's thread: the relay does the rest."""
+    return progress_relay.step(job, step, total)
 
 
 def job_run(*, job_id: str, slug: str | None = None, hops: int = 0, forwarded: bool = False) -> str:
@@ -263,6 +259,7 @@ def job_run(*, job_id: str, slug: str | None = None, hops: int = 0, forwarded: b
                 job_fail(job=each, code=ErrorKind.TRANSIENT, message=MESSAGES[ErrorKind.TRANSIENT], retry=True)
         raise
     finally:
+        progress_relay.finish(jobs)
         _current_jobs.clear()
         _claiming.clear()
 
@@ -307,7 +304,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
                     _input_of(job),
                     JobParams.of(job),
                     on_step=lambda step, total, job=job: _report_progress(job, step, total),
-                    on_preview=_preview_sender(job) if previews else None,
+                    on_preview=(lambda make, job=job: progress_relay.preview(job, make)) if previews else None,
                     mask=_mask_of(job),
                 )
             )
@@ -334,6 +331,8 @@ def _run_together(jobs: list[Job]) -> list[str]:
             results = run_batch(pipe, spec, items, controlnet=network)
         except Exception as exc:
             results = [exc] * len(ready)
+        finally:
+            progress_relay.finish(ready)  # the steps' events end before the outcome's
         results, flags = _screen(ready, results)
         for job, result in zip(ready, results, strict=True):
             try:
@@ -341,10 +340,6 @@ def _run_together(jobs: list[Job]) -> list[str]:
             except Exception as exc:  # storing this job's result failed: it alone is retried
                 outcomes[job.id] = _failed(job, exc)
     return [outcomes[job.id] for job in jobs]
-
-
-def _preview_sender(job: Job):
-    return lambda image: job_send(job.id, {"type": "preview", "image": data_url(image)})
 
 
 def _screen(jobs: list[Job], results: list) -> tuple[list, dict]:
