@@ -103,6 +103,41 @@ def test_positions_shown_are_the_order_workers_take(plan, catalog):
     assert claim_all(jobs[-1]) == [job.id for job in shown]
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    plan=st.lists(st.tuples(st.integers(0, 2), st.sampled_from([1, 2, 3])), min_size=1, max_size=10),
+    taken=st.integers(0, 4),
+    ended=st.integers(0, 2),
+)
+@pytest.mark.django_db
+def test_the_position_read_answers_what_the_orm_s_fair_keys_do(plan, taken, ended, catalog):
+    """queue_position's literal SQL against jobs_shown's ORM count, in a
+    busy period where some jobs were taken (and some of those ended) while
+    others wait, with ties in creation time."""
+    from django.utils import timezone
+
+    from generation.selectors import jobs_shown
+
+    Job.objects.all().delete()
+    people = [make_user(f"q{index}-{uuid.uuid4().hex[:8]}@example.com") for index in range(3)]
+    now = timezone.now()
+    jobs = []
+    for index, (who, weight) in enumerate(plan):
+        user = people[who]
+        user.queue_weight = weight
+        user.save(update_fields=["queue_weight"])
+        jobs.append(make_job(user, SLUG))
+        if index % 3 == 1:  # same creation time as the one before: the id breaks the tie
+            Job.objects.filter(id=jobs[-1].id).update(created_at=Job.objects.get(id=jobs[-2].id).created_at)
+    for _ in range(taken):
+        job_claim(job_id=jobs[0].id, worker="w")
+    started = Job.objects.filter(status="running").order_by("started_at")[:ended]
+    Job.objects.filter(id__in=list(started.values_list("id", flat=True))).update(status="succeeded", finished_at=now)
+    for job in Job.objects.filter(status="queued"):
+        expected = jobs_shown(Job.objects.filter(id=job.id)).values_list("queue_ahead", flat=True).get()
+        assert queue_position(job) == expected + 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_with_one_worker_the_second_person_s_job_runs_second(paid_api, alice, bob, start_worker, monkeypatch):
     from django.core.files.uploadedfile import SimpleUploadedFile
