@@ -75,7 +75,7 @@ from generation.params import (
     mode_refusal,
 )
 from generation.pricing import quote
-from generation.selectors import checkpoint_for_submit, fair_queue, job_owned_by
+from generation.selectors import checkpoint_for_submit, fair_next, fair_queue, job_owned_by
 from generation.webhooks import webhook_schedule, webhook_url_check
 
 log = logging.getLogger(__name__)
@@ -481,11 +481,9 @@ def _claim_next(checkpoint_id, worker: str, abilities: Abilities | None = None) 
     can run, claimed for it: a lost race reads the queue again, so a turn is
     never wasted while a job waits."""
     tried: set = set()
+    able = {} if abilities is None else {"controls": abilities.controls, "annotators": abilities.annotators}
     while True:
-        queue = fair_queue(checkpoint_id=checkpoint_id)
-        if abilities is not None:
-            queue = queue.filter(abilities.runnable())
-        queued = queue.values_list("id", flat=True)[: CLAIM_TRIES + len(tried)]
+        queued = fair_next(checkpoint_id=checkpoint_id, limit=CLAIM_TRIES + len(tried), **able)
         candidates = [candidate for candidate in queued if candidate not in tried][:CLAIM_TRIES]
         if not candidates:
             return None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from generation.availability import available_slugs
 from generation.dispatch import SENT_PREFIX, jobs_unsent
 from generation.models import Job
-from generation.selectors import queue_position
+from generation.selectors import fair_next, fair_queue, queue_position
 from generation.services import job_claim
 from tests.conftest import make_user, wait_for
 from tests.helpers import api_client, make_job
@@ -136,6 +136,43 @@ def test_the_position_read_answers_what_the_orm_s_fair_keys_do(plan, taken, ende
     for job in Job.objects.filter(status="queued"):
         expected = jobs_shown(Job.objects.filter(id=job.id)).values_list("queue_ahead", flat=True).get()
         assert queue_position(job) == expected + 1
+    checkpoint_id = jobs[0].checkpoint_id
+    in_order = list(fair_queue(checkpoint_id=checkpoint_id).values_list("id", flat=True))
+    assert fair_next(checkpoint_id=checkpoint_id, limit=100) == in_order
+    assert fair_next(checkpoint_id=checkpoint_id, limit=2) == in_order[:2]
+
+
+@pytest.mark.django_db
+def test_the_claim_order_skips_what_a_worker_cannot_run_as_the_orm_s_rule_does(alice, bob, catalog):
+    """fair_next's literal rule for ControlNet jobs against Abilities.runnable
+    (the ORM's), for workers with no network, one, or both, with and
+    without the annotator a preprocess needs."""
+    from generation.models import ControlNet
+    from generation.services import Abilities
+
+    Job.objects.all().delete()
+    canny, _ = ControlNet.objects.get_or_create(
+        slug="test-sd1-canny", defaults={"name": "canny", "family": "sd1", "kind": "canny", "source": "x/y"}
+    )
+    jobs = [
+        make_job(alice, SLUG),
+        make_job(bob, SLUG, mode="controlnet", controlnet=canny, preprocess="canny", control_image="c/1.png"),
+        make_job(alice, SLUG, mode="controlnet", controlnet=canny, preprocess="depth", control_image="c/2.png"),
+        make_job(alice, SLUG, mode="txt2img"),
+    ]
+    checkpoint_id = jobs[0].checkpoint_id
+    for controls, annotators in [
+        (set(), set()),
+        ({"test-sd1-canny"}, set()),
+        ({"test-sd1-canny"}, {"depth"}),
+        ({"test-sdxl-canny"}, {"depth", "openpose", "lineart"}),
+        ({"test-sd1-canny", "test-sdxl-canny"}, {"depth"}),
+    ]:
+        abilities = Abilities(controls=frozenset(controls), annotators=frozenset(annotators))
+        orm = fair_queue(checkpoint_id=checkpoint_id).filter(abilities.runnable()).values_list("id", flat=True)
+        literal = fair_next(checkpoint_id=checkpoint_id, limit=10, controls=controls, annotators=annotators)
+        assert literal == list(orm), (controls, annotators)
+        assert len(literal) >= 2  # the image to image and text to image jobs, at least
 
 
 @pytest.mark.django_db(transaction=True)
@@ -181,13 +218,13 @@ def test_a_turn_is_never_wasted_while_a_job_waits(alice, bob, catalog, monkeypat
     taken = [make_job(alice, SLUG) for _ in range(6)]
     last = make_job(bob, SLUG)
     Job.objects.filter(id__in=[job.id for job in taken]).update(status="running", worker="others")
-    real, reads = generation.services.fair_queue, []
+    real, reads = generation.services.fair_next, []
 
     def stale_then_real(**filters):  # the first read predates the other workers' claims
         reads.append(filters)
-        return Job.objects.filter(id__in=[job.id for job in taken]) if len(reads) == 1 else real(**filters)
+        return [job.id for job in taken][: filters["limit"]] if len(reads) == 1 else real(**filters)
 
-    monkeypatch.setattr(generation.services, "fair_queue", stale_then_real)
+    monkeypatch.setattr(generation.services, "fair_next", stale_then_real)
     assert job_claim(job_id=last.id, worker="w").id == last.id
     assert len(reads) >= 2
 
