@@ -58,10 +58,12 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 def running_job(user, *, step: int = 0):
     """A job of `user` on test-sd1 as a worker would leave it mid-run (512 px,
-    20 steps at strength 0.6: 12 denoising steps). Django must be set up."""
+    20 steps at strength 0.6: 12 denoising steps), announced as a claim
+    announces it. Django must be set up."""
+    from generation.events import job_announce
     from generation.models import Checkpoint, Job
 
-    return Job.objects.create(
+    job = Job.objects.create(
         user=user,
         checkpoint=Checkpoint.objects.get(slug="test-sd1"),
         prompt="a lighthouse at dusk",
@@ -75,6 +77,9 @@ def running_job(user, *, step: int = 0):
         input_image="inputs/bench.png",
         credits_held=1,
         status=Job.Status.RUNNING,
+        attempts=1,
         progress_step=step,
         progress_total=12,
     )
+    job_announce(job.id)  # as its claim's announce does: its status copy for portal.fast_status
+    return job

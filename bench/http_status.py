@@ -9,6 +9,8 @@ Redis share the machine's cores: quote the figures with that.
 Stacks: the portal's own serving command (portal/asgi.py under uvicorn, as
 scripts/run and the compose web service start it) on its embedded default
 (SQLite, DEBUG on, 2 processes) and in production (PostgreSQL, DEBUG off),
+there also with the job's status copy taken out of Redis (so Django and the
+database answer every read, as before portal.fast_status),
 against what it replaced (Django's ASGI handler under uvicorn with h11, no
 kept connections) and other WSGI servers on the same code. PostgreSQL is
 DATABASE_URL or postgres://postgres@127.0.0.1:5432/portal_bench (created
@@ -107,6 +109,12 @@ def stacks(port: int) -> dict[str, tuple[list[str], dict]]:
             [*uvicorn, "portal.asgi:application", "--workers", "2"],
             {"DATABASE_URL": pg},
         ),
+        # The same, with the job's status copy taken out of Redis: every read
+        # falls through portal.fast_status to Django and the database.
+        "portal: production, no status copy": (
+            [*uvicorn, "portal.asgi:application", "--workers", "2"],
+            {"DATABASE_URL": pg, "NO_STATUS_COPY": "1"},
+        ),
         "portal: production, 4 processes": (
             [*uvicorn, "portal.asgi:application", "--workers", "4"],
             {"DATABASE_URL": pg},
@@ -121,6 +129,18 @@ def stacks(port: int) -> dict[str, tuple[list[str], dict]]:
             {"DATABASE_URL": pg},
         ),
     }
+
+
+def status_copy_out(job_id: str):
+    """Take the job's status copy (generation.status_cache) out of Redis;
+    returns what puts it back."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    key = f"portal:status:{job_id}"
+    saved = client.dump(key)
+    client.delete(key)
+    return lambda: saved is not None and client.restore(key, 0, saved, replace=True)
 
 
 WRK_LATENCY = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -162,6 +182,7 @@ def main() -> int:
         if env["DATABASE_URL"] not in fixtures:
             fixtures[env["DATABASE_URL"]] = prepared(env["DATABASE_URL"])
         job_id, secret = fixtures[env["DATABASE_URL"]]
+        copy = status_copy_out(job_id) if extra.get("NO_STATUS_COPY") else None
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -176,6 +197,8 @@ def main() -> int:
             figures = wrk(url, secret)
         finally:
             stop(proc)
+            if copy is not None:
+                copy()
         print(
             f"{name:42s} {figures['rps']:7.0f} req/s  p99 {figures['p99_ms']:7.1f} ms  errors: {figures['errors']}",
             flush=True,

@@ -21,6 +21,7 @@ from channels.layers import channel_layers
 
 from generation.schemas import job_out
 from generation.selectors import job_snapshot
+from generation.status_cache import status_publish
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ def job_send(job_id, message: dict) -> None:
 
 
 def job_announce(job_id) -> None:
-    """Send the job's current state (after a commit that changed it)."""
+    """Send the job's current state (after a commit that changed it), and
+    publish it for the status endpoint's fast path (generation.status_cache)."""
     job = job_snapshot(job_id)
     if job is not None:
         job_send(job_id, {"type": "job", "job": job_out(job)})
+        status_publish(job)
 
 
 def events_flush(timeout: float = 5.0) -> bool:

@@ -76,6 +76,7 @@ from generation.params import (
 )
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_next, fair_queue, job_owned_by
+from generation.status_cache import status_forget, status_progress
 from generation.webhooks import webhook_schedule, webhook_url_check
 
 log = logging.getLogger(__name__)
@@ -568,6 +569,11 @@ def job_claim_companions(
             attempts=F("attempts") - 1,
             started_at=None,
         )
+        for candidate_id in claimed:
+            # Queued again: its running copy must go (its attempts went back,
+            # so it is written over, not kept by the greater version).
+            status_forget(candidate_id)
+            job_announce(candidate_id)
         raise
     job.batch_size = 1 + len(claimed)
     for companion in found.values():
@@ -596,6 +602,8 @@ def job_progress(*, job: Job, step: int | None = None, total: int | None = None)
         fields.update(progress_step=job.progress_step, progress_total=job.progress_total)
     owned = bool(_owned(job).update(**fields))
     job._progress_written = now
+    if owned and job.progress_total:
+        status_progress(job)
     if owned and step is not None:
         job_send(job.id, {"type": "progress", "step": step, "total": total})
     return owned

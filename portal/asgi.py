@@ -5,7 +5,9 @@ request and keeps no database connection, which made the status endpoint
 five times slower, bench/http_status.py), websockets through Channels
 (origin checked against ALLOWED_HOSTS, session auth). Bodies over the
 upload limit are refused before Django reads them, and both see the
-client's address behind TRUSTED_PROXIES (portal.asgi_guards)."""
+client's address behind TRUSTED_PROXIES (portal.asgi_guards). A running
+job's status, polled with an API key, is answered from Redis on the event
+loop (portal.fast_status)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from portal.asgi_guards import BodySizeLimit, client_ip_resolved  # noqa: E402
+from portal.fast_status import StatusFastPath  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(WSGIMiddleware(django_http, workers=settings.WEB_THREADS)),
+        "http": StatusFastPath(BodySizeLimit(WSGIMiddleware(django_http, workers=settings.WEB_THREADS))),
         "websocket": client_ip_resolved(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
