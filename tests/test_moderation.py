@@ -330,12 +330,14 @@ def test_a_check_that_fails_retries_the_job_instead_of_storing_it_unchecked(paid
 
 @pytest.mark.django_db
 def test_live_previews_are_off_while_the_image_check_is_on(paid_api, served, settings, monkeypatch, test_checkpoints):
+    import workers.progress
     import workers.services
 
     settings.JOB_BATCH_MAX = 1
     settings.MODERATION_THRESHOLD = 1.01
     sent: list[str] = []
-    monkeypatch.setattr(workers.services, "job_send", lambda job_id, message: sent.append(message["type"]))
+    # Previews go out from the step relay (progress events from generation.services).
+    monkeypatch.setattr(workers.progress, "job_send", lambda job_id, message: sent.append(message["type"]))
     for model_dir in ["", CLASSIFIER]:
         settings.MODERATION_IMAGE_MODEL = model_dir
         job_id = submit(paid_api, steps=10).json()["id"]  # 6 denoising steps: a preview at step 4

@@ -67,6 +67,9 @@ class ProgressRelay:
         self._record(job, preview=make)
 
     def _record(self, job: Job, *, step: int | None = None, total: int = 0, preview=None) -> None:
+        if step is not None:
+            # On the job at once: its end writes the last step seen, served or not.
+            job.progress_step, job.progress_total = step, total
         if not self.threaded:
             self._serve(_Step(job, step, total, preview))
             return

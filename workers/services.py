@@ -333,6 +333,11 @@ def _run_together(jobs: list[Job]) -> list[str]:
             results = [exc] * len(ready)
         finally:
             progress_relay.finish(ready)  # the steps' events end before the outcome's
+        # Nothing on this thread touched the database while the pipeline ran
+        # (the relay's thread did): a restart meanwhile left its connection
+        # dead, which the outcome's writes must not find.
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
         results, flags = _screen(ready, results)
         for job, result in zip(ready, results, strict=True):
             try:
