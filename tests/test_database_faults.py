@@ -47,11 +47,12 @@ def api(paid_api):
 def test_a_postgres_restart_mid_run_neither_stops_the_job_nor_its_lease(api, alice, start_worker, settings):
     start_worker("test-sd1-alt", WORKER_HEARTBEAT_TTL="8", WORKER_STEP_DELAY_MS="500")
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the worker")
-    job_id = long_job(api, steps=50)  # 25 s: still running when the database is back
-    wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
-
-    connection.close()
-    with alone():  # no test of the other processes runs during the restart
+    # No test of the other processes runs during the restart; the job starts
+    # once they are done (waiting for them first, it could end before it).
+    with alone():
+        job_id = long_job(api, steps=50)  # 25 s: still running when the database is back
+        wait_for(lambda: Job.objects.get(id=job_id).progress_step >= 1, timeout=120, message="the job to start")
+        connection.close()
         postgres_restart(pause=3)
     back = timezone.now()
     connection.close()  # this test's own connection died with the server

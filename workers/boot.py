@@ -105,10 +105,12 @@ def start_heartbeat(**kwargs) -> None:
     from workers import services
     from workers.heartbeat import Heartbeat, Reaper
     from workers.progress import ProgressRelay
-    from workers.services import pipeline_cache, reap, renew_lease, running_jobs, warm_checkpoints, warm_slugs
+    from workers.services import Recorder, pipeline_cache, reap, renew_lease, running_jobs, warm_checkpoints, warm_slugs
 
-    # Steps are served by a thread of this process, off the pipeline's thread.
+    # Steps are served, and outcomes recorded, by threads of this process,
+    # off the pipeline's thread.
     services.progress_relay = ProgressRelay(threaded=True)
+    services.recorder = Recorder(threaded=True)
     cache = pipeline_cache()
     _heartbeat = Heartbeat(
         worker_id=worker_name(),
@@ -151,6 +153,11 @@ def publish_idle(**kwargs) -> None:
 
 @worker_process_shutdown.connect
 def stop_heartbeat(**kwargs) -> None:
+    from workers import services
+
+    # The outcomes still being recorded first, while the heartbeat keeps
+    # their leases (a process killed meanwhile leaves them to the reaper).
+    services.recorder.drain()
     if _heartbeat is not None:
         _heartbeat.stop()
     if _reaper is not None:

@@ -6,12 +6,15 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from functools import cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from PIL import Image
 
@@ -181,23 +184,126 @@ def controlnet_for(control: ControlNet, *, dtype):
 # process (workers.boot makes it threaded), inline elsewhere.
 progress_relay = ProgressRelay(threaded=False)
 
-# The jobs this process is running (one pipeline call; several when batched),
-# and the companions claimed while a batch forms (listed in the heartbeat at once).
-_current_jobs: list[Job] = []
-_claiming: list = []
+class WorkerState:
+    """What this worker process holds, for its heartbeat (which lists the
+    jobs and renews their leases) and its stages, behind one lock: the jobs
+    of the pipeline call now (several when batched), the companions claimed
+    while a batch forms, and the jobs whose results are being stored and
+    recorded (the record stage, off the pipeline's thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[Job] = []
+        self._claiming: list = []
+        self._recording: dict = {}
+
+    def run(self, jobs: list[Job]) -> None:
+        with self._lock:
+            self._running = list(jobs)
+            self._claiming = []
+
+    def claiming(self, job_id) -> None:
+        with self._lock:
+            self._claiming.append(job_id)
+
+    def ran(self) -> None:
+        with self._lock:
+            self._running, self._claiming = [], []
+
+    def recording(self, jobs: list[Job]) -> None:
+        with self._lock:
+            self._recording.update({job.id: job for job in jobs})
+
+    def recorded(self, job: Job) -> None:
+        with self._lock:
+            self._recording.pop(job.id, None)
+
+    def leased(self) -> list[Job]:
+        """The jobs whose leases this process keeps."""
+        with self._lock:
+            return [*self._running, *self._recording.values()]
+
+    def job_ids(self) -> list[str]:
+        with self._lock:
+            return [str(job.id) for job in [*self._running, *self._recording.values()]] + [
+                str(job_id) for job_id in self._claiming
+            ]
+
+
+state = WorkerState()
 
 
 def renew_lease() -> None:
-    """On every heartbeat: keep the running jobs' leases alive while the
-    pipeline loads or runs (steps alone may be minutes apart)."""
-    for job in list(_current_jobs):
+    """On every heartbeat: keep the leases alive of the jobs this process
+    runs or records (steps alone may be minutes apart, and a cold load
+    longer)."""
+    for job in state.leased():
         if not job_progress(job=job):
             progress_relay.stop(job)
 
 
 def running_jobs() -> list[str]:
-    """The ids of the jobs this process runs now, for its heartbeat."""
-    return [str(job.id) for job in list(_current_jobs)] + [str(job_id) for job_id in list(_claiming)]
+    """The ids of the jobs this process runs or records now, for its heartbeat."""
+    return state.job_ids()
+
+
+class Recorder:
+    """The record stage: each finished job's pictures encoded and stored, its
+    outcome written and its hold captured or released (_finish), on a thread
+    of its own in a worker process, so the pipeline's thread takes the next
+    job meanwhile. Until recorded a job stays running, listed in the
+    heartbeat and its lease renewed; if the process dies first, the reaper
+    runs it again or releases its hold (nothing is charged before the
+    record). Inline outside a worker process (tests that run jobs in place)."""
+
+    def __init__(self, *, threaded: bool) -> None:
+        self.threaded = threaded
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def record(self, jobs: list[Job], results: list, flags: dict) -> dict:
+        """The outcome of each job by id: what _finish returned, or
+        "recording" where the stage's thread will record it."""
+        if not self.threaded:
+            together = zip(jobs, results, strict=True)
+            return {job.id: _record_one(job, result, flags.get(job.id)) for job, result in together}
+        state.recording(jobs)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-record")
+        self._pending = [future for future in self._pending if not future.done()]
+        for job, result in zip(jobs, results, strict=True):
+            self._pending.append(self._pool.submit(_record_in_stage, job, result, flags.get(job.id)))
+        return {job.id: "recording" for job in jobs}
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait for the jobs handed over so far (at a worker's shutdown)."""
+        futures_wait(self._pending, timeout=timeout)
+
+
+def _record_one(job: Job, result, flags) -> str:
+    try:
+        return _finish(job, result, flags)
+    except Exception as exc:  # storing this job's result failed: it alone is retried
+        return _failed(job, exc)
+
+
+def _record_in_stage(job: Job, result, flags) -> str:
+    try:
+        outcome = _record_one(job, result, flags)
+        log.info("job %s: %s", job.id, outcome)
+        return outcome
+    except Exception:
+        # Even failing it failed (the database is down): it stays running
+        # under this live worker, and the reaper takes it once its lease
+        # ends (renewals stop here).
+        log.exception("job %s: could not record its outcome", job.id)
+        return "not recorded"
+    finally:
+        state.recorded(job)
+        close_old_connections()
+
+
+recorder = Recorder(threaded=False)
 
 
 def batch_limit() -> int:
@@ -241,15 +347,14 @@ def job_run(*, job_id: str, slug: str | None = None, hops: int = 0, forwarded: b
     if job is None:
         return "not claimed"
     jobs = [job]
-    _current_jobs[:] = jobs
+    state.run(jobs)
     try:
         room = batch_limit() - job.num_images
         if room > 0 and job.attempts == 1:
             jobs += job_claim_companions(
-                job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS, on_claim=_claiming.append
+                job=job, worker=worker, images=room, wait_ms=settings.JOB_BATCH_WAIT_MS, on_claim=state.claiming
             )
-            _current_jobs[:] = jobs
-            _claiming.clear()
+            state.run(jobs)
         return ",".join(_run_together(jobs))
     except BaseException:
         # Whatever escaped (the database, a time limit while storing): no job
@@ -260,8 +365,7 @@ def job_run(*, job_id: str, slug: str | None = None, hops: int = 0, forwarded: b
         raise
     finally:
         progress_relay.finish(jobs)
-        _current_jobs.clear()
-        _claiming.clear()
+        state.ran()
 
 
 FORWARDED = "forwarded"
@@ -339,11 +443,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
         if connection.connection is not None and not connection.is_usable():
             connection.close()
         results, flags = _screen(ready, results)
-        for job, result in zip(ready, results, strict=True):
-            try:
-                outcomes[job.id] = _finish(job, result, flags.get(job.id))
-            except Exception as exc:  # storing this job's result failed: it alone is retried
-                outcomes[job.id] = _failed(job, exc)
+        outcomes.update(recorder.record(ready, results, flags))
     return [outcomes[job.id] for job in jobs]
 
 
