@@ -500,6 +500,10 @@ WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 # restart a server under it (the fault tests; a demo of live progress). 0 in
 # production.
 WORKER_STEP_DELAY_MS = env_int("WORKER_STEP_DELAY_MS", 0)
+# A drill too: milliseconds the record stage waits before it stores a
+# finished job's pictures (workers.services.Recorder), so a worker can be
+# killed between the pipeline and the record. 0 in production.
+WORKER_RECORD_DELAY_MS = env_int("WORKER_RECORD_DELAY_MS", 0)
 PIPELINE_CACHE_BYTES = env.str("PIPELINE_CACHE_BYTES", default="auto")
 # Speed-ups a worker applies to its pipelines (workers/accel.py): "auto" (all
 # of them on CUDA, none elsewhere), "none", or a comma list of

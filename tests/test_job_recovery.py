@@ -4,7 +4,11 @@ beat) requeues it, and another worker finishes it."""
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
@@ -50,6 +54,42 @@ def test_a_killed_worker_s_job_is_finished_by_another_and_charged_once(api, alic
     )
     assert job.status == "succeeded", (job.status, job.error)
     assert job.attempts == 2
+    assert resolutions(job) == ["capture"]
+    assert balance_of(user=alice) == 100 - job.credits_charged
+    assert job.images.count() == 1
+
+
+@pytest.mark.one_engine
+def test_a_worker_killed_between_pipeline_and_record_loses_no_credit(api, alice, start_worker):
+    """The pipeline's thread hands a finished job to the record stage and
+    takes the next message; the job stays running, listed in the heartbeat,
+    until recorded. Killed in between, the worker leaves it to the reaper:
+    it runs again and is charged once."""
+    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+
+    doomed = start_worker("test-sd1-alt", WORKER_RECORD_DELAY_MS="60000", **FAST_LEASE)
+    wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
+    job_id = long_job(api, steps=4, side=64)
+
+    def recording() -> bool:
+        beats = [json.loads(raw) for raw in heartbeat_client().mget(heartbeat_client().keys(HEARTBEAT_PREFIX + "*"))]
+        mine = [beat for beat in beats if beat and str(job_id) in beat.get("jobs", [])]
+        # Its task ended (the worker is free for the next) while the job is still its own.
+        return bool(mine) and not mine[0].get("busy") and Job.objects.get(id=job_id).status == "running"
+
+    wait_for(recording, timeout=120, message="the job in the record stage", interval=0.1)
+    assert not Job.objects.get(id=job_id).images.exists()
+    entered = timezone.now()
+    wait_for(  # its lease is still renewed (3 s leases here)
+        lambda: Job.objects.get(id=job_id).lease_expires_at > entered + timedelta(seconds=4),
+        timeout=10,
+        message="the recording job's lease to be renewed",
+    )
+    doomed.kill()
+
+    start_worker("test-sd1-alt", beat=True, **FAST_LEASE)
+    job = wait_for(lambda: (j := Job.objects.get(id=job_id)).is_finished and j, timeout=180, message="the job")
+    assert (job.status, job.attempts) == ("succeeded", 2), (job.status, job.attempts, job.error)
     assert resolutions(job) == ["capture"]
     assert balance_of(user=alice) == 100 - job.credits_charged
     assert job.images.count() == 1

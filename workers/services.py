@@ -288,6 +288,8 @@ def _record_one(job: Job, result, flags) -> str:
 
 
 def _record_in_stage(job: Job, result, flags) -> str:
+    if settings.WORKER_RECORD_DELAY_MS:
+        time.sleep(settings.WORKER_RECORD_DELAY_MS / 1000)  # the record-delay drill
     try:
         outcome = _record_one(job, result, flags)
         log.info("job %s: %s", job.id, outcome)
