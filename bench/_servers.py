@@ -1,6 +1,7 @@
-"""What the benches share: a free port, a PostgreSQL database made if
-missing, a running job to watch, waiting for a server and stopping it with
-everything it started."""
+"""What the benches share: the environment their Django runs with, a free
+port, a PostgreSQL database made if missing, an input picture, a running
+job to watch, waiting for a server and stopping it with everything it
+started."""
 
 from __future__ import annotations
 
@@ -11,6 +12,35 @@ import socket
 import subprocess
 import time
 import urllib.request
+
+
+def bench_environment(*, database: str, redis: str, media: str) -> None:
+    """Production-like settings (DEBUG and HTTPS_ONLY off), the given
+    PostgreSQL database, Redis database and media folder unless the
+    environment names others, no submit rate limit."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ.setdefault("DATABASE_URL", database)
+    os.environ.setdefault("REDIS_URL", redis)
+    os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 50)
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+    os.environ.setdefault("MEDIA_ROOT", media)
+    os.environ.setdefault("SUBMIT_RATE_LIMIT", "100000/m")
+    os.environ["HTTPS_ONLY"] = "false"
+    os.environ.pop("DEBUG", None)
+
+
+def noise_png(side: int) -> bytes:
+    """An RGB PNG `side` pixels square that does not compress to nothing
+    (noise over a gradient)."""
+    import io
+
+    from PIL import Image
+
+    gradient = Image.linear_gradient("L").resize((side, side))
+    bands = [Image.blend(gradient, Image.effect_noise((side, side), 24), 0.5) for _ in range(3)]
+    buffer = io.BytesIO()
+    Image.merge("RGB", bands).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def free_port() -> int:

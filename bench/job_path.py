@@ -55,18 +55,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._servers import ensure_database, free_port, stop  # noqa: E402
+from bench._servers import bench_environment, ensure_database, free_port, noise_png, stop  # noqa: E402
 
 PY = sys.executable
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench2")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/7")
-os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 50)
-os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
-os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench" / "media"))
-os.environ.setdefault("SUBMIT_RATE_LIMIT", "100000/m")
-os.environ["HTTPS_ONLY"] = "false"
-os.environ.pop("DEBUG", None)
+bench_environment(
+    database="postgres://postgres@127.0.0.1:5432/portal_bench2",
+    redis="redis://127.0.0.1:6379/7",
+    media=str(ROOT / "var" / "bench" / "media"),
+)
 LOGS = ROOT / "var" / "bench" / "job_path"
 LOGS.mkdir(parents=True, exist_ok=True)
 
@@ -100,13 +96,7 @@ def p50(values: list[float]) -> float:
 
 
 def input_png() -> bytes:
-    """A 512 px RGB PNG that does not compress to nothing (noise over a gradient)."""
-    noise = [Image.effect_noise((SIDE, SIDE), 24) for _ in range(3)]
-    gradient = Image.linear_gradient("L").resize((SIDE, SIDE))
-    bands = [Image.blend(gradient, n, 0.5) for n in noise]
-    buffer = io.BytesIO()
-    Image.merge("RGB", bands).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return noise_png(SIDE)
 
 
 def wait(predicate, timeout: float, what: str, every: float = 0.01):

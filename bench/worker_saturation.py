@@ -34,18 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._servers import ensure_database, stop  # noqa: E402
+from bench._servers import bench_environment, ensure_database, noise_png, stop  # noqa: E402
 
 PY = sys.executable
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench2")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/7")
-os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 50)
-os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench" / "media"))
-os.environ.setdefault("SUBMIT_RATE_LIMIT", "100000/m")
+bench_environment(
+    database="postgres://postgres@127.0.0.1:5432/portal_bench2",
+    redis="redis://127.0.0.1:6379/7",
+    media=str(ROOT / "var" / "bench" / "media"),
+)
 os.environ.setdefault("MAX_ACTIVE_JOBS", "1000")
-os.environ["HTTPS_ONLY"] = "false"
-os.environ.pop("DEBUG", None)
 LOGS = ROOT / "var" / "bench" / "worker_saturation"
 LOGS.mkdir(parents=True, exist_ok=True)
 
@@ -72,14 +69,6 @@ from generation.availability import live_workers  # noqa: E402
 from generation.catalog import catalog_register_test_checkpoints  # noqa: E402
 from generation.models import Checkpoint, Job  # noqa: E402
 from workers.testweights import build_all  # noqa: E402
-
-
-def picture(side: int) -> bytes:
-    noise = [Image.effect_noise((side, side), 24) for _ in range(3)]
-    gradient = Image.linear_gradient("L").resize((side, side))
-    buffer = io.BytesIO()
-    Image.merge("RGB", [Image.blend(gradient, n, 0.5) for n in noise]).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def data(side: int, seed: int):
@@ -169,7 +158,7 @@ def main() -> int:
         f"process; {os.cpu_count()} CPU cores, nothing else running",
         flush=True,
     )
-    pngs = {side: picture(side) for side in SIDES}
+    pngs = {side: noise_png(side) for side in SIDES}
     direct = {side: back_to_back(side, pngs[side]) for side in SIDES}
     connections.close_all()
     worker = start_worker()
