@@ -23,9 +23,10 @@ def grant_on_signup_without_verification(sender, request, user, **kwargs) -> Non
         free_credits_grant(user=user, email=user.email)
 
 
-# An API key's cache entry (accounts.services.KEY_CACHE_PREFIX) goes the moment
-# the key stops being honoured, however that happens: revoked in the admin,
-# deleted (with its owner too), or its owner deactivated.
+# An API key's cache entry (accounts.services.KEY_CACHE_PREFIX) is marked as
+# no longer honoured the moment the key stops being honoured, however that
+# happens: revoked in the admin, deleted (with its owner too), or its owner
+# deactivated.
 
 
 @receiver(post_save, sender=ApiKey)

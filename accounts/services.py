@@ -94,7 +94,7 @@ def api_key_revoke(*, user, key_id: int) -> bool:
     revoked = bool(
         ApiKey.objects.filter(id=key_id, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
     )
-    api_keys_uncache(ApiKey.objects.filter(id=key_id).values_list("key_hash", flat=True))
+    api_keys_uncache(ApiKey.objects.filter(id=key_id, user=user).values_list("key_hash", flat=True))
     return revoked
 
 
@@ -102,35 +102,51 @@ def api_key_revoke(*, user, key_id: int) -> bool:
 #
 # A key that authenticated here is remembered in Redis for KEY_CACHE_SECONDS
 # as its owner's id: KEY_CACHE_PREFIX + its hash. Revoking the key, deleting
-# it, or deactivating its owner clears it at once (here and in
-# accounts.receivers), so a cached key is never honoured after that; its
-# expiry sends its next request through here, which records its use.
+# it, or deactivating its owner puts a marker in its place instead (here and
+# in accounts.receivers), which the fast path never honours and which no
+# request that read the key as active a moment before can overwrite (it
+# caches only where nothing is: SET NX). Its expiry sends the key's next
+# request through here, which records its use. The cache's Redis calls time
+# out fast: a slow Redis costs an API request at most a quarter second, and
+# a cache write that fails is skipped.
 
 KEY_CACHE_PREFIX = "portal:apikey:"
 KEY_CACHE_SECONDS = 60
+KEY_GONE = "gone"  # the marker of a key no longer honoured
+KEY_GONE_SECONDS = 600
 
 
 @functools.cache
 def _key_cache(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
 
 
 def _key_cached(key_hash: str, user_id: int) -> None:
     try:
-        _key_cache(settings.REDIS_URL).set(KEY_CACHE_PREFIX + key_hash, user_id, ex=KEY_CACHE_SECONDS)
+        _key_cache(settings.REDIS_URL).set(KEY_CACHE_PREFIX + key_hash, user_id, ex=KEY_CACHE_SECONDS, nx=True)
     except redis.RedisError:
         log.warning("could not cache an API key", exc_info=True)
 
 
 def api_keys_uncache(key_hashes) -> None:
-    """Forget these keys (by hash) in the cache, now and again after the
-    commit (a request that read the key as still active before it may have
-    cached it meanwhile). A failure now is raised: a revocation must not
-    pass for done while the key still works."""
+    """Mark these keys (by hash) as no longer honoured in the cache, now and
+    again after the commit. If Redis cannot be reached the fast path cannot
+    answer either (it reads the same Redis); the failure is logged, and an
+    entry that survives it lives at most KEY_CACHE_SECONDS."""
     names = [KEY_CACHE_PREFIX + key_hash for key_hash in key_hashes]
+
+    def mark() -> None:
+        try:
+            with _key_cache(settings.REDIS_URL).pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.set(name, KEY_GONE, ex=KEY_GONE_SECONDS)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("could not mark %s API key(s) as revoked in the cache", len(names), exc_info=True)
+
     if names:
-        _key_cache(settings.REDIS_URL).delete(*names)
-        transaction.on_commit(lambda: _key_cache(settings.REDIS_URL).delete(*names), robust=True)
+        mark()
+        transaction.on_commit(mark)
 
 
 KEY_USE_RESOLUTION = timedelta(minutes=1)

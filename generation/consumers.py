@@ -54,7 +54,10 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await super().dispatch(message)
 
     async def job_event(self, event: dict) -> None:
-        await self.send_json(event["message"])
+        # Encoded once by the sender (generation.events.job_send); "message"
+        # is how a sender before that change put it.
+        text = event.get("text")
+        await self.send(text_data=text if text is not None else await self.encode_json(event["message"]))
 
     @database_sync_to_async
     def _visible(self, user, job_id) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import os
 import threading
@@ -32,8 +33,9 @@ def job_group(job_id) -> str:
 
 def job_send(job_id, message: dict) -> None:
     """Best effort and immediate: a broken channel layer must never fail or
-    slow a job."""
-    _sender().put(job_group(job_id), {"type": "job.event", "message": message})
+    slow a job. The message is encoded here, once: every socket of the job
+    sends the same text (generation.consumers), not its own encoding."""
+    _sender().put(job_group(job_id), {"type": "job.event", "text": json.dumps(message)})
 
 
 def job_announce(job_id) -> None:

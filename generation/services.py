@@ -602,8 +602,8 @@ def job_progress(*, job: Job, step: int | None = None, total: int | None = None)
         fields.update(progress_step=job.progress_step, progress_total=job.progress_total)
     owned = bool(_owned(job).update(**fields))
     job._progress_written = now
-    if owned and job.progress_total:
-        status_progress(job)
+    if owned:
+        status_progress(job)  # its status copy: the step, and a longer life
     if owned and step is not None:
         job_send(job.id, {"type": "progress", "step": step, "total": total})
     return owned

@@ -21,9 +21,10 @@ different moments cannot put an older state back.
 
 One hash per job, STATUS_PREFIX + id: v (the version), user (the owner's
 id), head and tail (the JSON around its "progress" value; empty in a
-tombstone), step and total. Entries expire TTL seconds after their last
-write (progress is written every JOB_PROGRESS_WRITE_SECONDS while a job
-runs, and its lease renewed on every heartbeat).
+tombstone), step and total. A running copy expires RUNNING_TTL seconds
+after its last write (its progress is written every
+JOB_PROGRESS_WRITE_SECONDS and its lease renewed every third of a lease),
+a tombstone after TOMBSTONE_TTL.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import logging
 
 import redis
+from django.conf import settings
 
 from generation.availability import heartbeat_client
 from generation.models import Job
@@ -40,7 +42,13 @@ from generation.schemas import job_out
 log = logging.getLogger(__name__)
 
 STATUS_PREFIX = "portal:status:"
-TTL = 3600
+# A running job's copy lives a few leases past its last write (its lease is
+# renewed, and the copy with it, every third of a lease): one whose last
+# write was lost (the process died between commit and publish, a Redis
+# failover) is gone soon, and its readers sent to Django. A tombstone lives
+# longer than any writer that read the row before it could be late.
+RUNNING_TTL = max(30, 3 * settings.JOB_LEASE_SECONDS)
+TOMBSTONE_TTL = 3600
 _STEPS = 1_000_000  # more than any job's steps: a version's room per attempt
 _PLACEHOLDER = "\x00progress\x00"
 
@@ -54,11 +62,14 @@ redis.call('HSET', KEYS[1], 'v', ARGV[1], 'user', ARGV[2], 'head', ARGV[3], 'tai
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 return 1
 """
-# A newer step of a running job's copy; nothing for a missing entry or a tombstone.
+# A newer step of a running job's copy, and its life extended (the same step
+# too: a lease renewal); nothing for a missing entry, a tombstone or an older step.
 _PROGRESS = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
-if current < 0 or tonumber(ARGV[1]) <= current or redis.call('HGET', KEYS[1], 'head') == '' then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'step', ARGV[2], 'total', ARGV[3])
+if current < 0 or tonumber(ARGV[1]) < current or redis.call('HGET', KEYS[1], 'head') == '' then return 0 end
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'step', ARGV[2], 'total', ARGV[3])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
@@ -95,7 +106,7 @@ def status_publish(job: Job) -> None:
             tail,
             job.progress_step,
             job.progress_total,
-            TTL,
+            RUNNING_TTL if running else TOMBSTONE_TTL,
         )
     except redis.RedisError:
         log.warning("could not publish job %s's status", job.id, exc_info=True)
@@ -115,7 +126,7 @@ def status_progress(job: Job) -> None:
     version = status_version(attempts=job.attempts, running=True, step=job.progress_step)
     try:
         heartbeat_client().eval(
-            _PROGRESS, 1, status_key(job.id), version, job.progress_step, job.progress_total, TTL
+            _PROGRESS, 1, status_key(job.id), version, job.progress_step, job.progress_total, RUNNING_TTL
         )
     except redis.RedisError:
         log.warning("could not publish job %s's progress", job.id, exc_info=True)

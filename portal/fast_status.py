@@ -31,7 +31,10 @@ from prometheus_client import Counter
 from accounts.services import API_KEY_PREFIX, KEY_CACHE_PREFIX
 from generation.status_cache import STATUS_FIELDS, status_body, status_key
 
-_PATH = re.compile(r"^/api/v1/jobs/([0-9a-fA-F-]{32,36})$")
+_PATH = re.compile(r"/api/v1/jobs/([0-9a-fA-F-]{32,36})")  # fullmatch: no trailing newline slips through
+# Headers that, sent twice, Django would read joined (and refuse) where a
+# dict here would keep one: such a request goes to Django.
+_SINGLE = {b"authorization", b"host", b"x-forwarded-proto"}
 FAST_ANSWERS = Counter(
     "portal_status_fast_answers_total", "Status reads of running jobs answered from Redis (portal.fast_status)."
 )
@@ -46,13 +49,16 @@ class StatusFastPath:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
-            match = _PATH.match(scope["path"])
+            match = _PATH.fullmatch(scope["path"])
             if match and (answer := await self._answer(scope, match.group(1))) is not None:
                 await _send(send, answer, self._headers, secure=_is_secure(scope))
                 return
         await self.app(scope, receive, send)
 
     async def _answer(self, scope, job_id: str) -> bytes | None:
+        names = [name for name, _ in scope["headers"]]
+        if any(b"_" in name for name in names) or any(names.count(name) > 1 for name in _SINGLE):
+            return None  # a2wsgi would read these differently than a dict does
         headers = dict(scope["headers"])
         token = _bearer(headers.get(b"authorization", b""))
         if token is None or not token.startswith(API_KEY_PREFIX):
@@ -75,7 +81,9 @@ class StatusFastPath:
                 owner, fields = await pipe.execute()
         except (aioredis.RedisError, OSError):
             return None
-        found = status_body(fields) if owner is not None else None
+        if owner is None or not owner.isdigit():  # not cached, or marked as no longer honoured
+            return None
+        found = status_body(fields)
         if found is None or found[0] != owner.decode():
             return None
         FAST_ANSWERS.inc()
@@ -89,21 +97,24 @@ class StatusFastPath:
 
 
 def _bearer(value: bytes) -> str | None:
-    scheme, _, token = value.decode("latin-1").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    """The token as django-ninja's HttpBearer reads it (split on single
+    spaces, nothing stripped), or None."""
+    parts = value.decode("latin-1").split(" ")
+    if parts[0].lower() != "bearer":
+        return None
+    return " ".join(parts[1:]) or None
 
 
 def _is_secure(scope) -> bool:
-    """request.is_secure()'s rule: the scheme, or SECURE_PROXY_SSL_HEADER."""
-    if scope.get("scheme") == "https":
-        return True
+    """request.is_secure()'s rule: SECURE_PROXY_SSL_HEADER when the request
+    has it, else the scheme."""
     if settings.SECURE_PROXY_SSL_HEADER:
         name, value = settings.SECURE_PROXY_SSL_HEADER
         wanted = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
         for key, found in scope["headers"]:
             if key == wanted:
-                return found.decode("latin-1").split(",")[0].strip() == value
-    return False
+                return found.decode("latin-1").split(",", 1)[0].strip() == value
+    return scope.get("scheme") == "https"
 
 
 def _allowed_hosts() -> list[str]:

@@ -52,7 +52,16 @@ def commits(django_capture_on_commit_callbacks):
     return run
 
 
-def fast_get(path: str, secret: str | None, *, query: bytes = b"", scheme: str = "http", host: str = "testserver"):
+def fast_get(
+    path: str,
+    secret: str | None,
+    *,
+    query: bytes = b"",
+    scheme: str = "http",
+    host: str = "testserver",
+    authorization: str | None = None,
+    extra: tuple = (),
+):
     """The fast path's answer: (status, headers, body), or None when it
     handed the request to Django."""
     sent, handed = [], []
@@ -68,7 +77,8 @@ def fast_get(path: str, secret: str | None, *, query: bytes = b"", scheme: str =
 
     headers = [(b"host", host.encode())]
     if secret is not None:
-        headers.append((b"authorization", f"Bearer {secret}".encode()))
+        headers.append((b"authorization", (authorization or "Bearer {}").format(secret).encode()))
+    headers += list(extra)
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers}
     asyncio.run(StatusFastPath(django)({**scope, "scheme": scheme}, receive, send))
     if handed:
@@ -129,6 +139,46 @@ def test_only_the_owner_s_live_key_is_answered(alice, bob, key, catalog, commits
     assert api_key_revoke(user=alice, key_id=key_row.id)
     assert fast_get(path, key) is None  # revoked: at once
     assert Client(HTTP_AUTHORIZATION=f"Bearer {key}").get(path).status_code == 401
+
+
+def test_what_django_would_read_differently_goes_to_django(alice, key, catalog, commits, settings):
+    """Requests that django-ninja or a2wsgi would parse otherwise than a
+    dict and a split: the fast path does not guess, Django answers."""
+    job = running(alice, commits)
+    path = f"/api/v1/jobs/{job.id}"
+    assert fast_get(path, key, authorization="bearer {}") is not None  # the scheme's case does not matter
+    assert fast_get(path, key, authorization="Bearer  {}") is None  # ninja: a token starting with a space
+    assert fast_get(path, key, extra=((b"authorization", b"Bearer other"),)) is None  # sent twice
+    assert fast_get(path, key, extra=((b"host", b"testserver"),)) is None
+    assert fast_get(path, key, extra=((b"x_forwarded_proto", b"https"),)) is None
+    assert fast_get(path + "\n", key) is None
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    assert fast_get(path, key, scheme="https", extra=((b"x-forwarded-proto", b"http"),)) is None  # the header wins
+    assert fast_get(path, key, extra=((b"x-forwarded-proto", b"https"),)) is not None
+
+
+def test_a_request_that_read_the_key_before_its_revocation_cannot_cache_it_again(alice, key, catalog, commits):
+    from accounts.services import _hash_key, _key_cached
+
+    job = running(alice, commits)
+    key_row = alice.api_keys.get(name="poller")
+    assert api_key_revoke(user=alice, key_id=key_row.id)
+    _key_cached(_hash_key(key), alice.pk)  # what such a request does last
+    assert fast_get(f"/api/v1/jobs/{job.id}", key) is None
+
+
+def test_a_running_copy_outlives_its_last_write_by_a_few_leases_only(alice, key, catalog, commits):
+    from generation.availability import heartbeat_client
+    from generation.status_cache import RUNNING_TTL, TOMBSTONE_TTL, status_key
+
+    job = running(alice, commits)
+    assert 0 < heartbeat_client().ttl(status_key(job.id)) <= RUNNING_TTL < TOMBSTONE_TTL
+    heartbeat_client().expire(status_key(job.id), 5)
+    assert job_progress(job=job)  # a lease renewal, the same step: its life starts again
+    assert heartbeat_client().ttl(status_key(job.id)) > 5
+    commits(lambda: job_cancel(user=alice, job_id=job.id))
+    assert heartbeat_client().ttl(status_key(job.id)) > RUNNING_TTL  # the tombstone
 
 
 def test_deactivating_the_owner_stops_the_key_at_once(alice, key, catalog, commits):
