@@ -1,8 +1,12 @@
 """Benchmark: live progress to many job pages. N (default 1,000) websockets
 on /ws/jobs/<id>/ watch one running job while a separate process publishes
 its progress the way a worker does (generation.events.job_send: the
-per-process sender thread over the channel layer). Prints figures, not
-pass/fail; the goal (issue 11): event latency p99 < 100 ms at 1,000 sockets.
+per-process sender thread, on the job's Redis channel). Prints figures, not
+pass/fail; the goal (issues 11 and 22): event latency p99 < 100 ms at 1,000
+sockets, every socket getting each scenario's last step (a socket that lags
+gets the latest step, not a backlog: generation.consumers). The job's events
+go through generation.fanout whatever the channel layer (LAYERS changes only
+what the rest of the site, the support chat, uses).
 
     .venv/bin/python bench/ws_progress.py
     SOCKETS=200 STACKS="uvicorn (as served),granian" LAYERS=core .venv/bin/python bench/ws_progress.py
@@ -244,7 +248,13 @@ async def measure(port: int, job_id: str, cookie: str, layer: str) -> dict:
         # Until all arrived, or nothing more for 2 s (a backlog must not
         # spill into the next scenario), at most DRAIN_SECONDS.
         deadline, last, quiet = time.monotonic() + DRAIN_SECONDS, -1, time.monotonic()
-        while len(clients.latencies.get(run, [])) < expected and time.monotonic() < deadline:
+        # A lagging socket gets the latest step instead of a backlog
+        # (generation.consumers): the last step reaching every socket ends it too.
+        def done(run=run, expected=expected, count=count) -> bool:
+            seen = clients.latencies.get(run, [])
+            return len(seen) >= expected or sum(1 for step, _ in seen if step == count) >= len(clients.sockets)
+
+        while not done() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             if len(clients.latencies.get(run, [])) != last:
                 last, quiet = len(clients.latencies.get(run, [])), time.monotonic()
@@ -262,6 +272,8 @@ async def measure(port: int, job_id: str, cookie: str, layer: str) -> dict:
             "max": max(values) if values else float("nan"),
             "first_step_p50": pct(by_step.get(1, []), 50),
             "last_step_p50": pct(by_step.get(count, []), 50),
+            "last_seen": len(by_step.get(count, [])),
+            "sockets": len(clients.sockets),
             "sent_ms": publisher["sent_ms"],
         }
         await asyncio.sleep(0.5)
@@ -342,16 +354,20 @@ def main() -> int:
             )
             worst = 0.0
             for scenario, s in result["scenarios"].items():
-                worst = max(worst, s["p99"]) if s["delivered"] == s["expected"] else float("inf")
+                worst = max(worst, s["p99"]) if s["last_seen"] == s["sockets"] else float("inf")
                 print(
-                    f"    {scenario:<11} delivered {s['delivered']:>6}/{s['expected']:<6} latency ms: "
+                    f"    {scenario:<11} delivered {s['delivered']:>6}/{s['expected']:<6} "
+                    f"(the last step to {s['last_seen']}/{s['sockets']} sockets) latency ms: "
                     f"p50 {s['p50']:7.1f}  p99 {s['p99']:7.1f}  max {s['max']:7.1f}   "
                     f"(p50 of the first event {s['first_step_p50']:.1f}, of the last {s['last_step_p50']:.1f}; "
                     f"publisher sent all in {s['sent_ms']:.0f} ms)",
                     flush=True,
                 )
             summary.append((name, layer, worst, result))
-    print("summary (goal: every event delivered, p99 < 100 ms in every scenario):")
+    print(
+        "summary (goal: the last step reaches every socket, p99 < 100 ms in every scenario; "
+        "a lagging socket skips the steps a newer one replaced):"
+    )
     for name, layer, worst, _ in summary:
         print(f"  {name:<22} {layer:<7} worst p99 {worst:8.1f} ms   {'met' if worst < GOAL_P99_MS else 'not met'}")
     return 0

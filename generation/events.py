@@ -1,12 +1,13 @@
-"""Live job updates over the channel layer. It only rings the bell: a lost
-message costs nothing, because every (re)connect starts from the database
-snapshot (generation.consumers).
+"""Live job updates, published on the job's Redis channel
+(generation.fanout: each server process fans them out to its sockets of
+the job). It only rings the bell: a lost message costs nothing, because
+every (re)connect starts from the database snapshot (generation.consumers).
 
 Sending never waits: job_send puts the message on this process's sender,
-one event loop in a thread of its own that sends in order over connections
-it keeps. A worker's step callback so costs microseconds, not a new event
-loop and a Redis connection per step (async_to_sync's way), and events of
-one job arrive in the order they were sent."""
+one event loop in a thread of its own that publishes in order over a
+connection it keeps. A step so costs the caller microseconds, not a new
+event loop and a Redis connection per step (async_to_sync's way), and
+events of one job arrive in the order they were sent."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import logging
 import os
 import threading
 
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
+import redis.asyncio as aioredis
+from django.conf import settings
 
+from generation.fanout import event_wire, job_channel
 from generation.schemas import job_out
 from generation.selectors import job_snapshot
 from generation.status_cache import status_publish
@@ -27,15 +29,11 @@ from generation.status_cache import status_publish
 log = logging.getLogger(__name__)
 
 
-def job_group(job_id) -> str:
-    return f"job.{job_id}"
-
-
 def job_send(job_id, message: dict) -> None:
-    """Best effort and immediate: a broken channel layer must never fail or
-    slow a job. The message is encoded here, once: every socket of the job
-    sends the same text (generation.consumers), not its own encoding."""
-    _sender().put(job_group(job_id), {"type": "job.event", "text": json.dumps(message)})
+    """Best effort and immediate: a broken Redis must never fail or slow a
+    job. The message is encoded here, once: every socket of the job sends
+    the same text (generation.consumers), not its own encoding."""
+    _sender().put(job_channel(job_id), event_wire(message.get("type", ""), json.dumps(message)))
 
 
 def job_announce(job_id) -> None:
@@ -70,20 +68,20 @@ class _Sender:
         self.loop.run_until_complete(self._drain())
 
     async def _drain(self) -> None:
-        # A layer of its own: channels_redis binds state to the event loop
-        # that uses it, and this loop is not the process's main one.
-        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        # A client of its own: redis.asyncio binds connections to the event
+        # loop that uses them, and this loop is not the process's main one.
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
         while True:
-            group, message = await self.queue.get()
+            channel, message = await self.queue.get()
             try:
-                await layer.group_send(group, message)
+                await client.publish(channel, message)
             except Exception:
-                log.warning("could not broadcast an update to %s", group, exc_info=True)
+                log.warning("could not broadcast an update to %s", channel, exc_info=True)
             finally:
                 self.queue.task_done()
 
-    def put(self, group: str, message: dict) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, message))
+    def put(self, channel: str, message: str) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (channel, message))
 
     def flush(self, timeout: float) -> bool:
         try:

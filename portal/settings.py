@@ -439,12 +439,16 @@ SUPPORT_REPLY_TIME = env.str("SUPPORT_REPLY_TIME", default="within a few hours")
 # a group message is one PUBLISH that each process fans out to its own
 # sockets; with 1,000 sockets on a job the list-based core layer ran out of
 # Redis connections and lost sockets (bench/ws_progress.py).
+CHANNELS_PREFIX = env.str("CHANNELS_PREFIX", default="portal:ws")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="portal:ws")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNELS_PREFIX},
     }
 }
+# Job pages' events skip the channel layer: one Redis channel per job
+# (CHANNELS_PREFIX + ":job:" + its id), fanned out by each server process to
+# its own sockets of the job (generation.fanout).
 
 # --- Celery -----------------------------------------------------------------
 

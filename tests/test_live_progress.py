@@ -113,3 +113,106 @@ def test_a_real_worker_job_pushes_increasing_steps_then_the_results(catalog, ali
     final = messages[-1]["job"]
     assert final["status"] == "succeeded" and len(final["images"]) == 1
     assert snapshot == {"type": "job", "job": final}
+
+
+def test_a_lagging_socket_gets_the_latest_step_and_every_state_in_order():
+    """While a socket's send is held up, newer steps (and previews) replace
+    the ones not sent yet; the job's state messages are never dropped nor
+    overtaken. Each event was encoded once, by its sender: the socket sends
+    that text."""
+    import asyncio
+    import json
+
+    from generation.consumers import JobConsumer
+
+    async def scenario() -> list[dict]:
+        consumer = JobConsumer()
+        sent, gate = [], asyncio.Event()
+
+        async def send(text_data=None, **kwargs):
+            sent.append(json.loads(text_data))
+            if len(sent) == 1:
+                await gate.wait()  # the first send lags
+
+        consumer.send = send
+
+        def deliver(message: dict) -> None:
+            consumer.deliver(message["type"], json.dumps(message))
+
+        deliver({"type": "progress", "step": 1})
+        await asyncio.sleep(0)  # the sender task takes step 1 and waits
+        for step in range(2, 6):
+            deliver({"type": "progress", "step": step})
+        deliver({"type": "preview", "image": "a"})
+        deliver({"type": "preview", "image": "b"})
+        deliver({"type": "job", "job": {"status": "running"}})
+        deliver({"type": "progress", "step": 6})
+        deliver({"type": "progress", "step": 7})
+        deliver({"type": "job", "job": {"status": "succeeded"}})
+        gate.set()
+        await consumer.sending
+        return sent
+
+    assert asyncio.run(scenario()) == [
+        {"type": "progress", "step": 1},
+        {"type": "progress", "step": 5},
+        {"type": "preview", "image": "b"},
+        {"type": "job", "job": {"status": "running"}},
+        {"type": "progress", "step": 7},
+        {"type": "job", "job": {"status": "succeeded"}},
+    ]
+
+
+def test_each_process_subscribes_once_per_job_and_hands_each_socket_its_job_s_events():
+    """generation.fanout: sockets of two jobs, one joining while the reader
+    already runs; an event of one job reaches its sockets only, in order;
+    the last socket of a job to leave ends its subscription."""
+    import asyncio
+    import json
+    import uuid
+
+    from generation.events import events_flush, job_send
+    from generation.fanout import job_channel, job_fanout
+
+    class Socket:
+        def __init__(self) -> None:
+            self.got: list[tuple[str, dict]] = []
+
+        def deliver(self, kind: str, text: str) -> None:
+            self.got.append((kind, json.loads(text)))
+
+    async def until(predicate) -> None:
+        for _ in range(200):
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("timed out")
+
+    async def scenario():
+        fanout = job_fanout()
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        a, b, c = Socket(), Socket(), Socket()
+        await fanout.join(first, a)
+        await fanout.join(first, b)
+        job_send(first, {"type": "progress", "step": 1})
+        await until(lambda: a.got and b.got)
+        await fanout.join(second, c)  # while the reader runs
+        job_send(second, {"type": "progress", "step": 9})
+        job_send(first, {"type": "job", "job": {"status": "succeeded"}})
+        await asyncio.to_thread(events_flush, 5)
+        await until(lambda: len(a.got) == 2 and c.got)
+        channels = await fanout.client.pubsub_channels(job_channel("*"))
+        await fanout.leave(first, a)
+        await fanout.leave(first, b)
+        await fanout.leave(second, c)
+        await until(lambda: fanout.reader.done())
+        left = await fanout.client.pubsub_channels(job_channel("*"))
+        subscribed = {channel.decode() for channel in channels}
+        return a.got, b.got, c.got, subscribed, {channel.decode() for channel in left}, (first, second)
+
+    got_a, got_b, got_c, subscribed, left, jobs = asyncio.run(scenario())
+    done = {"type": "job", "job": {"status": "succeeded"}}
+    assert got_a == got_b == [("progress", {"type": "progress", "step": 1}), ("job", done)]
+    assert got_c == [("progress", {"type": "progress", "step": 9})]
+    assert {job_channel(job) for job in jobs} <= subscribed
+    assert not {job_channel(job) for job in jobs} & left
