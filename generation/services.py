@@ -583,7 +583,7 @@ def job_claim_companions(
 
 def job_progress(*, job: Job, step: int | None = None, total: int | None = None) -> bool:
     """Record progress and extend the lease. A step goes to the job's
-    websocket at once (the channel layer carries every step); the row is
+    websocket at once (the job's Redis channel carries every step); the row is
     written at most every JOB_PROGRESS_WRITE_SECONDS, and on every lease
     renewal (step None, from the heartbeat) with the last step seen, so a
     step costs no database round trip. False when this attempt no longer
