@@ -39,12 +39,20 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             return
         # Subscribe before reading the snapshot, so nothing falls in between;
         # events that come meanwhile wait in the outbox, behind the snapshot.
-        self.job_id = job_id
         self.sending = asyncio.get_running_loop().create_future()  # held until the snapshot is out
         await job_fanout().join(job_id, self)
-        await self.accept()
-        await self.send_json({"type": "job", "job": await self._snapshot(user, job_id)})
-        self.sending.set_result(None)
+        self.job_id = job_id
+        try:
+            await self.accept()
+            await self.send_json({"type": "job", "job": await self._snapshot(user, job_id)})
+        except BaseException:
+            # The client left mid-connect, or the read failed: channels calls
+            # no disconnect for a connect that raised.
+            self.outbox.clear()
+            await job_fanout().leave(job_id, self)
+            raise
+        finally:
+            self.sending.set_result(None)
         self._send_soon()
 
     async def disconnect(self, code: int) -> None:

@@ -70,7 +70,7 @@ class _Sender:
     async def _drain(self) -> None:
         # A client of its own: redis.asyncio binds connections to the event
         # loop that uses them, and this loop is not the process's main one.
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
         while True:
             channel, message = await self.queue.get()
             try:

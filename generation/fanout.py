@@ -52,10 +52,10 @@ class JobFanout:
         """`socket` (with deliver(kind, text)) gets `job_id`'s events from now on."""
         channel = job_channel(job_id)
         async with self.lock:
-            members = self.sockets.setdefault(channel, set())
-            if not members:
-                await self.pubsub.subscribe(channel)
-            members.add(socket)
+            if channel not in self.sockets:
+                await self.pubsub.subscribe(channel)  # first: a failure leaves nothing behind
+                self.sockets[channel] = set()
+            self.sockets[channel].add(socket)
             if self.reader is None or self.reader.done():
                 self.reader = asyncio.ensure_future(self._read())
 
@@ -68,13 +68,21 @@ class JobFanout:
             members.discard(socket)
             if not members:
                 del self.sockets[channel]
-                await self.pubsub.unsubscribe(channel)
+                try:
+                    await self.pubsub.unsubscribe(channel)
+                except (aioredis.RedisError, OSError):
+                    # Not subscribed again on the reconnect: no socket wants it.
+                    log.warning("job events: could not unsubscribe %s", channel, exc_info=True)
+                    for name in (channel, channel.encode()):
+                        self.pubsub.channels.pop(name, None)
 
     async def _read(self) -> None:
         while self.sockets:
             try:
                 message = await self.pubsub.get_message(timeout=1.0)
-            except (aioredis.RedisError, OSError):
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis errors, and a reconnect racing a join's
                 # redis-py reconnects and subscribes again on the next read;
                 # what was published meanwhile is lost (a client catches up
                 # from the snapshot on its next sync or reconnect).

@@ -590,7 +590,7 @@ def job_progress(*, job: Job, step: int | None = None, total: int | None = None)
     owns the job (canceled, or reaped), found at the next write, or at once
     after a cancel's stop signal (job_stop_request): the worker should stop."""
     now = time.monotonic()
-    if step is not None:
+    if step is not None and step >= job.progress_step:  # a step served late never takes one back
         job.progress_step, job.progress_total = step, total
         if now - getattr(job, "_progress_written", -math.inf) < settings.JOB_PROGRESS_WRITE_SECONDS and not (
             _stop_check_due(job, now) and job_stop_requested(job.id)

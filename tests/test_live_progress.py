@@ -216,3 +216,34 @@ def test_each_process_subscribes_once_per_job_and_hands_each_socket_its_job_s_ev
     assert got_c == [("progress", {"type": "progress", "step": 9})]
     assert {job_channel(job) for job in jobs} <= subscribed
     assert not {job_channel(job) for job in jobs} & left
+
+
+def test_a_socket_whose_connect_fails_leaves_its_job_s_channel():
+    """Channels calls no disconnect for a connect that raised (the client
+    left mid-connect): the socket must not stay subscribed."""
+    import asyncio
+    import uuid
+
+    from generation.consumers import JobConsumer
+    from generation.fanout import job_channel, job_fanout
+
+    class Person:
+        is_authenticated = True
+
+    async def scenario():
+        job_id = str(uuid.uuid4())
+        consumer = JobConsumer()
+        consumer.scope = {"user": Person(), "url_route": {"kwargs": {"job_id": job_id}}}
+
+        async def visible(user, job):
+            return True
+
+        async def accept(*args, **kwargs):
+            raise ConnectionResetError("the client left")
+
+        consumer._visible, consumer.accept = visible, accept
+        with pytest.raises(ConnectionResetError):
+            await consumer.connect()
+        return job_channel(job_id) in job_fanout().sockets, consumer.sending.done()
+
+    assert asyncio.run(scenario()) == (False, True)

@@ -104,3 +104,45 @@ def test_inline_relay_serves_on_the_callers_thread(running, held):
     relay = ProgressRelay(threaded=False)
     assert relay.step(running, 3, 8) is True
     assert held.served == [3] and held.threads == [threading.current_thread().name]
+
+
+def test_a_stop_holds_for_its_attempt_only(running):
+    """The heartbeat stops an attempt that lost its job; the job's next
+    attempt in the same process runs."""
+    relay = ProgressRelay(threaded=False)
+    relay.stop(running)
+    assert relay.step(running, 1, 8) is False
+    Job.objects.filter(id=running.id).update(attempts=2)  # taken again, by this process
+    running.attempts = 2
+    assert relay.step(running, 2, 8) is True
+
+
+def test_the_record_stage_holds_a_bounded_backlog_and_lets_go_of_a_stuck_record(monkeypatch):
+    """Past RECORD_BACKLOG jobs waiting for the stage, the pipeline's thread
+    waits (under its task's time limit) instead of piling up pictures; a
+    record past RECORD_SECONDS is no longer leased nor listed, so the
+    reaper can take its job."""
+    import time
+    import uuid
+
+    import workers.services as ws
+
+    gate = threading.Event()
+    monkeypatch.setattr(ws, "RECORD_BACKLOG", 1)
+    monkeypatch.setattr(ws, "_record_in_stage", lambda job, result, flags: (gate.wait(10), ws.state.recorded(job)))
+    state = ws.state
+    recorder = ws.Recorder(threaded=True)
+    first, second = Job(id=uuid.uuid4(), attempts=1), Job(id=uuid.uuid4(), attempts=1)
+    assert recorder.record([first], [[]], {}) == {first.id: "recording"}
+    assert str(first.id) in ws.running_jobs()
+    handed = threading.Event()
+    threading.Thread(target=lambda: (recorder.record([second], [[]], {}), handed.set()), daemon=True).start()
+    assert not handed.wait(0.3)  # the backlog is full: the second waits
+    monkeypatch.setattr(ws, "RECORD_SECONDS", 0)
+    state.recording(first)  # handed again with no time left
+    time.sleep(0.01)
+    assert first not in state.leased() and str(first.id) not in ws.running_jobs()
+    gate.set()
+    assert handed.wait(5)
+    recorder.drain(5)
+    assert not any(job in state.leased() for job in (first, second))

@@ -153,11 +153,14 @@ def publish_idle(**kwargs) -> None:
 
 @worker_process_shutdown.connect
 def stop_heartbeat(**kwargs) -> None:
+    from generation.events import events_flush
     from workers import services
 
     # The outcomes still being recorded first, while the heartbeat keeps
-    # their leases (a process killed meanwhile leaves them to the reaper).
+    # their leases (a process killed meanwhile leaves them to the reaper),
+    # then their announcements (the pool exits without atexit handlers).
     services.recorder.drain()
+    events_flush(2.0)
     if _heartbeat is not None:
         _heartbeat.stop()
     if _reaper is not None:

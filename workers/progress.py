@@ -59,7 +59,7 @@ class ProgressRelay:
         """From the pipeline's callback: `job` reached `step` of `total`.
         False once the job must stop."""
         self._record(job, step=step, total=total)
-        return job.id not in self._stopped
+        return _attempt(job) not in self._stopped
 
     def preview(self, job: Job, make: Callable[[], Any]) -> None:
         """From the pipeline's callback, after step: `make` makes a preview
@@ -67,7 +67,7 @@ class ProgressRelay:
         self._record(job, preview=make)
 
     def _record(self, job: Job, *, step: int | None = None, total: int = 0, preview=None) -> None:
-        if step is not None:
+        if step is not None and step >= job.progress_step:
             # On the job at once: its end writes the last step seen, served or not.
             job.progress_step, job.progress_total = step, total
         if not self.threaded:
@@ -86,8 +86,10 @@ class ProgressRelay:
         self._wake.set()
 
     def stop(self, job: Job) -> None:
-        """`job` must stop (the heartbeat found it no longer owned)."""
-        self._stopped.add(job.id)
+        """This attempt of `job` must stop (the heartbeat found it no longer
+        owned). Kept by attempt: a later attempt of the job, in this process
+        too, runs."""
+        self._stopped.add(_attempt(job))
 
     def finish(self, jobs: list[Job]) -> None:
         """The run of `jobs` ended: steps of theirs not served yet are
@@ -99,7 +101,7 @@ class ProgressRelay:
         with self._serving:
             pass
         for job in jobs:
-            self._stopped.discard(job.id)
+            self._stopped.discard(_attempt(job))
 
     def idle(self, timeout: float = 5.0) -> bool:
         """Wait until every step recorded so far has been served (tests)."""
@@ -151,11 +153,15 @@ class ProgressRelay:
         if item.step is not None:
             try:
                 if not job_progress(job=job, step=item.step, total=item.total):
-                    self._stopped.add(job.id)
+                    self._stopped.add(_attempt(job))
             except DatabaseError:
                 log.warning("job %s: could not record step %s; going on", job.id, item.step, exc_info=True)
                 connection.close()
-        if item.preview is not None and job.id not in self._stopped:
+        if item.preview is not None and _attempt(job) not in self._stopped:
             picture = item.preview()
             if picture is not None:
                 job_send(job.id, {"type": "preview", "image": data_url(picture)})
+
+
+def _attempt(job: Job) -> tuple:
+    return (job.id, job.attempts)

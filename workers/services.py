@@ -184,6 +184,12 @@ def controlnet_for(control: ControlNet, *, dtype):
 # process (workers.boot makes it threaded), inline elsewhere.
 progress_relay = ProgressRelay(threaded=False)
 
+# Jobs handed to the record stage and not recorded yet, at most; and how
+# long one may take there before its lease is let go (the task's own limit).
+RECORD_BACKLOG = 16
+RECORD_SECONDS = settings.CELERY_TASK_SOFT_TIME_LIMIT
+
+
 class WorkerState:
     """What this worker process holds, for its heartbeat (which lists the
     jobs and renews their leases) and its stages, behind one lock: the jobs
@@ -210,24 +216,30 @@ class WorkerState:
         with self._lock:
             self._running, self._claiming = [], []
 
-    def recording(self, jobs: list[Job]) -> None:
+    def recording(self, job: Job) -> None:
+        """`job` is handed to the record stage, which has RECORD_SECONDS for it."""
         with self._lock:
-            self._recording.update({job.id: job for job in jobs})
+            self._recording[job.id] = (job, time.monotonic() + RECORD_SECONDS)
 
     def recorded(self, job: Job) -> None:
         with self._lock:
             self._recording.pop(job.id, None)
 
-    def leased(self) -> list[Job]:
-        """The jobs whose leases this process keeps."""
+    def running(self) -> list[Job]:
+        """The jobs of the pipeline call now."""
         with self._lock:
-            return [*self._running, *self._recording.values()]
+            return list(self._running)
+
+    def leased(self) -> list[Job]:
+        """The jobs whose leases this process keeps: a record past its time
+        is let go (its lease runs out, the heartbeat stops listing it, and
+        the reaper takes the job as it would from a dead worker)."""
+        now = time.monotonic()
+        with self._lock:
+            return [*self._running, *(job for job, until in self._recording.values() if until > now)]
 
     def job_ids(self) -> list[str]:
-        with self._lock:
-            return [str(job.id) for job in [*self._running, *self._recording.values()]] + [
-                str(job_id) for job_id in self._claiming
-            ]
+        return [str(job.id) for job in self.leased()] + [str(job_id) for job_id in list(self._claiming)]
 
 
 state = WorkerState()
@@ -237,8 +249,11 @@ def renew_lease() -> None:
     """On every heartbeat: keep the leases alive of the jobs this process
     runs or records (steps alone may be minutes apart, and a cold load
     longer)."""
+    running = state.running()
     for job in state.leased():
-        if not job_progress(job=job):
+        # A job no longer owned stops its run; one being recorded is the
+        # record's to find (its owned update does nothing).
+        if not job_progress(job=job) and job in running:
             progress_relay.stop(job)
 
 
@@ -260,6 +275,10 @@ class Recorder:
         self.threaded = threaded
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
+        # At most RECORD_BACKLOG jobs wait for the stage: past it the
+        # pipeline's thread waits (inside its task, under its time limit)
+        # instead of piling up pictures in memory.
+        self._room = threading.BoundedSemaphore(RECORD_BACKLOG)
 
     def record(self, jobs: list[Job], results: list, flags: dict) -> dict:
         """The outcome of each job by id: what _finish returned, or
@@ -267,13 +286,27 @@ class Recorder:
         if not self.threaded:
             together = zip(jobs, results, strict=True)
             return {job.id: _record_one(job, result, flags.get(job.id)) for job, result in together}
-        state.recording(jobs)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-record")
         self._pending = [future for future in self._pending if not future.done()]
+        outcomes = {}
         for job, result in zip(jobs, results, strict=True):
-            self._pending.append(self._pool.submit(_record_in_stage, job, result, flags.get(job.id)))
-        return {job.id: "recording" for job in jobs}
+            self._room.acquire()
+            state.recording(job)
+            try:
+                self._pending.append(self._pool.submit(self._record, job, result, flags.get(job.id)))
+            except BaseException:
+                state.recorded(job)
+                self._room.release()
+                raise
+            outcomes[job.id] = "recording"
+        return outcomes
+
+    def _record(self, job: Job, result, flags) -> str:
+        try:
+            return _record_in_stage(job, result, flags)
+        finally:
+            self._room.release()
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait for the jobs handed over so far (at a worker's shutdown)."""
