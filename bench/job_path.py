@@ -377,7 +377,9 @@ def main() -> int:
     user, _ = User.objects.get_or_create(username="bench-jobpath", defaults={"email": "bench-jobpath@example.com"})
     credits_grant(user=user, amount=1_000_000, ref=f"bench:{uuid.uuid4()}")
     _, secret = api_key_create(user=user, name="bench")
-    Job.objects.filter(user=user, status__in=Job.ACTIVE).update(status=Job.Status.CANCELED)
+    # This bench's and other benches' leftovers in this database (bench/ws_progress.py's
+    # job "running" without a worker) would take the worker's turns.
+    Job.objects.filter(status__in=Job.ACTIVE).update(status=Job.Status.CANCELED)
     connections.close_all()
     png = input_png()
     chosen = {s.strip() for s in os.environ.get("STACKS", "").split(",") if s.strip()}

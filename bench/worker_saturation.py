@@ -144,6 +144,9 @@ def start_worker() -> subprocess.Popen:
 def main() -> int:
     call_command("migrate", "--noinput", verbosity=0)
     catalog_register_test_checkpoints(build_all(Path(os.environ.get("MODELS_DIR", ROOT / "var" / "models"))))
+    # Leftovers of other benches sharing this database (bench/ws_progress.py's
+    # job "running" without a worker) would take this worker's turns.
+    Job.objects.filter(status__in=Job.ACTIVE).update(status=Job.Status.CANCELED)
     people = []
     for index in range(PEOPLE):
         user, _ = User.objects.get_or_create(
