@@ -24,7 +24,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -729,7 +729,14 @@ def jobs_reap() -> dict[str, int]:
         # Redis and lists the job: after a database outage it renews within
         # a beat. An owner that beats without the job lost it to a fault.
         if worker_is_gone(job.worker) or (job.id in expired and not worker_is_beating(job.worker, job_id=job.id)):
-            outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
+            try:
+                outcome = job_fail(job=job, code="worker_lost", message=WORKER_LOST, retry=True)
+            except DatabaseError:
+                raise  # the database itself: the next pass tries again
+            except Exception:
+                # This job alone (its row rolled back): the pass goes on to the others.
+                log.exception("reaper: could not take back job %s", job.id)
+                outcome = "errors"
             counts[outcome] = counts.get(outcome, 0) + 1
     stale = now - timedelta(seconds=settings.JOB_QUEUE_TIMEOUT)
     for job in Job.objects.filter(status=Status.QUEUED, created_at__lt=stale).select_related("checkpoint"):

@@ -117,6 +117,30 @@ def test_the_reaper_fails_and_releases_after_the_last_attempt(api, alice, settin
 
 
 @pytest.mark.django_db
+def test_one_job_the_reaper_cannot_take_back_does_not_stop_its_pass(api, alice, settings, gpu_worker, caplog):
+    """A running job without a hold cannot be released (it cannot happen
+    through the services: job and hold are made together). The reaper logs
+    it and still takes back the other jobs of the pass."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.helpers import make_job
+
+    settings.JOB_MAX_ATTEMPTS = 1
+    lost = timezone.now() - timedelta(seconds=1)
+    broken = make_job(alice, "test-sd1", status="running", attempts=1, lease_expires_at=lost, worker="gone:1:1")
+    job_id = long_job(api, "test-sd1")
+    Job.objects.filter(id=job_id).update(status="running", attempts=1, lease_expires_at=lost, worker="gone:1:2")
+    with caplog.at_level("ERROR", logger="generation.services"):
+        counts = jobs_reap()
+    assert counts["failed"] == 1 and counts["errors"] == 1
+    assert Job.objects.get(id=job_id).status == "failed" and resolutions(Job.objects.get(id=job_id)) == ["release"]
+    assert Job.objects.get(id=broken.id).status == "running"  # its row rolled back
+    assert str(broken.id) in caplog.text
+
+
+@pytest.mark.django_db
 def test_the_reaper_leaves_live_jobs_alone_and_fails_jobs_nobody_took(api, alice, settings, gpu_worker):
     from datetime import timedelta
 
