@@ -41,8 +41,9 @@ def job_announce(job_id) -> None:
     publish it for the status endpoint's fast path (generation.status_cache)."""
     job = job_snapshot(job_id)
     if job is not None:
-        job_send(job_id, {"type": "job", "job": job_out(job)})
-        status_publish(job)
+        data = job_out(job)
+        job_send(job_id, {"type": "job", "job": data})
+        status_publish(job, data)
 
 
 def events_flush(timeout: float = 5.0) -> bool:

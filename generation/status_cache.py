@@ -83,16 +83,15 @@ def status_version(*, attempts: int, running: bool, step: int = 0) -> int:
     return attempts * _STEPS + (min(step, _STEPS - 2) if running else _STEPS - 1)
 
 
-def status_publish(job: Job) -> None:
+def status_publish(job: Job, data: dict | None = None) -> None:
     """The copy of `job` (a snapshot: generation.selectors.job_rows), as the
-    database has it now. Best effort: a copy not written leaves the one
+    database has it now; `data`, its job_out when the caller has made it. Best effort: a copy not written leaves the one
     before it, which the greater versions of the next writes replace; a
     reader of a missing or stale-by-version copy is sent to Django."""
     running = job.status == Job.Status.RUNNING
     head = tail = ""
     if running:
-        data = job_out(job)
-        data["progress"] = _PLACEHOLDER
+        data = {**(data if data is not None else job_out(job)), "progress": _PLACEHOLDER}
         head, tail = json.dumps(data, separators=(",", ":")).split(json.dumps(_PLACEHOLDER), 1)
     version = status_version(attempts=job.attempts, running=running, step=job.progress_step)
     try:

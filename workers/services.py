@@ -239,7 +239,9 @@ class WorkerState:
             return [*self._running, *(job for job, until in self._recording.values() if until > now)]
 
     def job_ids(self) -> list[str]:
-        return [str(job.id) for job in self.leased()] + [str(job_id) for job_id in list(self._claiming)]
+        with self._lock:
+            claiming = list(self._claiming)
+        return [str(job.id) for job in self.leased()] + [str(job_id) for job_id in claiming]
 
 
 state = WorkerState()
