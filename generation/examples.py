@@ -14,6 +14,7 @@ _SETTINGS = {
     "strength": 0.6,
     "steps": 20,
     "guidance_scale": 7.0,
+    "scheduler": "dpmpp_2m_karras",
     "seed": 1234,
     "num_images": 1,
     "width": 512,
@@ -73,6 +74,8 @@ MODEL = {
             "available": True,
         }
     ],
+    "schedulers": ["dpmpp_2m_karras", "dpmpp_2m", "euler_a", "euler", "dpmpp_sde_karras", "ddim", "unipc"],
+    "default_scheduler": "dpmpp_2m_karras",
     "native_size": [512, 512],
     "cost_per_image": 1,
     "defaults": {"strength": 0.6, "steps": 20, "guidance_scale": 7.0},

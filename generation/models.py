@@ -32,6 +32,7 @@ from generation.limits import (
 )
 from generation.media import PrivateStorage, private_media
 from generation.modes import Mode
+from generation.samplers import sampler_label, sampler_names
 
 
 def private_storage() -> PrivateStorage:
@@ -106,6 +107,12 @@ class Checkpoint(models.Model):
         help_text="A dedicated inpainting checkpoint (a 9-channel UNet: latents, mask, masked picture): it offers "
         "inpainting and outpainting only.",
     )
+    default_scheduler = models.CharField(
+        max_length=24,
+        blank=True,
+        help_text="The sampler a job runs with unless it names one (generation/samplers.py lists each family's); "
+        "blank: the family's default.",
+    )
     price_per_image = models.PositiveIntegerField(
         help_text="Credits for one image of up to one megapixel at the default steps and strength "
         "(generation/pricing.py scales it by size, steps run and count)."
@@ -148,8 +155,23 @@ class Checkpoint(models.Model):
             modes.append(Mode.CONTROLNET)
         return modes
 
+    @property
+    def schedulers(self) -> tuple[str, ...]:
+        """The samplers its jobs may name (its family's)."""
+        return sampler_names(self.family)
+
+    @property
+    def scheduler_default(self) -> str:
+        """The sampler a job runs with when it names none."""
+        names = self.schedulers
+        if self.default_scheduler in names:
+            return self.default_scheduler
+        return names[0] if names else ""
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        if self.default_scheduler and self.family and self.default_scheduler not in self.schedulers:
+            errors["default_scheduler"] = "This family offers " + ", ".join(self.schedulers) + "."
         if self.default_steps and self.max_steps and self.default_steps > self.max_steps:
             errors["default_steps"] = f"Default steps ({self.default_steps}) exceed max steps ({self.max_steps})."
         if self.max_side and self.max_side % SIZE_MULTIPLE:
@@ -340,6 +362,9 @@ class Job(models.Model):
     strength = models.FloatField()
     steps = models.PositiveSmallIntegerField()
     guidance_scale = models.FloatField()
+    # The sampler (generation.samplers); "" for jobs made before samplers
+    # existed: the checkpoint's own scheduler.
+    scheduler = models.CharField(max_length=24, blank=True, default="", db_default="")
     seed = models.BigIntegerField()
     num_images = models.PositiveSmallIntegerField()
     width = models.PositiveSmallIntegerField()
@@ -445,6 +470,10 @@ class Job(models.Model):
         if self.finished_at is None or not settings.RESULT_RETENTION_DAYS:
             return None
         return self.finished_at + timedelta(days=settings.RESULT_RETENTION_DAYS)
+
+    @property
+    def sampler_label(self) -> str:
+        return sampler_label(self.scheduler)
 
     @property
     def control(self) -> str:

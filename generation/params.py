@@ -40,6 +40,7 @@ from generation.limits import (
     WEBHOOK_URL_MAX,
 )
 from generation.modes import Mode
+from generation.samplers import SAMPLERS
 
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
@@ -57,6 +58,7 @@ ConditioningScale = Annotated[float, Field(ge=0, le=2)]
 ControlFraction = Annotated[float, Field(ge=0, le=1)]
 # generation.controls.Preprocess's names, all of them or the weight-free ones.
 PreprocessName = Literal[tuple(Preprocess.values)]
+SamplerName = Literal[tuple(SAMPLERS)]
 WeightFreeName = Literal[tuple(p.value for p in Preprocess if p in WEIGHT_FREE)]
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
@@ -84,6 +86,7 @@ FIELD_HELP = {
     "steps": f"Between 1 and {MAX_STEPS}.",
     "guidance_scale": f"Between 0 and {MAX_GUIDANCE:g}.",
     "seed": f"Between 0 and {MAX_SEED}.",
+    "scheduler": "A sampler the model lists (GET /api/v1/models: schedulers): " + ", ".join(SAMPLERS) + ".",
     "num_images": f"Between 1 and {MAX_IMAGES}.",
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
     "height": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
@@ -143,6 +146,9 @@ class _SettingsIn(FormIn):
     steps: Steps | Omitted = Field(None, description="Default: the model's; at most its max steps")
     guidance_scale: Guidance | Omitted = Field(None, description="Default: the model's")
     seed: Seed | Omitted = Field(None, description="Same seed, settings and model: the same picture")
+    scheduler: SamplerName | Omitted = Field(
+        None, description="The sampler, one of the model's `schedulers`; default: its `default_scheduler`"
+    )
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     width: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
     height: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
@@ -315,6 +321,9 @@ class JobParams(Schema):
     strength: float
     steps: int
     guidance_scale: float
+    scheduler: str = Field(
+        "", description="The sampler it ran with; empty for jobs made before samplers existed (the model's own)"
+    )
     seed: int
     num_images: int
     width: int
@@ -365,10 +374,11 @@ class JobParams(Schema):
 
 # Batching across people (workers.runtime.run_batch): what jobs of one
 # checkpoint must share to run in one pipeline call, the mode (one pipeline
-# per call), the size and the denoising schedule, besides having a negative prompt or not (SDXL runs "no
-# negative prompt" on zeros, not on ""). Prompts, seeds, inputs and image
+# per call), the size and the denoising schedule (the sampler too), besides
+# having a negative prompt or not (SDXL runs "no negative prompt" on zeros,
+# not on ""). Prompts, seeds, inputs and image
 # counts may differ. generation.services.job_claim_companions finds such jobs.
-BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale")
+BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale", "scheduler")
 
 # ControlNet's settings (a job of another mode has their defaults).
 CONTROL_FIELDS = ("control", "preprocess", "conditioning_scale", "control_start", "control_end")
@@ -444,6 +454,9 @@ def job_params(
         strength = FULL_STRENGTH
     else:
         strength = checkpoint.default_strength if data.strength is None else data.strength
+    scheduler = checkpoint.scheduler_default if data.scheduler is None else data.scheduler
+    if scheduler not in checkpoint.schedulers:
+        errors["scheduler"] = f"{checkpoint.name} offers " + ", ".join(checkpoint.schedulers) + "."
     steps = checkpoint.default_steps if data.steps is None else data.steps
     if steps > checkpoint.max_steps:
         errors["steps"] = f"Between 1 and {checkpoint.max_steps} for this model."
@@ -468,6 +481,7 @@ def job_params(
         strength=strength,
         steps=steps,
         guidance_scale=checkpoint.default_guidance if data.guidance_scale is None else data.guidance_scale,
+        scheduler=scheduler,
         seed=secrets.randbelow(MAX_SEED + 1) if data.seed is None else data.seed,
         num_images=data.num_images,
         width=width,

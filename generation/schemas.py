@@ -68,6 +68,8 @@ class ModelOut(Schema):
         "of `controlnets`)"
     )
     controlnets: list[ControlNetOut] = Field(description="The enabled ControlNets that fit it")
+    schedulers: list[str] = Field(description="The samplers its jobs may name (`scheduler`), its default first")
+    default_scheduler: str = Field(description="The sampler a job runs with when it names none")
     native_size: list[int] = Field(
         description="[width, height]: text to image's default size, the model's native size within its limits"
     )
@@ -88,6 +90,15 @@ class ModelOut(Schema):
     @staticmethod
     def resolve_modes(checkpoint) -> list[str]:
         return [mode.value for mode in checkpoint.modes]
+
+    @staticmethod
+    def resolve_schedulers(checkpoint) -> list[str]:
+        default = checkpoint.scheduler_default
+        return [default, *(name for name in checkpoint.schedulers if name != default)]
+
+    @staticmethod
+    def resolve_default_scheduler(checkpoint) -> str:
+        return checkpoint.scheduler_default
 
     @staticmethod
     def resolve_native_size(checkpoint) -> list[int]:

@@ -148,4 +148,3 @@ STATUS_FIELDS = ("user", "head", "tail", "step", "total")
 def status_read(job_id) -> tuple[str, bytes] | None:
     """The copy of a job, as the fast path reads it (tests)."""
     return status_body(heartbeat_client().hmget(status_key(job_id), STATUS_FIELDS))
-

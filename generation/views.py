@@ -20,6 +20,7 @@ from generation.limits import MIN_SIDE, SIZE_MULTIPLE, WEBHOOK_URL_MAX
 from generation.models import Checkpoint, Job
 from generation.modes import OFFERED, Mode
 from generation.params import FULL_STRENGTH, SUBMIT_FORMS, JobParams, size_presets
+from generation.samplers import SAMPLERS
 from generation.schemas import JobOut
 from generation.selectors import (
     checkpoints_for_catalog,
@@ -123,6 +124,7 @@ def create(request: HttpRequest) -> HttpResponse:
         "preprocesses": preprocess_choices(),
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
+        "samplers": [(sampler.name, sampler.label) for sampler in SAMPLERS.values()],
         # The form's limits, as the API checks them (its scripts read them from here).
         "limits": {
             "min_side": MIN_SIDE,

@@ -251,8 +251,10 @@ def _session_worker_idle_before_flush(request):
     Job.objects.filter(status__in=Job.ACTIVE).update(status=Job.Status.CANCELED, lease_expires_at=None)
     served = {"test-sd1", "test-sdxl-turbo"}
     wait_for(
-        lambda: not any(
-            beat.get("busy") or beat.get("jobs") for beat in live_workers() if served & set(beat.get("serves", []))
+        lambda: (
+            not any(
+                beat.get("busy") or beat.get("jobs") for beat in live_workers() if served & set(beat.get("serves", []))
+            )
         ),
         timeout=60,
         message="the session's worker to be idle",

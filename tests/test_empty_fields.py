@@ -84,6 +84,6 @@ def test_the_schema_says_an_optional_field_may_be_empty(client):
         for name in empty_optional_fields(form):
             assert {"type": "string", "maxLength": 0} in properties[name]["anyOf"], (path, name)
         for name in CHOICES & set(properties):
-            assert "anyOf" not in properties[name] or {"type": "string", "maxLength": 0} not in properties[name][
-                "anyOf"
-            ], (path, name)
+            assert (
+                "anyOf" not in properties[name] or {"type": "string", "maxLength": 0} not in properties[name]["anyOf"]
+            ), (path, name)

@@ -26,6 +26,7 @@ from django.conf import settings
 from generation.families import FAMILIES
 from generation.modes import Mode
 from generation.params import JobParams
+from generation.samplers import sampler
 from workers.errors import BadInput, Canceled, MissingWeights, classify
 from workers.preview import latents_preview
 from workers.spec import CheckpointSpec, ControlNetSpec
@@ -182,6 +183,32 @@ def controlnet_pipeline(pipe, spec: CheckpointSpec, controlnet, *, from_picture:
     built = getattr(diffusers, names[from_picture]).from_pipe(pipe, controlnet=controlnet)
     built.set_progress_bar_config(disable=True)
     return built
+
+
+def use_sampler(runner, pipe, spec: CheckpointSpec, name: str, *, seeds: list[int]) -> None:
+    """Give `runner` (the call's pipeline over `pipe`'s modules) the sampler
+    `name` (generation.samplers), built once per pipeline from the loaded
+    scheduler's config (its spacing and prediction type are the
+    checkpoint's) and kept on `pipe`; "" is the checkpoint's own scheduler.
+    Nothing else changes: no weights load, a compiled UNet stays compiled.
+    A scheduler's state is per call (every pipeline call sets its timesteps
+    anew), and one pipeline runs one call at a time. A sampler whose noise is
+    a Brownian tree gets one tree per row, seeded like the row's generator,
+    so a job's pixels do not depend on what it was batched with."""
+    built = pipe.__dict__.setdefault("_portal_samplers", {})
+    built.setdefault("", pipe.scheduler)  # as loaded, before any call replaced it
+    if name not in built:
+        import diffusers
+
+        try:
+            chosen = sampler(spec.family, name)
+        except KeyError:
+            raise BadInput(f"no sampler {name!r} for family {spec.family!r}") from None
+        built[name] = getattr(diffusers, chosen.scheduler).from_config(built[""].config, **chosen.options)
+    scheduler = built[name]
+    if name and sampler(spec.family, name).seeded_per_row:
+        scheduler.noise_sampler_seed = list(seeds)
+    runner.scheduler = scheduler
 
 
 def load_controlnet(spec: ControlNetSpec, *, device: str, dtype):
@@ -433,6 +460,7 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
         maps.append(maps[-1])
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
+    use_sampler(runner, pipe, spec, first.scheduler, seeds=[g.initial_seed() for g in generators])
 
     delay = settings.WORKER_STEP_DELAY_MS / 1000
 

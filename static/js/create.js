@@ -88,8 +88,27 @@
       if (!steps.value) steps.placeholder = radio.dataset.steps;
       if (!guidance.value) guidance.placeholder = radio.dataset.guidance;
       setStrength(currentMode() === "inpaint" ? 1 : radio.dataset.strength);
+      showSamplers(radio);
     });
   });
+
+  // The sampler select offers the chosen model's samplers; "Model's
+  // default" names its default.
+  const sampler = document.getElementById("id_scheduler");
+  function showSamplers(radio) {
+    if (!sampler || !radio) return;
+    const offered = (radio.dataset.schedulers || "").split(" ");
+    sampler.querySelectorAll("option").forEach(function (option) {
+      if (!option.value) {
+        const own = sampler.querySelector("option[value='" + radio.dataset.scheduler + "']");
+        option.textContent = "Model's default" + (own ? " (" + own.textContent + ")" : "");
+        return;
+      }
+      option.hidden = option.disabled = !offered.includes(option.value);
+    });
+    if (sampler.selectedOptions[0] && sampler.selectedOptions[0].disabled) sampler.value = "";
+  }
+  showSamplers(form.querySelector("input[name=model]:checked"));
 
   function setStrength(value) {
     strength.value = value;
