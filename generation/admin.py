@@ -8,12 +8,13 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from generation.availability import available_controls, available_slugs
+from generation.availability import available_controls, available_loras, available_slugs
 from generation.models import (
     BlockedTerm,
     Checkpoint,
     CheckpointTestRun,
     ControlNet,
+    Lora,
     ModerationFlag,
     Tag,
     WebhookDelivery,
@@ -80,6 +81,40 @@ class ControlNetAdmin(admin.ModelAdmin):
         return control.is_available
 
 
+@admin.register(Lora)
+class LoraAdmin(admin.ModelAdmin):
+    """LoRAs, managed like ControlNets: each is tied to a family and offered
+    with the checkpoints of that family's architecture; "available" means a
+    live worker has its file."""
+
+    list_display = [
+        "name",
+        "slug",
+        "family",
+        "default_weight",
+        "price_per_image",
+        "enabled",
+        "available",
+        "is_test",
+        "sort_order",
+    ]
+    list_editable = ["default_weight", "price_per_image", "enabled", "sort_order"]
+    list_filter = ["family", "enabled", "is_test", "tags"]
+    search_fields = ["name", "slug", "source", "description", "trigger_words"]
+    filter_horizontal = ["tags"]
+    ordering = ["sort_order", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Lora]:
+        available = Case(
+            When(slug__in=available_loras(), then=Value(True)), default=Value(False), output_field=BooleanField()
+        )
+        return super().get_queryset(request).annotate(is_available=available)
+
+    @admin.display(boolean=True, description="available", ordering="is_available")
+    def available(self, lora: Lora) -> bool:
+        return lora.is_available
+
+
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = [
@@ -117,7 +152,7 @@ class CheckpointAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "slug", "description", "family", "tags", "enabled", "sort_order", "preview"]}),
         ("Modes", {"fields": ["text_to_image", "inpainting"]}),
         ("Weights", {"fields": ["source_kind", "source", "revision", "variant", "dtype", "is_test"]}),
-        ("Defaults", {"fields": ["default_strength", "default_steps", "default_guidance"]}),
+        ("Defaults", {"fields": ["default_strength", "default_steps", "default_guidance", "default_scheduler"]}),
         ("Limits and price", {"fields": ["max_side", "max_steps", "allowed_sizes", "price_per_image"]}),
     ]
 

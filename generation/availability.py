@@ -63,6 +63,11 @@ def available_controls() -> set[str]:
     return {slug for worker in live_workers() for slug in worker.get("controls", [])}
 
 
+def available_loras() -> set[str]:
+    """The LoRAs (slugs) a live worker has the file of."""
+    return {slug for worker in live_workers() for slug in worker.get("loras", [])}
+
+
 def available_annotators() -> set[str]:
     """The preprocessors with learned weights (generation.controls.NEEDS_WEIGHTS)
     a live worker can run."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from generation.models import Checkpoint, ControlNet, Tag
+from generation.models import Checkpoint, ControlNet, Lora, Tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -451,6 +451,29 @@ def catalog_register_test_controlnets(built) -> list[ControlNet]:
         }
         for order, item in enumerate(built)
     )
+
+
+@transaction.atomic
+def catalog_register_test_loras(built) -> list[Lora]:
+    """Add (once) catalog entries for the random-weight test LoRAs."""
+    created = []
+    for order, item in enumerate(built):
+        lora, made = Lora.objects.get_or_create(
+            slug=item.slug,
+            defaults={
+                "name": item.name,
+                "family": item.family,
+                "source": item.file,
+                "trigger_words": item.trigger_words,
+                "is_test": True,
+                "description": f"Random weights in {item.layout}'s layout: the output is noise.",
+                "sort_order": order,
+            },
+        )
+        if made:
+            lora.tags.set(_tags(["test"]))
+            created.append(lora)
+    return created
 
 
 def _controlnets_once(entries) -> list[ControlNet]:

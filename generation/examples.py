@@ -15,6 +15,7 @@ _SETTINGS = {
     "steps": 20,
     "guidance_scale": 7.0,
     "scheduler": "dpmpp_2m_karras",
+    "loras": [{"slug": "watercolor-sd15", "weight": 0.8}],
     "seed": 1234,
     "num_images": 1,
     "width": 512,
@@ -70,6 +71,17 @@ MODEL = {
             "name": "Canny edges (SD 1.5)",
             "kind": "canny",
             "cost_factor": 1.35,
+            "is_test": False,
+            "available": True,
+        }
+    ],
+    "loras": [
+        {
+            "slug": "watercolor-sd15",
+            "name": "Watercolor (SD 1.5)",
+            "trigger_words": "watercolor",
+            "default_weight": 0.8,
+            "price_per_image": 0,
             "is_test": False,
             "available": True,
         }

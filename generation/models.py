@@ -275,6 +275,76 @@ class ControlNet(models.Model):
             raise ValidationError(errors)
 
 
+# A job's LoRAs: at most this many, each weighted within these bounds.
+MAX_LORAS = 4
+LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -2.0, 2.0
+
+
+class Lora(models.Model):
+    """A LoRA the catalog offers: small low-rank weights, trained on one
+    family's architecture, that a job stacks on a checkpoint of that
+    architecture (up to MAX_LORAS, each with a weight). Staff manage these
+    like ControlNets; whether a live worker has its file comes from the
+    workers' heartbeats (generation.availability)."""
+
+    slug = models.SlugField(max_length=80, unique=True, help_text="Stable id used by the API (`loras`).")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    family = models.CharField(
+        max_length=20,
+        choices=FAMILY_CHOICES,
+        help_text="The family it was trained on; it fits every checkpoint of that family's architecture.",
+    )
+    source = models.CharField(
+        max_length=500,
+        help_text="One .safetensors file, diffusers' or kohya's key layout (a relative path is under MODELS_DIR).",
+    )
+    is_test = models.BooleanField(default=False, help_text="Random weights built locally for tests.")
+    trigger_words = models.CharField(
+        max_length=200, blank=True, help_text="Words it was trained on; the create page adds them to the prompt."
+    )
+    default_weight = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(LORA_WEIGHT_MIN), MaxValueValidator(LORA_WEIGHT_MAX)],
+        help_text="A job's weight when it names the LoRA without one.",
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="loras")
+    price_per_image = models.PositiveIntegerField(
+        default=0, help_text="Credits added to each image of a job that uses it (0: free)."
+    )
+    enabled = models.BooleanField(default=True)
+    sort_order = models.IntegerField(default=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        verbose_name = "LoRA"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(default_weight__gte=LORA_WEIGHT_MIN) & Q(default_weight__lte=LORA_WEIGHT_MAX),
+                name="lora_default_weight_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def architecture(self) -> str:
+        return FAMILIES[self.family].architecture
+
+    def fits(self, checkpoint: Checkpoint) -> bool:
+        """Whether it can be stacked on `checkpoint`: the same architecture."""
+        return self.architecture == FAMILIES[checkpoint.family].architecture
+
+    def clean(self) -> None:
+        try:
+            parse_source("single_file", self.source)
+        except ValueError as exc:
+            raise ValidationError({"source": str(exc)}) from None
+
+
 class CheckpointTestRun(models.Model):
     """A staff "test load": a live worker loads the checkpoint and runs one
     tiny generation; the worker writes the outcome here."""
@@ -365,6 +435,9 @@ class Job(models.Model):
     # The sampler (generation.samplers); "" for jobs made before samplers
     # existed: the checkpoint's own scheduler.
     scheduler = models.CharField(max_length=24, blank=True, default="", db_default="")
+    # Its LoRAs and their weights, [{"slug": ..., "weight": ...}] in the
+    # order given (JobParams.loras); kept when a LoRA leaves the catalog.
+    loras = models.JSONField(default=list, blank=True)
     seed = models.BigIntegerField()
     num_images = models.PositiveSmallIntegerField()
     width = models.PositiveSmallIntegerField()

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
@@ -23,7 +24,7 @@ from uuid import UUID
 from django.conf import settings
 from ninja import Schema
 from ninja.schema import DjangoGetter
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from generation.controls import WEIGHT_FREE, Preprocess
@@ -63,6 +64,7 @@ WeightFreeName = Literal[tuple(p.value for p in Preprocess if p in WEIGHT_FREE)]
 # Outpainting's sides, in the order their errors are named.
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+LORAS_MAX_CHARS = 400
 ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN)]
 # "Has a character that is not whitespace", the same in Python's str.strip(),
 # in the validator's (Rust) regex engine, which differs from it on \x1c-\x1f,
@@ -86,6 +88,8 @@ FIELD_HELP = {
     "steps": f"Between 1 and {MAX_STEPS}.",
     "guidance_scale": f"Between 0 and {MAX_GUIDANCE:g}.",
     "seed": f"Between 0 and {MAX_SEED}.",
+    "loras": "Up to 4 LoRAs that fit the model, as slug:weight separated by commas (weight -2 to 2; a bare "
+    "slug takes its default weight), see GET /api/v1/models: loras.",
     "scheduler": "A sampler the model lists (GET /api/v1/models: schedulers): " + ", ".join(SAMPLERS) + ".",
     "num_images": f"Between 1 and {MAX_IMAGES}.",
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
@@ -148,6 +152,12 @@ class _SettingsIn(FormIn):
     seed: Seed | Omitted = Field(None, description="Same seed, settings and model: the same picture")
     scheduler: SamplerName | Omitted = Field(
         None, description="The sampler, one of the model's `schedulers`; default: its `default_scheduler`"
+    )
+    loras: str | Omitted = Field(
+        None,
+        max_length=LORAS_MAX_CHARS,
+        description="Up to 4 LoRAs that fit the model (GET /api/v1/models: loras), as slug:weight separated by "
+        "commas, weight -2 to 2 (a bare slug takes its default weight), e.g. `ink:0.8,film`; each may add to the price",
     )
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     width: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
@@ -305,6 +315,15 @@ SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {
 }
 
 
+class LoraWeight(Schema):
+    """One LoRA of a job and its weight."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    weight: float
+
+
 class JobParams(Schema):
     """The resolved settings of a job: the model's defaults applied, every
     limit checked. A job row holds these fields; the job output shows them."""
@@ -324,6 +343,7 @@ class JobParams(Schema):
     scheduler: str = Field(
         "", description="The sampler it ran with; empty for jobs made before samplers existed (the model's own)"
     )
+    loras: tuple[LoraWeight, ...] = Field((), description="Its LoRAs and their weights, in the order given")
     seed: int
     num_images: int
     width: int
@@ -334,6 +354,11 @@ class JobParams(Schema):
     conditioning_scale: float = Field(1.0, description="controlnet: how strongly the map guides")
     control_start: float = Field(0.0, description="controlnet: the fraction of the steps where guidance starts")
     control_end: float = Field(1.0, description="controlnet: the fraction of the steps where it ends")
+
+    @field_serializer("loras")
+    def _loras_as_list(self, loras: tuple[LoraWeight, ...]) -> list[dict]:
+        # A list, as the job's JSON field stores it and reads it back.
+        return [lora.model_dump() for lora in loras]
 
     @classmethod
     def of(cls, job) -> JobParams:
@@ -347,13 +372,19 @@ class JobParams(Schema):
     def batch_key(self) -> tuple:
         """What jobs of one checkpoint must share to run in one pipeline
         call: BATCH_FIELDS, and a negative prompt on both or on neither."""
-        return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt))
+        return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt), self.loras)
+
+    @property
+    def loras_text(self) -> str:
+        """Its LoRAs as a form writes them (slug:weight,...)."""
+        return ",".join(f"{lora.slug}:{lora.weight:g}" for lora in self.loras)
 
     def again(self, *, model: str, parent_job) -> _SubmitIn:
         """The same request (same mode) with a new random seed ("again").
         InvalidParams if it no longer passes today's limits."""
         form = SUBMIT_FORMS[self.mode]
         fields = self.model_dump(include=set(form.model_fields) - {"seed"})
+        fields["loras"] = self.loras_text
         return form.from_form({**fields, "model": model, "parent_job": parent_job})
 
     def prefill(self, *, model: str, parent_job) -> dict:
@@ -369,6 +400,7 @@ class JobParams(Schema):
             "model": model,
             "parent_job": parent_job,
             **self.model_dump(exclude=exclude),
+            "loras": self.loras_text,
         }
 
 
@@ -431,13 +463,16 @@ def job_params(
     image_size: tuple[int, int] | None,
     require_prompt: bool = True,
     control=None,
+    loras: list[tuple[object, float]] = (),
     has_input: bool = True,
 ) -> JobParams:
     """Apply the model's defaults and limits; raise InvalidParams listing
     every field that is wrong. The mode is data.mode; a text to image job
     (no image_size) runs every step at the model's native size by default.
     A ControlNet job names its `control` (a ControlNet row, checked by the
-    caller); without an input picture (`has_input` False) it runs every step."""
+    caller); without an input picture (`has_input` False) it runs every step.
+    `loras` are the job's (Lora row, weight) pairs, parsed by parse_loras and
+    checked against the catalog by the caller."""
     errors: dict[str, str] = {}
     mode = Mode(data.mode)
     if mode not in checkpoint.modes:
@@ -482,6 +517,7 @@ def job_params(
         steps=steps,
         guidance_scale=checkpoint.default_guidance if data.guidance_scale is None else data.guidance_scale,
         scheduler=scheduler,
+        loras=tuple(LoraWeight(slug=lora.slug, weight=weight) for lora, weight in loras),
         seed=secrets.randbelow(MAX_SEED + 1) if data.seed is None else data.seed,
         num_images=data.num_images,
         width=width,
@@ -489,6 +525,34 @@ def job_params(
         mask_blur=getattr(data, "mask_blur", 0) if mode == Mode.INPAINT else 0,
         **control_settings,
     )
+
+
+_LORA_ITEM = re.compile(r"^\s*([-a-zA-Z0-9_]+)\s*(?::\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*)?$")
+
+
+def parse_loras(text: str | None) -> list[tuple[str, float | None]]:
+    """`slug:weight,slug,...` as (slug, weight or None for its default);
+    InvalidParams naming `loras` for a malformed list, more than MAX_LORAS,
+    a slug given twice or a weight out of range."""
+    from generation.models import LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS
+
+    if not text or not text.strip():
+        return []
+    parsed: list[tuple[str, float | None]] = []
+    for item in text.split(","):
+        match = _LORA_ITEM.match(item)
+        if match is None:
+            raise InvalidParams({"loras": f"{item.strip()!r} is not slug or slug:weight. {FIELD_HELP['loras']}"})
+        slug, weight = match.group(1), match.group(2)
+        value = float(weight) if weight is not None else None
+        if value is not None and not (LORA_WEIGHT_MIN <= value <= LORA_WEIGHT_MAX and math.isfinite(value)):
+            raise InvalidParams({"loras": f"{slug}: the weight must be from -2 to 2."})
+        if any(slug == seen for seen, _ in parsed):
+            raise InvalidParams({"loras": f"{slug} is given twice."})
+        parsed.append((slug, value))
+    if len(parsed) > MAX_LORAS:
+        raise InvalidParams({"loras": f"At most {MAX_LORAS} LoRAs a job."})
+    return parsed
 
 
 def _control_settings(data, control, errors: dict[str, str]) -> dict:

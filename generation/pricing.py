@@ -10,7 +10,7 @@ from generation.params import JobParams, denoising_steps
 MEGAPIXEL = 1024 * 1024
 
 
-def quote(*, checkpoint, params: JobParams, control=None) -> int:
+def quote(*, checkpoint, params: JobParams, control=None, loras=()) -> int:
     """Credits for a job.
 
     price_per_image covers one image of up to one megapixel at the
@@ -19,7 +19,9 @@ def quote(*, checkpoint, params: JobParams, control=None) -> int:
     (steps x strength) against the default's: text to image runs them all.
     A ControlNet job's `control` runs its network beside the UNet at every
     step it guides: its cost_factor (measured: bench/controlnet_cost.py)
-    applies to that span of the steps. Every image costs at least 1.
+    applies to that span of the steps. Each of `loras` (the job's (Lora,
+    weight) pairs) adds its price_per_image to every image. Every image
+    costs at least 1.
     """
     size_units = math.ceil(params.width * params.height / MEGAPIXEL)
     reference = max(1, denoising_steps(checkpoint.default_steps, checkpoint.default_strength))
@@ -28,4 +30,5 @@ def quote(*, checkpoint, params: JobParams, control=None) -> int:
         guided = max(0.0, params.control_end - params.control_start)
         step_ratio *= 1 + (control.cost_factor - 1) * guided
     per_image = max(1, math.ceil(checkpoint.price_per_image * size_units * step_ratio - 1e-9))
+    per_image += sum(lora.price_per_image for lora, _ in loras)
     return per_image * params.num_images

@@ -57,6 +57,16 @@ class ControlNetOut(Schema):
     available: bool = Field(description="A live worker has its weights now")
 
 
+class LoraOut(Schema):
+    slug: str
+    name: str
+    trigger_words: str = Field(description="Words it was trained on: add them to the prompt")
+    default_weight: float = Field(description="Its weight when `loras` names it without one")
+    price_per_image: int = Field(description="Credits it adds to each image")
+    is_test: bool = Field(description="Random weights built for tests")
+    available: bool = Field(description="A live worker serving this model has its file now")
+
+
 class ModelOut(Schema):
     slug: str
     name: str
@@ -68,6 +78,7 @@ class ModelOut(Schema):
         "of `controlnets`)"
     )
     controlnets: list[ControlNetOut] = Field(description="The enabled ControlNets that fit it")
+    loras: list[LoraOut] = Field(description="The enabled LoRAs that fit it (`loras` of a submit)")
     schedulers: list[str] = Field(description="The samplers its jobs may name (`scheduler`), its default first")
     default_scheduler: str = Field(description="The sampler a job runs with when it names none")
     native_size: list[int] = Field(

@@ -33,7 +33,7 @@ from generation.availability import available_annotators, live_workers
 from generation.controls import NEEDS_WEIGHTS, WEIGHT_FREE, Preprocess
 from generation.errors import JobNotFound, UnknownModel
 from generation.estimates import ModelStatus
-from generation.models import Checkpoint, ControlNet, Job, JobImage, WebhookDelivery, WebhookSecret
+from generation.models import Checkpoint, ControlNet, Job, JobImage, Lora, WebhookDelivery, WebhookSecret
 
 LINEAGE_DEPTH = 20
 
@@ -45,7 +45,9 @@ def checkpoints_for_catalog() -> list[Checkpoint]:
     """The enabled checkpoints with their tags, each with `available` set
     from the live worker heartbeats and `controlnets`, the enabled
     ControlNets that fit it (each `available` where a worker serving this
-    model has it): three queries and one Redis read."""
+    model has it), and `loras`, the enabled LoRAs that fit it (each
+    `available` where a worker serving this model has its file): four
+    queries and one Redis read."""
     workers = live_workers()
     available = {slug for worker in workers for slug in worker.get("serves", [])}
     # A ControlNet is available with a model where a worker serving the model has it.
@@ -57,7 +59,17 @@ def checkpoints_for_catalog() -> list[Checkpoint]:
     }
     checkpoints = list(Checkpoint.objects.filter(enabled=True).prefetch_related("tags"))
     controlnets = list(ControlNet.objects.filter(enabled=True))
+    loras = list(Lora.objects.filter(enabled=True))
+    with_lora = {
+        (slug, lora) for worker in workers for slug in worker.get("serves", []) for lora in worker.get("loras", [])
+    }
     for checkpoint in checkpoints:
+        checkpoint.loras = []
+        for lora in loras:
+            if lora.fits(checkpoint):
+                fitted = copy.copy(lora)
+                fitted.available = (checkpoint.slug, lora.slug) in with_lora
+                checkpoint.loras.append(fitted)
         checkpoint.available = checkpoint.slug in available
         checkpoint.controlnets = []
         for control in controlnets:

@@ -34,6 +34,7 @@ from PIL import Image
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.affinity import reservations_orphaned
 from generation.availability import (
+    available_loras,
     available_slugs,
     heartbeat_client,
     live_workers,
@@ -57,7 +58,7 @@ from generation.families import FAMILIES
 from generation.images import CleanImage, control_picture, image_clean, mask_clean, outpaint_canvas, png_encode
 from generation.limits import MAX_SIDE
 from generation.metrics import reaper_observed
-from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, JobImage
+from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, JobImage, Lora
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
 from generation.modes import Mode
 from generation.observe import job_event
@@ -73,6 +74,7 @@ from generation.params import (
     Txt2ImgIn,
     job_params,
     mode_refusal,
+    parse_loras,
 )
 from generation.pricing import quote
 from generation.selectors import checkpoint_for_submit, fair_next, fair_queue, job_owned_by
@@ -111,6 +113,7 @@ def job_quote(*, data: QuoteIn, upload=None, control_upload=None, user=None) -> 
         # the parent's first result: its size.
         first = job_owned_by(user=user, job_id=data.parent_job).images.first()
         size = (first.width, first.height) if first is not None else None
+    loras = _loras_for(checkpoint, data.loras)
     # A ControlNet quote with a picture or a strength is its image to image
     # variant's (a submit takes a strength only with a picture).
     params = job_params(
@@ -119,9 +122,10 @@ def job_quote(*, data: QuoteIn, upload=None, control_upload=None, user=None) -> 
         image_size=size,
         require_prompt=False,
         control=control,
+        loras=loras,
         has_input=upload is not None or data.strength is not None,
     )
-    return quote(checkpoint=checkpoint, params=params, control=control)
+    return quote(checkpoint=checkpoint, params=params, control=control, loras=loras)
 
 
 # --- Submit and cancel ------------------------------------------------------------
@@ -170,8 +174,9 @@ def job_submit(
     mask = None
     if data.mode == Mode.INPAINT:
         source, mask = _inpaint_input(checkpoint, data, source, mask_upload)
+    loras = _loras_for(checkpoint, data.loras, submit=True)
     params = job_params(
-        checkpoint=checkpoint, data=data, image_size=size, control=control, has_input=source is not None
+        checkpoint=checkpoint, data=data, image_size=size, control=control, loras=loras, has_input=source is not None
     )
     prompt_moderate(user=user, texts={"prompt": params.prompt, "negative_prompt": params.negative_prompt})
     webhook_url = getattr(data, "webhook_url", None)  # a quote's fields have none
@@ -190,7 +195,7 @@ def job_submit(
         controlnet=control,
         **params.model_dump(exclude={"control"}),
     )
-    job.credits_held = quote(checkpoint=checkpoint, params=params, control=control)
+    job.credits_held = quote(checkpoint=checkpoint, params=params, control=control, loras=loras)
     if source is not None:
         job.input_image.save("input.png", ContentFile(source.png), save=False)
     if mask is not None:
@@ -317,6 +322,37 @@ def _control_for(checkpoint, slug: str | None, *, preprocess: str | None = None,
             fields={"control": "unavailable (no worker serving this model has it now)"},
         )
     return control
+
+
+def _loras_for(checkpoint, text: str | None, *, submit: bool = False) -> list[tuple[Lora, float]]:
+    """The LoRAs `text` names (generation.params.parse_loras) with their
+    weights, each enabled and made for `checkpoint`'s architecture; for a
+    submit, also one a live worker has the file of."""
+    parsed = parse_loras(text)
+    if not parsed:
+        return []
+    rows = {lora.slug: lora for lora in Lora.objects.filter(slug__in=[slug for slug, _ in parsed], enabled=True)}
+    chosen = []
+    for slug, weight in parsed:
+        lora = rows.get(slug)
+        if lora is None:
+            raise InvalidParams({"loras": f"There is no LoRA {slug!r}; GET /api/v1/models lists those of each model."})
+        if not lora.fits(checkpoint):
+            raise InvalidParams(
+                {
+                    "loras": f"{lora.name} is made for {FAMILIES[lora.family].label} models; {checkpoint.name} is "
+                    f"{FAMILIES[checkpoint.family].label}."
+                }
+            )
+        chosen.append((lora, lora.default_weight if weight is None else weight))
+    if submit:
+        have = available_loras()
+        for lora, _ in chosen:
+            if lora.slug not in have:
+                raise ModelUnavailable(
+                    f"No worker has {lora.name} right now.", fields={"loras": f"{lora.slug}: unavailable"}
+                )
+    return chosen
 
 
 def job_again(*, user, job_id) -> Job:
@@ -530,9 +566,12 @@ def job_claim_companions(
         # network and map: they run alone (diffusers takes a mask or a map
         # per row, but a batch of them is not worth its tests).
         return []
+    if job.loras:
+        # A job with LoRAs runs alone: its adapters change the whole call.
+        return []
     deadline = time.monotonic() + wait_ms / 1000
-    # JobParams.batch_key, as a query.
-    same_call = {field: getattr(job, field) for field in BATCH_FIELDS}
+    # JobParams.batch_key, as a query (no LoRAs, as this job has none).
+    same_call = {field: getattr(job, field) for field in BATCH_FIELDS} | {"loras": []}
     compatible = fair_queue(checkpoint_id=job.checkpoint_id, attempts=0, **same_call).exclude(id=job.id)
     compatible = (
         compatible.filter(negative_prompt="") if not job.negative_prompt else compatible.exclude(negative_prompt="")

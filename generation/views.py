@@ -19,7 +19,7 @@ from generation.estimates import status_snapshot, wait_label
 from generation.limits import MIN_SIDE, SIZE_MULTIPLE, WEBHOOK_URL_MAX
 from generation.models import Checkpoint, Job
 from generation.modes import OFFERED, Mode
-from generation.params import FULL_STRENGTH, SUBMIT_FORMS, JobParams, size_presets
+from generation.params import FULL_STRENGTH, LORAS_MAX_CHARS, SUBMIT_FORMS, JobParams, size_presets
 from generation.samplers import SAMPLERS
 from generation.schemas import JobOut
 from generation.selectors import (
@@ -101,6 +101,7 @@ def create(request: HttpRequest) -> HttpResponse:
         checkpoint.size_presets = size_presets(checkpoint)
         # The ControlNets a worker serving it has now (the page offers those).
         checkpoint.controls_offered = " ".join(c.slug for c in checkpoint.controlnets if c.available)
+        checkpoint.loras_offered = " ".join(lora.slug for lora in checkpoint.loras if lora.available)
     if request.method == "POST":
         values = request.POST.dict()  # one value per field, as the form shows them
     elif parent is not None:
@@ -122,6 +123,9 @@ def create(request: HttpRequest) -> HttpResponse:
         # those of the chosen model), and the ways to make a map.
         "controlnets": list({c.slug: c for checkpoint in checkpoints for c in checkpoint.controlnets}.values()),
         "preprocesses": preprocess_choices(),
+        # Every LoRA that fits a model on the page (the picker shows those of
+        # the chosen model that a worker has).
+        "loras": list({lora.slug: lora for checkpoint in checkpoints for lora in checkpoint.loras}.values()),
         "balance": balance_of(user=request.user),
         "presets": PRESETS,
         "samplers": [(sampler.name, sampler.label) for sampler in SAMPLERS.values()],
@@ -131,6 +135,7 @@ def create(request: HttpRequest) -> HttpResponse:
             "size_multiple": SIZE_MULTIPLE,
             "prompt_max": settings.PROMPT_MAX_CHARS,
             "webhook_url_max": WEBHOOK_URL_MAX,
+            "loras_max": LORAS_MAX_CHARS,
         },
         "mode": mode,
         "modes": [(m.value, m.label) for m in OFFERED],

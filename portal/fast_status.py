@@ -157,4 +157,3 @@ async def _send(send, body: bytes, headers: list, *, secure: bool) -> None:
         extra.append((b"strict-transport-security", _hsts()))
     await send({"type": "http.response.start", "status": 200, "headers": headers + extra})
     await send({"type": "http.response.body", "body": body})
-

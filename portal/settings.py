@@ -498,6 +498,9 @@ WORKER_CHECKPOINTS = env.str("WORKER_CHECKPOINTS", default="all")
 # Its ControlNets likewise ("all" with local weights, a comma list, or "none"),
 # held in the pipeline cache (its budget counts them).
 WORKER_CONTROLNETS = env.str("WORKER_CONTROLNETS", default="all")
+# The LoRAs a worker offers, like WORKER_CONTROLNETS: all (every enabled one
+# whose file it has), comma-separated slugs, or none.
+WORKER_LORAS = env.str("WORKER_LORAS", default="all")
 WORKER_HEARTBEAT_TTL = env_int("WORKER_HEARTBEAT_TTL", 8, minimum=2)
 # A drill: milliseconds a worker waits after each denoising step, a stand-in
 # for a slow device, so a job stays running long enough to kill its worker or

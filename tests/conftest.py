@@ -271,6 +271,7 @@ def gpu_worker(django_db_setup, test_checkpoints):
         queue=f"test-{uuid.uuid4().hex[:8]}",
         WORKER_CHECKPOINTS="test-sd1,test-sdxl-turbo",
         WORKER_CONTROLNETS="test-sd1-canny,test-sdxl-canny",
+        WORKER_LORAS="test-sd1-ink,test-sd1-glow,test-sdxl-film",
         # No test waits for this worker's models to turn unavailable: a
         # longer heartbeat than start_worker's survives a beat held up by a
         # busy machine (a lease renewal waiting on SQLite's lock).

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _served: list[str] = []
 _controls: list[str] = []  # the ControlNets it has the weights of
 _annotators: list[str] = []  # the weighted preprocessors it can run
+_loras: list[str] = []  # the LoRAs it has the files of
 _direct_queue: list[str] = []  # this worker's own queue (model affinity), once it serves a checkpoint
 _busy: list[bool] = [False]  # a task runs in this pool process now
 _heartbeat = None
@@ -51,12 +52,13 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from workers.accel import Speedups
     from workers.annotators import annotators_here
     from workers.runtime import preload
-    from workers.services import servable_controls, servable_slugs
+    from workers.services import servable_controls, servable_loras, servable_slugs
 
     Speedups.parse(settings.WORKER_SPEEDUPS, device="cuda")  # a typo stops the worker now, not at the first job
     _served[:] = servable_slugs(settings.WORKER_CHECKPOINTS)
     _controls[:] = servable_controls(settings.WORKER_CONTROLNETS, served=_served) if _served else []
     _annotators[:] = annotators_here() if _controls else []
+    _loras[:] = servable_loras(settings.WORKER_LORAS, served=_served) if _served else []
     services.abilities = Abilities(controls=frozenset(_controls), annotators=frozenset(_annotators))
     if _served:
         moderation.check_setup()  # says whether the image check is on; a model without the labels stops the worker
@@ -123,6 +125,7 @@ def start_heartbeat(**kwargs) -> None:
         busy=lambda: _busy[0],
         controls=_controls,
         annotators=_annotators,
+        loras=_loras,
     )
     _heartbeat.beat()  # available at once, not after the first interval
     _heartbeat.start()

@@ -37,11 +37,13 @@ def publish(
     busy: bool = False,
     controls: list[str] = (),
     annotators: list[str] = (),
+    loras: list[str] = (),
 ) -> None:
     payload = {
         "worker": worker_id,
         "serves": serves,
         "controls": list(controls),  # ControlNets whose weights it has
+        "loras": list(loras),  # LoRAs whose file it has
         "annotators": list(annotators),  # preprocessors with weights it can run (workers.annotators)
         "loaded": loaded,  # least recently used first
         "device": device,
@@ -109,10 +111,11 @@ class Heartbeat(threading.Thread):
         busy: Callable[[], bool] = bool,
         controls: list[str] = (),
         annotators: list[str] = (),
+        loras: list[str] = (),
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.worker_id, self.serves, self.loaded, self.device = worker_id, serves, loaded, device
-        self.controls, self.annotators = list(controls), list(annotators)
+        self.controls, self.annotators, self.loras = list(controls), list(annotators), list(loras)
         self.on_beat, self.jobs, self.queue, self.busy = on_beat, jobs, queue, busy
         self._stop_event = threading.Event()
         # One publish at a time: a beat that read "idle" cannot land after a
@@ -134,6 +137,7 @@ class Heartbeat(threading.Thread):
                     busy=self.busy(),
                     controls=self.controls,
                     annotators=self.annotators,
+                    loras=self.loras,
                 )
         except Exception:
             log.exception("heartbeat publish failed; retrying at the next beat")

@@ -385,13 +385,17 @@ def run_img2img(
     return run_batch(pipe, spec, [BatchItem(image, params, on_step, on_preview)])[0]
 
 
-def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=None) -> list[list | None]:
+def run_batch(
+    pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=None, loras: list = ()
+) -> list[list | None]:
     """Run several jobs that share a batch_key (JobParams.batch_key, the mode
     included) in one pipeline call and return each one's PIL images, in order.
     `pipe` is the checkpoint's loaded img2img pipeline; text to image runs on
     the pipeline from_pipe builds from it (mode_pipeline), every step, at the
     jobs' width and height; ControlNet on the pipeline controlnet_pipeline
     builds with `controlnet` (the loaded network), guided by each item's map.
+    `loras` are the jobs' (LoraSpec, weight) pairs (they share them: the
+    batch key holds them), made active for this call alone (workers.loras).
 
     Every image has its own CPU generator (a job's seed, seed+1, ...), so the
     same seed, parameters, checkpoint and device give the same pixels whether
@@ -461,6 +465,9 @@ def run_batch(pipe, spec: CheckpointSpec, items: list[BatchItem], *, controlnet=
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
     use_sampler(runner, pipe, spec, first.scheduler, seeds=[g.initial_seed() for g in generators])
+    from workers.loras import use_loras
+
+    use_loras(pipe, list(loras))
 
     delay = settings.WORKER_STEP_DELAY_MS / 1000
 

@@ -23,7 +23,7 @@ from generation.availability import worker_name
 from generation.controls import WEIGHT_FREE, control_map
 from generation.dispatch import job_forward, job_send_back
 from generation.families import FAMILIES
-from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job
+from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, Lora
 from generation.modes import Mode
 from generation.params import JobParams, fewest_steps
 from generation.services import (
@@ -37,12 +37,12 @@ from generation.services import (
     job_succeed,
     jobs_reap_if_due,
 )
-from workers.errors import MESSAGES, ErrorKind, classify
+from workers.errors import MESSAGES, ErrorKind, MissingWeights, classify
 from workers.moderation import ImageFlag, screen
 from workers.moderation import is_on as moderation_on
 from workers.progress import ProgressRelay
 from workers.runtime import IMG2IMG_CLASSES, BatchItem, run_batch, run_img2img, warm_up_pipeline
-from workers.spec import CheckpointSpec, ControlNetSpec
+from workers.spec import CheckpointSpec, ControlNetSpec, LoraSpec
 
 log = logging.getLogger(__name__)
 AUTO_BATCH_CUDA = 8
@@ -161,6 +161,35 @@ def servable_controls(requested: str, *, served: list[str]) -> list[str]:
             log.warning("not offering ControlNet %s: its weights are not here", control.slug)
         else:
             offered.append(control.slug)
+    return offered
+
+
+def servable_loras(requested: str, *, served: list[str]) -> list[str]:
+    """The LoRAs this worker offers, read once at start (WORKER_LORAS), as
+    servable_controls reads ControlNets: "all", the enabled ones that fit
+    the architecture of a checkpoint it serves and whose file is on this
+    machine; a comma list of slugs, less those whose catalog entry's file is
+    not here; "" or "none", none."""
+    requested = requested.strip()
+    if requested in ("", "none"):
+        return []
+    if requested != "all":
+        slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
+        for lora in Lora.objects.filter(slug__in=slugs):
+            if LoraSpec.from_lora(lora).local_path() is None:
+                log.warning("not offering LoRA %s: its file is not here", lora.slug)
+                slugs.remove(lora.slug)
+        return slugs
+    families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
+    architectures = {FAMILIES[family].architecture for family in families}
+    offered = []
+    for lora in Lora.objects.filter(enabled=True):
+        if lora.architecture not in architectures:
+            continue
+        if LoraSpec.from_lora(lora).local_path() is None:
+            log.warning("not offering LoRA %s: its file is not here", lora.slug)
+        else:
+            offered.append(lora.slug)
     return offered
 
 
@@ -469,7 +498,7 @@ def _run_together(jobs: list[Job]) -> list[str]:
             # loaded now may evict other networks, never this pipeline).
             for item, job in zip(items, ready, strict=True):
                 item.control = _control_of(job)
-            results = run_batch(pipe, spec, items, controlnet=network)
+            results = run_batch(pipe, spec, items, controlnet=network, loras=_loras_of(ready[0]))
         except Exception as exc:
             results = [exc] * len(ready)
         finally:
@@ -525,6 +554,18 @@ def _mask_of(job: Job):
     if job.mode != Mode.INPAINT:
         return None
     return _picture(job.mask)
+
+
+def _loras_of(job: Job) -> list[tuple[LoraSpec, float]]:
+    """A job's LoRAs (those of its batch: the batch key holds them) with
+    their weights; MissingWeights for one that left the catalog."""
+    if not job.loras:
+        return []
+    rows = {lora.slug: lora for lora in Lora.objects.filter(slug__in=[item["slug"] for item in job.loras])}
+    missing = [item["slug"] for item in job.loras if item["slug"] not in rows]
+    if missing:
+        raise MissingWeights(f"LoRA {missing[0]} is no longer in the catalog")
+    return [(LoraSpec.from_lora(rows[item["slug"]]), item["weight"]) for item in job.loras]
 
 
 def _control_of(job: Job):

@@ -66,6 +66,24 @@ class ControlNetSpec:
         return _local_path(self.source_kind, self.source, self.revision, marker="config.json")
 
 
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA (generation.models.Lora) as plain data; `version` changes when
+    staff change the entry (a worker loads the file again)."""
+
+    slug: str
+    family: str
+    source: str
+    version: str = ""
+
+    @classmethod
+    def from_lora(cls, lora) -> LoraSpec:
+        return cls(slug=lora.slug, family=lora.family, source=lora.source, version=str(lora.updated_at))
+
+    def local_path(self) -> Path | None:
+        return _local_path("single_file", self.source, "", marker="")
+
+
 def _local_path(kind: str, source: str, revision: str, *, marker: str) -> Path | None:
     """Where a source's weights are on this machine, or None. Never downloads."""
     if kind in ("folder", "single_file"):

@@ -100,6 +100,42 @@ RANDOM_CONTROLNETS = [
         "test-sdxl-canny", "Test SDXL canny ControlNet", "sdxl", "canny", f"{TEST_DIR}/controlnet-sdxl", "sdxl"
     ),
 ]
+
+
+@dataclass(frozen=True)
+class RandomLora:
+    """A LoRA of a test checkpoint's UNet and text encoders, random (its up
+    matrices too: PEFT starts them at zero, a LoRA that changes nothing),
+    saved as one .safetensors file in `layout`: diffusers' own (PEFT keys)
+    or kohya's (lora_unet_* / lora_te_*, lora_down/lora_up and alpha), so
+    both of diffusers' loaders run."""
+
+    slug: str
+    name: str
+    family: str
+    file: str  # under MODELS_DIR
+    base: str  # the test checkpoint it was made on
+    layout: str  # diffusers | kohya
+    trigger_words: str = ""
+
+
+RANDOM_LORAS = [
+    RandomLora(
+        "test-sd1-ink", "Test SD 1.x ink LoRA", "sd1", f"{TEST_DIR}/loras/sd1-ink.safetensors", "sd1", "kohya", "ink"
+    ),
+    RandomLora(
+        "test-sd1-glow", "Test SD 1.x glow LoRA", "sd1", f"{TEST_DIR}/loras/sd1-glow.safetensors", "sd1", "diffusers"
+    ),
+    RandomLora(
+        "test-sdxl-film",
+        "Test SDXL film LoRA",
+        "sdxl",
+        f"{TEST_DIR}/loras/sdxl-film.safetensors",
+        "sdxl",
+        "diffusers",
+        "film grain, 35mm",
+    ),
+]
 # A depth annotator (a tiny DPT): point ANNOTATORS_DIR at its parent.
 ANNOTATORS_FOLDER = f"{TEST_DIR}/annotators"
 
@@ -123,9 +159,72 @@ def build_all(models_dir: Path, *, force: bool = False) -> list[RandomCheckpoint
     for control in RANDOM_CONTROLNETS:
         base = root / TEST_DIR / control.base
         _build_once(root / control.folder, "config.json", lambda d, base=base: _build_controlnet(d, base), force=force)
+    for seed, lora in enumerate(RANDOM_LORAS, start=21):
+        target = root / lora.file
+        if force or not target.exists():
+            _build_lora(target, root / TEST_DIR / lora.base, layout=lora.layout, seed=seed)
     _build_once(root / MODERATION_FOLDER, "config.json", _build_moderation_classifier, force=force)
     _build_once(root / ANNOTATORS_FOLDER / "depth", "config.json", _build_depth_annotator, force=force)
     return RANDOM_CHECKPOINTS
+
+
+def _build_lora(target: Path, base: Path, *, layout: str, seed: int) -> None:
+    """A rank-4 LoRA on the base's attention projections (UNet and every
+    text encoder), written to `target` (a .safetensors file)."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    pipe = DiffusionPipeline.from_pretrained(base)
+    targets = {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"],
+        "text_encoder_2": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    }
+    state = {}
+    for component, modules in targets.items():
+        model = getattr(pipe, component, None)
+        if model is None:
+            continue
+        model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=modules, init_lora_weights="gaussian"))
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                with torch.no_grad():
+                    parameter.copy_(torch.randn_like(parameter) * 0.5)
+        layers = get_peft_model_state_dict(model)
+        state.update({f"{component}.{key}": value.contiguous() for key, value in layers.items()})
+    if layout == "kohya":
+        state = _kohya_keys(state)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    save_file(state, str(partial))
+    partial.rename(target)
+
+
+def _kohya_keys(state: dict) -> dict:
+    """diffusers' PEFT keys as kohya's sd-scripts writes an SD 1.x LoRA:
+    lora_unet_<module path with _>.lora_down.weight / .lora_up.weight and an
+    .alpha per module (alpha = rank: a scale of 1), the text encoder's
+    modules under text_model as in its files."""
+    import torch
+
+    prefixes = {"unet.": "lora_unet_", "text_encoder.": "lora_te_", "text_encoder_2.": "lora_te2_"}
+    converted = {}
+    for key, value in state.items():
+        component = next(prefix for prefix in prefixes if key.startswith(prefix))
+        module, kind = key[len(component) :].rsplit(".lora_", 1)
+        if component != "unet." and not module.startswith("text_model."):
+            # transformers 5's CLIP text model has no text_model level;
+            # sd-scripts' files (and diffusers' converter) name it.
+            module = f"text_model.{module}"
+        name = prefixes[component] + module.replace(".", "_")
+        converted[f"{name}.lora_down.weight" if kind.startswith("A") else f"{name}.lora_up.weight"] = value
+        if kind.startswith("A"):
+            converted[f"{name}.alpha"] = torch.tensor(float(value.shape[0]))
+    return converted
 
 
 def _build_controlnet(folder: Path, base: Path) -> None:

@@ -110,6 +110,79 @@
   }
   showSamplers(form.querySelector("input[name=model]:checked"));
 
+  // The LoRA picker writes the `loras` field (slug:weight,...), the form's
+  // own; typing there sets the picker. It shows the chosen model's LoRAs.
+  const picker = document.getElementById("lora-picker");
+  if (picker) {
+    const field = document.getElementById("id_loras");
+    const rows = Array.from(picker.querySelectorAll(".lora"));
+    const search = document.getElementById("lora-search");
+    function pickerToField() {
+      // A row the search hides stays chosen; one of another model does not.
+      field.value = rows.filter(function (row) { return row.dataset.fits === "1" && row.querySelector(".lora-use").checked; })
+        .map(function (row) { return row.dataset.lora + ":" + row.querySelector(".lora-strength").value; }).join(",");
+      scheduleQuote();
+    }
+    function fieldToPicker() {
+      const chosen = {};
+      field.value.split(",").forEach(function (item) {
+        const parts = item.split(":");
+        if (parts[0].trim()) chosen[parts[0].trim()] = parts[1];
+      });
+      rows.forEach(function (row) {
+        const use = row.querySelector(".lora-use");
+        const weight = row.querySelector(".lora-strength");
+        use.checked = row.dataset.lora in chosen;
+        weight.value = use.checked && chosen[row.dataset.lora] ? chosen[row.dataset.lora] : row.dataset.weight;
+        row.querySelector("output").textContent = weight.value;
+      });
+    }
+    function showLoras() {
+      const model = form.querySelector("input[name=model]:checked");
+      const offered = model ? (model.dataset.loras || "").split(" ") : [];
+      const words = (search.value || "").toLowerCase().trim();
+      let shown = 0;
+      rows.forEach(function (row) {
+        const fits = offered.includes(row.dataset.lora);
+        row.dataset.fits = fits ? "1" : "0";
+        row.hidden = !fits || (words && !row.dataset.name.includes(words));
+        if (!fits) row.querySelector(".lora-use").checked = false;
+        if (!row.hidden) shown += 1;
+      });
+      document.getElementById("no-lora-fits").hidden = shown > 0 || words !== "";
+    }
+    rows.forEach(function (row) {
+      const use = row.querySelector(".lora-use");
+      const weight = row.querySelector(".lora-strength");
+      use.addEventListener("change", function () {
+        if (use.checked && rows.filter(function (r) { return r.querySelector(".lora-use").checked; }).length > 4) {
+          use.checked = false;
+          return;
+        }
+        pickerToField();
+      });
+      weight.addEventListener("input", function () {
+        row.querySelector("output").textContent = weight.value;
+        if (use.checked) pickerToField();
+      });
+      const trigger = row.querySelector(".lora-trigger");
+      if (trigger) trigger.addEventListener("click", function () {
+        const prompt = document.getElementById("id_prompt");
+        if (!prompt.value.includes(trigger.dataset.words)) {
+          prompt.value = prompt.value.trim() ? prompt.value.trim() + ", " + trigger.dataset.words : trigger.dataset.words;
+        }
+        prompt.focus();
+      });
+    });
+    field.addEventListener("change", fieldToPicker);
+    search.addEventListener("input", showLoras);
+    form.querySelectorAll("input[name=model]").forEach(function (radio) {
+      radio.addEventListener("change", function () { showLoras(); pickerToField(); });
+    });
+    fieldToPicker();
+    showLoras();
+  }
+
   function setStrength(value) {
     strength.value = value;
     strengthValue.textContent = strength.value;

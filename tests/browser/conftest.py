@@ -50,18 +50,23 @@ def browser():
 @pytest.fixture
 def page(browser, live_server, gpu_worker, test_checkpoints):
     """A signed-in tab (a person with 10 credits) on the live server, the test
-    models and ControlNets in the catalog and served; `page.errors` collects
+    models, ControlNets and LoRAs in the catalog and served; `page.errors` collects
     the page's script errors."""
     from django.conf import settings
     from django.test import Client
 
     from billing.ledger import credits_grant
-    from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
+    from generation.catalog import (
+        catalog_register_test_checkpoints,
+        catalog_register_test_controlnets,
+        catalog_register_test_loras,
+    )
     from tests.conftest import make_user
-    from workers.testweights import RANDOM_CONTROLNETS
+    from workers.testweights import RANDOM_CONTROLNETS, RANDOM_LORAS
 
     catalog_register_test_checkpoints(test_checkpoints.values())
     catalog_register_test_controlnets(RANDOM_CONTROLNETS)
+    catalog_register_test_loras(RANDOM_LORAS)
     user = make_user("dana@example.com", password="a-long-pass-phrase-9")
     credits_grant(user=user, amount=10, ref="g:dana")
     context = browser.new_context(viewport={"width": 1200, "height": 900})

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.selectors import balance_of
-from generation.models import Job
+from generation.models import Job, Lora
 from tests.helpers import make_job, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,6 +70,39 @@ def test_text_to_image_hides_the_picture_offers_sizes_and_runs(page, live_server
     page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.width, job.height, job.strength) == ("succeeded", "txt2img", 512, 384, 1.0)
+    assert page.errors == []
+
+
+def test_a_sampler_and_loras_are_picked_priced_and_shown_on_the_job(page, live_server):
+    Lora.objects.filter(slug="test-sd1-ink").update(price_per_image=1)
+    page.goto(live_server.url + reverse("create"))
+    page.check("input[name=model][value=test-sd1]")
+    page.check("input[name=mode][value=txt2img]")
+    # The chosen model's samplers and LoRAs only.
+    assert page.is_visible(".lora[data-lora=test-sd1-ink]") and page.is_hidden(".lora[data-lora=test-sdxl-film]")
+    assert page.locator("#id_scheduler option[value=ddim]").is_enabled()
+    page.select_option("#id_scheduler", "euler_a")
+    page.fill("#id_prompt", "a fox")
+    page.fill("#id_steps", "3")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
+    page.check(".lora[data-lora=test-sd1-ink] .lora-use")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '2'")  # its add-on
+    page.locator(".lora[data-lora=test-sd1-ink] .lora-strength").fill("0.5")
+    assert page.input_value("#id_loras") == "test-sd1-ink:0.5"
+    page.click(".lora[data-lora=test-sd1-ink] .lora-trigger")
+    assert page.input_value("#id_prompt") == "a fox, ink"
+    page.fill("#lora-search", "glow")
+    assert page.is_hidden(".lora[data-lora=test-sd1-ink]") and page.is_visible(".lora[data-lora=test-sd1-glow]")
+    page.locator(".lora[data-lora=test-sd1-glow] .lora-strength").fill("0.3")  # not chosen: nothing changes
+    assert page.input_value("#id_loras") == "test-sd1-ink:0.5"
+
+    page.click("form#create-form button[type=submit]")
+    page.wait_for_url("**/jobs/*/")
+    assert page.text_content("#job-sampler") == "Euler a"
+    assert page.text_content("#job-loras") == "test-sd1-ink at 0.5"
+    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    job = Job.objects.get(user=page.user)
+    assert (job.status, job.scheduler, job.loras) == ("succeeded", "euler_a", [{"slug": "test-sd1-ink", "weight": 0.5}])
     assert page.errors == []
 
 
