@@ -412,6 +412,11 @@ def run_batch(
 
     if not items:
         return []
+    from workers.prompts import prompt_embeddings, prompt_shape
+
+    shapes = [prompt_shape(pipe, spec.family, item.params.prompt, item.params.negative_prompt) for item in items]
+    if len(set(shapes)) > 1:
+        return _run_by_shape(pipe, spec, items, shapes, controlnet=controlnet, loras=loras)
     first = items[0].params
     if any(item.params.batch_key != first.batch_key for item in items):
         raise BadInput("jobs of one batch must share size, steps, strength and guidance")
@@ -469,6 +474,16 @@ def run_batch(
 
     use_loras(pipe, list(loras))
 
+    # Weighted or long prompts as embeddings (workers.prompts), after the
+    # LoRAs are set: they may change the text encoders.
+    if shapes[0][0] == "embeddings":
+        words = prompt_embeddings(pipe, spec.family, prompts, negatives, chunks=shapes[0][1])
+        if FAMILIES[spec.family].architecture == "sdxl" and (family.turbo or not any(negatives)):
+            # As SDXL runs "no negative prompt": zeros, not the empty text's embedding.
+            del words["negative_prompt_embeds"], words["negative_pooled_prompt_embeds"]
+    else:
+        words = {"prompt": prompts, "negative_prompt": None if family.turbo or not any(negatives) else negatives}
+
     delay = settings.WORKER_STEP_DELAY_MS / 1000
 
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
@@ -511,8 +526,7 @@ def run_batch(
         # loaded pipeline; the text-to-image one shares its UNet.
         with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), eager=control, **shape):
             result = runner(
-                prompt=prompts,
-                negative_prompt=None if family.turbo or not any(negatives) else negatives,
+                **words,
                 **inputs,
                 num_inference_steps=first.steps,
                 guidance_scale=guidance,
@@ -532,6 +546,24 @@ def run_batch(
         # the mask leaves black is exactly the input's.
         images = [Image.composite(made, sources[row], masks[row]) for row, made in enumerate(images[: len(sources)])]
     return [images[row.start : row.stop] if active[index] else None for index, row in enumerate(rows)]
+
+
+def _run_by_shape(pipe, spec: CheckpointSpec, items: list[BatchItem], shapes: list, **options) -> list[list | None]:
+    """Jobs whose prompts have different shapes (workers.prompts) run in one
+    call per shape, so padding never changes a job's pixels. Raises Canceled
+    only when every job was canceled."""
+    results: list = [None] * len(items)
+    for shape in dict.fromkeys(shapes):
+        picked = [index for index, own in enumerate(shapes) if own == shape]
+        try:
+            made = run_batch(pipe, spec, [items[index] for index in picked], **options)
+        except Canceled:
+            made = [None] * len(picked)
+        for index, images in zip(picked, made, strict=True):
+            results[index] = images
+    if all(images is None for images in results):
+        raise Canceled()
+    return results
 
 
 def _soft_mask(item: BatchItem, params: JobParams):
