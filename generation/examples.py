@@ -16,6 +16,8 @@ _SETTINGS = {
     "guidance_scale": 7.0,
     "scheduler": "dpmpp_2m_karras",
     "loras": [{"slug": "watercolor-sd15", "weight": 0.8}],
+    "hires_scale": 1.0,
+    "hires_strength": 0.0,
     "seed": 1234,
     "num_images": 1,
     "width": 512,
@@ -46,6 +48,7 @@ JOB = {
     "webhook": None,
     "mask_url": None,
     "control_image_url": None,
+    "hires": None,
     "expires_at": None,
 }
 FINISHED_JOB = {

@@ -438,6 +438,10 @@ class Job(models.Model):
     # Its LoRAs and their weights, [{"slug": ..., "weight": ...}] in the
     # order given (JobParams.loras); kept when a LoRA leaves the catalog.
     loras = models.JSONField(default=list, blank=True)
+    # The hires pass (text to image and image to image): a second, image to
+    # image pass at hires_scale times width x height (1 and 0: none).
+    hires_scale = models.FloatField(default=1.0, db_default=1.0)
+    hires_strength = models.FloatField(default=0.0, db_default=0.0)
     seed = models.BigIntegerField()
     num_images = models.PositiveSmallIntegerField()
     width = models.PositiveSmallIntegerField()
@@ -503,6 +507,12 @@ class Job(models.Model):
                 condition=Q(num_images__gte=1) & Q(num_images__lte=MAX_IMAGES), name="job_num_images_1_4"
             ),
             models.CheckConstraint(condition=Q(strength__gt=0) & Q(strength__lte=1), name="job_strength_range"),
+            # A hires pass has its strength; without one (scale 1) none.
+            models.CheckConstraint(
+                condition=Q(hires_scale=1, hires_strength=0)
+                | Q(hires_scale__gt=1, hires_scale__lte=2, hires_strength__gt=0, hires_strength__lte=1),
+                name="job_hires_range",
+            ),
             # Image to image needs its input; text to image has none (and
             # runs every step); ControlNet may have one (without it every
             # step runs). Retention empties the input of expired jobs.

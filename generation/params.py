@@ -55,6 +55,7 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 Expand = Annotated[int, Field(ge=0, le=MAX_SIDE, multiple_of=SIZE_MULTIPLE)]
 MAX_MASK_BLUR = 64
+HiresScale = Annotated[float, Field(ge=1, le=2)]
 ConditioningScale = Annotated[float, Field(ge=0, le=2)]
 ControlFraction = Annotated[float, Field(ge=0, le=1)]
 # generation.controls.Preprocess's names, all of them or the weight-free ones.
@@ -65,6 +66,12 @@ WeightFreeName = Literal[tuple(p.value for p in Preprocess if p in WEIGHT_FREE)]
 EXPAND_FIELDS = ("expand_left", "expand_right", "expand_top", "expand_bottom")
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 LORAS_MAX_CHARS = 400
+# The hires pass's strength when a job asks for the pass without one (A1111's
+# "denoising strength" default for its hires fix is 0.7; 0.5 keeps more of
+# the first pass, which the person chose it for).
+HIRES_STRENGTH = 0.5
+# The modes that take a hires pass.
+HIRES_MODES = ("img2img", "txt2img")
 ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN)]
 # "Has a character that is not whitespace", the same in Python's str.strip(),
 # in the validator's (Rust) regex engine, which differs from it on \x1c-\x1f,
@@ -90,6 +97,10 @@ FIELD_HELP = {
     "seed": f"Between 0 and {MAX_SEED}.",
     "loras": "Up to 4 LoRAs that fit the model, as slug:weight separated by commas (weight -2 to 2; a bare "
     "slug takes its default weight), see GET /api/v1/models: loras.",
+    "hires_scale": "From 1 to 2: text to image and image to image run a second, image to image pass at this many "
+    "times the size (the picture comes out that much larger, within the model's max side).",
+    "hires_strength": "Between 0 (exclusive) and 1: how much the hires pass changes the enlarged picture; needs "
+    "hires_scale above 1.",
     "scheduler": "A sampler the model lists (GET /api/v1/models: schedulers): " + ", ".join(SAMPLERS) + ".",
     "num_images": f"Between 1 and {MAX_IMAGES}.",
     "width": f"A multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}.",
@@ -158,6 +169,14 @@ class _SettingsIn(FormIn):
         max_length=LORAS_MAX_CHARS,
         description="Up to 4 LoRAs that fit the model (GET /api/v1/models: loras), as slug:weight separated by "
         "commas, weight -2 to 2 (a bare slug takes its default weight), e.g. `ink:0.8,film`; each may add to the price",
+    )
+    hires_scale: HiresScale | Omitted = Field(
+        None,
+        description="txt2img and img2img: above 1, a second (image to image) pass at this many times the size "
+        "(A1111's hires fix): the picture comes out that much larger; priced as both passes",
+    )
+    hires_strength: Strength | Omitted = Field(
+        None, description=f"With hires_scale: how much the second pass changes, 0-1; default {HIRES_STRENGTH}"
     )
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     width: Side | Omitted = Field(None, description="Default: the input's, fitted to the model")
@@ -344,9 +363,11 @@ class JobParams(Schema):
         "", description="The sampler it ran with; empty for jobs made before samplers existed (the model's own)"
     )
     loras: tuple[LoraWeight, ...] = Field((), description="Its LoRAs and their weights, in the order given")
+    hires_scale: float = Field(1.0, description="Above 1: the hires pass's factor (1: no hires pass)")
+    hires_strength: float = Field(0.0, description="The hires pass's strength (0: no hires pass)")
     seed: int
     num_images: int
-    width: int
+    width: int = Field(description="The (first pass's) size; with a hires pass the pictures are `hires`'s")
     height: int
     mask_blur: int = Field(0, description="inpaint: the mask's soft edge, pixels; 0 for the other modes")
     control: str = Field("", description="controlnet: the ControlNet's slug; empty for the other modes")
@@ -375,6 +396,25 @@ class JobParams(Schema):
         return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt), self.loras)
 
     @property
+    def hires(self) -> bool:
+        return self.hires_scale > 1
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The pictures' size: width x height, times hires_scale with a hires pass."""
+        return hires_size(self.width, self.height, self.hires_scale) if self.hires else (self.width, self.height)
+
+    @property
+    def hires_steps(self) -> int:
+        """Denoising steps of the hires pass (0 without one)."""
+        return denoising_steps(self.steps, self.hires_strength) if self.hires else 0
+
+    @property
+    def total_steps(self) -> int:
+        """Every denoising step the job runs: both passes."""
+        return self.denoising_steps + self.hires_steps
+
+    @property
     def loras_text(self) -> str:
         """Its LoRAs as a form writes them (slug:weight,...)."""
         return ",".join(f"{lora.slug}:{lora.weight:g}" for lora in self.loras)
@@ -385,6 +425,8 @@ class JobParams(Schema):
         form = SUBMIT_FORMS[self.mode]
         fields = self.model_dump(include=set(form.model_fields) - {"seed"})
         fields["loras"] = self.loras_text
+        if not self.hires:
+            fields.pop("hires_scale", None), fields.pop("hires_strength", None)
         return form.from_form({**fields, "model": model, "parent_job": parent_job})
 
     def prefill(self, *, model: str, parent_job) -> dict:
@@ -392,7 +434,8 @@ class JobParams(Schema):
         from its result, whatever its mode, with its settings, a new seed and
         the size of the new input. A text to image or inpainting job ran at
         its own strength: the next one starts from the model's default instead."""
-        exclude = {"mode", "seed", "width", "height", "mask_blur", *CONTROL_FIELDS} | (
+        # Its result is the next input: at its size, with no second hires pass.
+        exclude = {"mode", "seed", "width", "height", "mask_blur", "hires_scale", "hires_strength", *CONTROL_FIELDS} | (
             {"strength"} if self.mode != Mode.IMG2IMG else set()
         )
         return {
@@ -410,7 +453,17 @@ class JobParams(Schema):
 # having a negative prompt or not (SDXL runs "no negative prompt" on zeros,
 # not on ""). Prompts, seeds, inputs and image
 # counts may differ. generation.services.job_claim_companions finds such jobs.
-BATCH_FIELDS = ("mode", "width", "height", "steps", "strength", "guidance_scale", "scheduler")
+BATCH_FIELDS = (
+    "mode",
+    "width",
+    "height",
+    "steps",
+    "strength",
+    "guidance_scale",
+    "scheduler",
+    "hires_scale",
+    "hires_strength",
+)
 
 # ControlNet's settings (a job of another mode has their defaults).
 CONTROL_FIELDS = ("control", "preprocess", "conditioning_scale", "control_start", "control_end")
@@ -435,6 +488,14 @@ def denoising_steps(steps: int, strength: float) -> int:
     """Steps img2img actually runs (diffusers' get_timesteps); at strength 1
     (text to image), every step."""
     return min(int(steps * strength), steps)
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hires pass's size: width x height times `scale`, in multiples of 8."""
+    return (
+        int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+        int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE,
+    )
 
 
 def fewest_steps(*, strength: float) -> int:
@@ -507,6 +568,7 @@ def job_params(
     width, height, size_error = _output_size(checkpoint, data.width, data.height, image_size, default_side)
     if size_error:
         errors["width"] = size_error
+    hires_scale, hires_strength = _hires(checkpoint, data, mode, steps, (width, height), errors)
     if errors:
         raise InvalidParams(errors)
     return JobParams(
@@ -517,6 +579,8 @@ def job_params(
         steps=steps,
         guidance_scale=checkpoint.default_guidance if data.guidance_scale is None else data.guidance_scale,
         scheduler=scheduler,
+        hires_scale=hires_scale,
+        hires_strength=hires_strength,
         loras=tuple(LoraWeight(slug=lora.slug, weight=weight) for lora, weight in loras),
         seed=secrets.randbelow(MAX_SEED + 1) if data.seed is None else data.seed,
         num_images=data.num_images,
@@ -553,6 +617,28 @@ def parse_loras(text: str | None) -> list[tuple[str, float | None]]:
     if len(parsed) > MAX_LORAS:
         raise InvalidParams({"loras": f"At most {MAX_LORAS} LoRAs a job."})
     return parsed
+
+
+def _hires(checkpoint, data, mode: Mode, steps: int, size: tuple[int, int], errors: dict[str, str]):
+    """The hires pass's (scale, strength): (1.0, 0.0) without one; an error
+    for a mode that does not take it, a strength without a scale, a pass
+    with no denoising step, or pictures past the model's max side."""
+    scale = 1.0 if data.hires_scale is None else data.hires_scale
+    if scale <= 1:
+        if data.hires_strength is not None:
+            errors["hires_strength"] = "A hires strength needs hires_scale above 1."
+        return 1.0, 0.0
+    strength = HIRES_STRENGTH if data.hires_strength is None else data.hires_strength
+    if mode not in HIRES_MODES:
+        errors["hires_scale"] = "The hires pass is for text to image and image to image."
+    elif denoising_steps(steps, strength) < 1:
+        errors["hires_strength"] = "Steps x hires strength must be at least 1; raise one of them."
+    elif size[0] and max(hires_size(*size, scale)) > checkpoint.max_side:
+        width, height = hires_size(*size, scale)
+        errors["hires_scale"] = (
+            f"The pictures would be {width}x{height}; this model makes at most {checkpoint.max_side} pixels a side."
+        )
+    return scale, strength
 
 
 def _control_settings(data, control, errors: dict[str, str]) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from generation.params import JobParams, denoising_steps
+from generation.samplers import SAMPLERS
 
 MEGAPIXEL = 1024 * 1024
 
@@ -19,9 +20,11 @@ def quote(*, checkpoint, params: JobParams, control=None, loras=()) -> int:
     (steps x strength) against the default's: text to image runs them all.
     A ControlNet job's `control` runs its network beside the UNet at every
     step it guides: its cost_factor (measured: bench/controlnet_cost.py)
-    applies to that span of the steps. Each of `loras` (the job's (Lora,
-    weight) pairs) adds its price_per_image to every image. Every image
-    costs at least 1.
+    applies to that span of the steps. A hires pass adds its own denoising
+    steps at its larger size (both passes are priced). A second-order
+    sampler's steps count twice (two model calls each). Each of `loras`
+    (the job's (Lora, weight) pairs) adds its price_per_image to every
+    image. Every image costs at least 1.
     """
     size_units = math.ceil(params.width * params.height / MEGAPIXEL)
     reference = max(1, denoising_steps(checkpoint.default_steps, checkpoint.default_strength))
@@ -29,6 +32,14 @@ def quote(*, checkpoint, params: JobParams, control=None, loras=()) -> int:
     if control is not None:
         guided = max(0.0, params.control_end - params.control_start)
         step_ratio *= 1 + (control.cost_factor - 1) * guided
-    per_image = max(1, math.ceil(checkpoint.price_per_image * size_units * step_ratio - 1e-9))
+    # A second-order sampler runs the model twice a step (generation.samplers).
+    calls = SAMPLERS[params.scheduler].calls_per_step if params.scheduler in SAMPLERS else 1
+    step_ratio *= calls
+    work = size_units * step_ratio
+    if params.hires:
+        # The hires pass: its denoising steps at the larger size.
+        width, height = params.output_size
+        work += math.ceil(width * height / MEGAPIXEL) * params.hires_steps * calls / reference
+    per_image = max(1, math.ceil(checkpoint.price_per_image * work - 1e-9))
     per_image += sum(lora.price_per_image for lora, _ in loras)
     return per_image * params.num_images

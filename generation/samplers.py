@@ -24,6 +24,9 @@ class Sampler:
     # Its noise is a Brownian tree seeded per row (DPMSolverSDEScheduler's
     # noise_sampler_seed), not the pipeline's generators.
     seeded_per_row: bool = False
+    # Model calls per step: a second-order sampler runs the UNet twice a
+    # step, and costs that much more (generation.pricing).
+    calls_per_step: int = 1
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -39,6 +42,7 @@ SAMPLERS: dict[str, Sampler] = {
             "DPMSolverSDEScheduler",
             {"use_karras_sigmas": True},
             seeded_per_row=True,
+            calls_per_step=2,
         ),
         Sampler("ddim", "DDIM", "DDIMScheduler"),
         Sampler("unipc", "UniPC", "UniPCMultistepScheduler"),

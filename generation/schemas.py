@@ -12,7 +12,7 @@ from pydantic import Field
 
 from generation.controls import Preprocess
 from generation.models import Job
-from generation.params import JobParams, txt2img_size
+from generation.params import JobParams, hires_size, txt2img_size
 from generation.selectors import queue_position
 
 
@@ -162,6 +162,13 @@ class WebhookSecretOut(Schema):
     key: str = Field(description="Standard Webhooks signing secret, whsec_ and base64")
 
 
+class HiresOut(Schema):
+    scale: float
+    strength: float
+    width: int = Field(description="The pictures' size: the first pass's times scale")
+    height: int
+
+
 class JobOut(JobParams):
     """A job: its settings (JobParams), where it is, what it made and cost."""
 
@@ -192,11 +199,19 @@ class JobOut(JobParams):
         description="controlnet: its control picture (PNG, as sent: the map is made from it by `preprocess`), "
         "served to its owner only; null for the other modes and after retention"
     )
+    hires: HiresOut | None = Field(description="The hires pass, null without one")
     expires_at: str | None = Field(
         json_schema_extra={"format": "date-time"},
         description="When its input and pictures are (or were) deleted, RESULT_RETENTION_DAYS after it ended; "
         "null while it runs or when results are kept forever. After it, images is empty; the job stays.",
     )
+
+    @staticmethod
+    def resolve_hires(job: Job) -> dict | None:
+        if job.hires_scale <= 1:
+            return None
+        width, height = hires_size(job.width, job.height, job.hires_scale)
+        return {"scale": job.hires_scale, "strength": job.hires_strength, "width": width, "height": height}
 
     @staticmethod
     def resolve_model(job: Job) -> str:

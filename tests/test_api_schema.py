@@ -45,7 +45,10 @@ UPLOADS = {
 # for inpainting, a mask or expand_* (one of them) and the mask's content
 # (its size, not all black) or the grown canvas within the model's max side;
 # for ControlNet, which ControlNets exist and fit the model, a control picture
-# (or a parent), an annotator's weights, and guidance that ends after it starts.
+# (or a parent), an annotator's weights, and guidance that ends after it starts;
+# which samplers the model's family has, which LoRAs exist and fit it (and the
+# list's syntax past its length), and a hires pass's fit: its mode, the
+# model's max side, a strength only with a scale.
 CONTENT_REFUSALS = {"unknown_model", "invalid_image", "invalid_params", "insufficient_credits"}
 MODEL_LIMIT_FIELDS = {
     "steps",
@@ -59,6 +62,10 @@ MODEL_LIMIT_FIELDS = {
     "control_image",
     "preprocess",
     "control_end",
+    "scheduler",
+    "loras",
+    "hires_scale",
+    "hires_strength",
 }
 # Nor does it say that text has no NUL character (PostgreSQL cannot store
 # one): portal.middleware refuses it up front, field by field.

@@ -131,3 +131,19 @@ def test_a_job_runs_with_its_sampler_and_again_keeps_it(paid_api, alice, gpu_wor
     # Left out (or sent empty): the model's default.
     plain = paid_api.post("/api/v1/txt2img", {**fields, "scheduler": ""}).json()
     assert plain["scheduler"] == Checkpoint.objects.get(slug="test-sd1").scheduler_default
+
+
+def test_a_second_order_sampler_counts_its_steps_and_is_priced_at_its_model_calls(pipes):
+    from generation.pricing import quote
+
+    pipe, spec = pipes("test-sd1")
+    seen: list[tuple[int, int]] = []
+    item = BatchItem(SOURCE, params(scheduler="dpmpp_sde_karras", steps=4, strength=1.0))
+    item.on_step = lambda step, total: seen.append((step, total))
+    run_batch(pipe, spec, [item])
+    # Seven model calls (two a step, one for the first), reported as the 4 steps they make.
+    assert seen[-1] == (4, 4) and all(step <= total for step, total in seen)
+    assert [step for step, _ in seen] == sorted(step for step, _ in seen)
+    checkpoint = Checkpoint(price_per_image=3, default_steps=4, default_strength=1.0)
+    euler = quote(checkpoint=checkpoint, params=params(scheduler="euler", steps=4, strength=1.0))
+    assert quote(checkpoint=checkpoint, params=params(scheduler="dpmpp_sde_karras", steps=4, strength=1.0)) == 2 * euler

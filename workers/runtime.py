@@ -420,8 +420,9 @@ def run_batch(
     first = items[0].params
     if any(item.params.batch_key != first.batch_key for item in items):
         raise BadInput("jobs of one batch must share size, steps, strength and guidance")
-    total = first.denoising_steps
-    if total < 1:
+    # Both passes' steps, with a hires pass.
+    total = first.total_steps
+    if first.denoising_steps < 1:
         raise BadInput(f"steps x strength must be at least 1 (got {first.steps} x {first.strength})")
     if first.width % 8 or first.height % 8:
         raise BadInput("width and height must be multiples of 8")
@@ -485,10 +486,17 @@ def run_batch(
         words = {"prompt": prompts, "negative_prompt": None if family.turbo or not any(negatives) else negatives}
 
     delay = settings.WORKER_STEP_DELAY_MS / 1000
+    # Steps of earlier passes (the hires pass counts on from the first's), and
+    # this pass's denoising steps.
+    done_before, this_pass = [0], [first.denoising_steps]
 
     def callback(pipeline, step: int, timestep, kwargs: dict) -> dict:
         if delay:
             time.sleep(delay)  # the step-delay drill (settings.WORKER_STEP_DELAY_MS)
+        # A second-order sampler (DPM++ SDE) calls back twice a step: its
+        # calls are counted as the denoising steps they make.
+        calls = getattr(pipeline, "_num_timesteps", None) or this_pass[0]
+        step = done_before[0] + max(1, round((step + 1) * this_pass[0] / max(calls, 1))) - 1
         for index, item in enumerate(items):
             if not active[index]:
                 continue
@@ -535,17 +543,54 @@ def run_batch(
                 callback_on_step_end=callback,
                 output_type="pil",
             )
+        if first.hires and any(active):
+            done_before[0], this_pass[0] = first.denoising_steps, first.hires_steps
+            images = _hires_pass(pipe, spec, first, result.images, words, guidance, generators, callback)
+        else:
+            images = result.images
     except Exception as exc:
         raise classify(exc) from exc
     if not any(active):
         raise Canceled()
-    images = result.images
     if inpaint:
         # The VAE's round trip changes every pixel a little: the picture is
         # pasted back wherever the (soft) mask is not fully white, so a pixel
         # the mask leaves black is exactly the input's.
         images = [Image.composite(made, sources[row], masks[row]) for row, made in enumerate(images[: len(sources)])]
     return [images[row.start : row.stop] if active[index] else None for index, row in enumerate(rows)]
+
+
+def _hires_pass(
+    pipe, spec: CheckpointSpec, first: JobParams, images: list, words: dict, guidance, generators, callback
+):
+    """A1111's hires fix: the first pass's pictures enlarged to the output
+    size (Lanczos) and refined by an image to image pass on the loaded
+    pipeline at hires_strength, with the same prompts, sampler and LoRAs,
+    each row's generator seeded again as for the first pass."""
+    import torch
+    from PIL import Image
+
+    from workers.accel import compiled_if_warm
+
+    width, height = first.output_size
+    enlarged = [image.resize((width, height), Image.Resampling.LANCZOS) for image in images]
+    seeds = [generator.initial_seed() for generator in generators]
+    use_sampler(pipe, pipe, spec, first.scheduler, seeds=seeds)
+    with (
+        torch.inference_mode(),
+        compiled_if_warm(pipe, len(enlarged), guidance_scale=guidance, width=width, height=height),
+    ):
+        return pipe(
+            **words,
+            image=enlarged,
+            strength=first.hires_strength,
+            num_inference_steps=first.steps,
+            guidance_scale=guidance,
+            num_images_per_prompt=1,
+            generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=callback,
+            output_type="pil",
+        ).images
 
 
 def _run_by_shape(pipe, spec: CheckpointSpec, items: list[BatchItem], shapes: list, **options) -> list[list | None]:

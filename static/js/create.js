@@ -92,6 +92,24 @@
     });
   });
 
+  // The hires pass (text to image and image to image): its fields go with
+  // the form only when the toggle is on.
+  const hiresToggle = document.getElementById("hires-toggle");
+  const hiresFields = document.getElementById("hires-fields");
+  function showHires() {
+    if (!hiresToggle) return;
+    const on = hiresToggle.checked && !document.getElementById("hires-settings").hidden;
+    hiresFields.hidden = !hiresToggle.checked;
+    hiresFields.querySelectorAll("input, select").forEach(function (field) { field.disabled = !on; });
+  }
+  if (hiresToggle) {
+    hiresToggle.addEventListener("change", function () { showHires(); scheduleQuote(); });
+    const hiresStrength = document.getElementById("id_hires_strength");
+    hiresStrength.addEventListener("input", function () {
+      document.getElementById("hires-strength-value").textContent = hiresStrength.value;
+    });
+  }
+
   // The sampler select offers the chosen model's samplers; "Model's
   // default" names its default.
   const sampler = document.getElementById("id_scheduler");
@@ -242,6 +260,7 @@
     form.querySelectorAll("[data-mode-text]").forEach(function (node) {
       node.hidden = node.dataset.modeText.split(" ").indexOf(currentMode()) < 0;
     });
+    showHires();
     const chosen = form.querySelector("input[name=model]:checked");
     form.querySelectorAll("input[name=model]").forEach(function (radio) {
       const offered = radio.dataset.modes.split(" ").indexOf(currentMode()) >= 0;

@@ -106,6 +106,26 @@ def test_a_sampler_and_loras_are_picked_priced_and_shown_on_the_job(page, live_s
     assert page.errors == []
 
 
+def test_the_hires_toggle_sends_its_fields_only_when_on_and_prices_both_passes(page, live_server):
+    page.goto(live_server.url + reverse("create"))
+    page.check("input[name=model][value=test-sd1]")
+    page.check("input[name=mode][value=txt2img]")
+    page.fill("#id_prompt", "a fox")
+    page.fill("#id_steps", "24")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '2'")
+    assert page.is_disabled("#id_hires_scale") and page.is_hidden("#hires-fields")
+    page.check("#hires-toggle")
+    assert page.is_enabled("#id_hires_scale") and page.input_value("#id_hires_scale") == "2"
+    # 24 steps at 512 px, then 12 at 1024 px: 2 + 1 credits.
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '3'")
+    page.check("input[name=mode][value=inpaint]")
+    assert page.is_hidden("#hires-settings") and page.is_disabled("#id_hires_scale")
+    page.check("input[name=mode][value=txt2img]")
+    page.uncheck("#hires-toggle")
+    page.wait_for_function("document.getElementById('quote').textContent.trim() === '2'")
+    assert page.errors == []
+
+
 def test_a_dropped_picture_is_taken_and_previewed(page, live_server):
     page.goto(live_server.url + reverse("create"))
     data = list(png_bytes(size=(64, 48)))
