@@ -155,8 +155,9 @@ def test_a_job_runs_with_its_loras_is_charged_its_quote_and_again_keeps_them(pai
     job = paid_api.post("/api/v1/txt2img", fields).json()
     assert job["loras"] == [{"slug": "test-sd1-ink", "weight": -0.5}, {"slug": "test-sd1-glow", "weight": 0.6}]
     done = wait_for(
-        lambda: (body := paid_api.get(f"/api/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed")
-        and body,
+        lambda: (
+            (body := paid_api.get(f"/api/v1/jobs/{job['id']}").json())["status"] in ("succeeded", "failed") and body
+        ),
         timeout=60,
         message="the job ends",
     )
