@@ -275,8 +275,11 @@ class ControlNet(models.Model):
             raise ValidationError(errors)
 
 
-# A job's LoRAs: at most this many, each weighted within these bounds.
+# A job's LoRAs: at most this many, each weighted within these bounds; on
+# these architectures (the worker switches them on the UNet and the CLIP
+# text encoders: workers.loras).
 MAX_LORAS = 4
+LORA_ARCHITECTURES = ("sd1", "sd2", "sdxl")
 LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -2.0, 2.0
 
 
@@ -336,13 +339,18 @@ class Lora(models.Model):
 
     def fits(self, checkpoint: Checkpoint) -> bool:
         """Whether it can be stacked on `checkpoint`: the same architecture."""
-        return self.architecture == FAMILIES[checkpoint.family].architecture
+        return self.architecture in LORA_ARCHITECTURES and self.architecture == FAMILIES[checkpoint.family].architecture
 
     def clean(self) -> None:
+        errors: dict[str, str] = {}
         try:
             parse_source("single_file", self.source)
         except ValueError as exc:
-            raise ValidationError({"source": str(exc)}) from None
+            errors["source"] = str(exc)
+        if self.family and self.architecture not in LORA_ARCHITECTURES:
+            errors["family"] = "LoRAs run on SD 1.x, SD 2.x and SDXL checkpoints here."
+        if errors:
+            raise ValidationError(errors)
 
 
 class CheckpointTestRun(models.Model):

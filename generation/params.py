@@ -417,7 +417,7 @@ class JobParams(Schema):
     @property
     def loras_text(self) -> str:
         """Its LoRAs as a form writes them (slug:weight,...)."""
-        return ",".join(f"{lora.slug}:{lora.weight:g}" for lora in self.loras)
+        return ",".join(f"{lora.slug}:{lora.weight!r}" for lora in self.loras)
 
     def again(self, *, model: str, parent_job) -> _SubmitIn:
         """The same request (same mode) with a new random seed ("again").
@@ -591,7 +591,7 @@ def job_params(
     )
 
 
-_LORA_ITEM = re.compile(r"^\s*([-a-zA-Z0-9_]+)\s*(?::\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*)?$")
+_LORA_ITEM = re.compile(r"^\s*([-a-zA-Z0-9_]+)\s*(?::\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*)?$")
 
 
 def parse_loras(text: str | None) -> list[tuple[str, float | None]]:

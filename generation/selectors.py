@@ -5,6 +5,7 @@ lineage."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -306,7 +307,7 @@ def _fair_queued(checkpoint: str) -> str:
         SELECT MIN(created_at) AS since FROM generation_job WHERE checkpoint_id = {checkpoint} AND status = 'queued'
     ),
     queued AS (
-        SELECT j.id, j.created_at, j.mode, j.controlnet_id, j.preprocess, u.queue_weight AS weight,
+        SELECT j.id, j.created_at, j.mode, j.controlnet_id, j.preprocess, j.loras, u.queue_weight AS weight,
                (SELECT COUNT(*) FROM generation_job t
                 WHERE t.user_id = j.user_id AND t.checkpoint_id = j.checkpoint_id AND t.id <> j.id
                   AND ((t.status = 'queued'
@@ -333,20 +334,22 @@ _POSITION_READ = f"""
 
 _FAIR_NEXT = f"""
     WITH {_fair_queued("%s")}
-    SELECT q.id FROM queued q LEFT JOIN generation_controlnet n ON n.id = q.controlnet_id
+    SELECT q.id, q.loras FROM queued q LEFT JOIN generation_controlnet n ON n.id = q.controlnet_id
     WHERE {{runnable}}
     ORDER BY q.round, q.weight DESC, q.created_at, q.id
     LIMIT %s
 """  # noqa: S608
 
 
-def fair_next(*, checkpoint_id, limit: int, controls=None, annotators=frozenset()) -> list:
+def fair_next(*, checkpoint_id, limit: int, controls=None, annotators=frozenset(), loras=None) -> list:
     """The ids of the first `limit` queued jobs of a checkpoint in the fair
     queue's order (fair_queue's, without the ORM's 10 ms of building it: a
     worker reads it for every claim). Given `controls` (the ControlNet slugs
     a worker has) only the jobs it can run: a ControlNet job whose network
     is among them and whose preprocess, if it needs weights, among
-    `annotators` (generation.services.Abilities.runnable's rule)."""
+    `annotators` (generation.services.Abilities.runnable's rule); given
+    `loras` (the LoRAs it has), only jobs whose LoRAs are all among them (a
+    worker with none reads only jobs without LoRAs)."""
     from generation.controls import NEEDS_WEIGHTS
 
     params: list = [checkpoint_id, checkpoint_id]
@@ -358,9 +361,20 @@ def fair_next(*, checkpoint_id, limit: int, controls=None, annotators=frozenset(
         preprocess = f"q.preprocess IN ({', '.join(['%s'] * len(missing))})" if missing else "1 = 0"
         runnable = f"NOT (q.mode = 'controlnet' AND (n.slug IS NULL OR NOT ({network}) OR {preprocess}))"
         params += [*controls, *missing]
+    if loras is not None and not loras:
+        runnable += " AND q.loras = '[]'"
     with connection.cursor() as cursor:
         cursor.execute(_FAIR_NEXT.format(runnable=runnable), [*params, limit])
-        return [Job._meta.pk.to_python(row[0]) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    if loras:
+        rows = [row for row in rows if all(item["slug"] in loras for item in _json(row[1]))]
+    return [Job._meta.pk.to_python(row[0]) for row in rows]
+
+
+def _json(value):
+    """A JSON column as read by a raw cursor: text (SQLite, and PostgreSQL
+    as Django sets psycopg up) or already decoded."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def job_lineage(*, job: Job, limit: int = LINEAGE_DEPTH) -> list[Job]:

@@ -34,7 +34,6 @@ from PIL import Image
 from billing.ledger import credits_capture, credits_hold, credits_release
 from generation.affinity import reservations_orphaned
 from generation.availability import (
-    available_loras,
     available_slugs,
     heartbeat_client,
     live_workers,
@@ -346,12 +345,17 @@ def _loras_for(checkpoint, text: str | None, *, submit: bool = False) -> list[tu
             )
         chosen.append((lora, lora.default_weight if weight is None else weight))
     if submit:
-        have = available_loras()
-        for lora, _ in chosen:
-            if lora.slug not in have:
-                raise ModelUnavailable(
-                    f"No worker has {lora.name} right now.", fields={"loras": f"{lora.slug}: unavailable"}
-                )
+        # A worker that serves the model must have every one of them (the
+        # claim takes the job only for such a worker: Abilities).
+        wanted = {lora.slug for lora, _ in chosen}
+        serving = [w for w in live_workers() if checkpoint.slug in w.get("serves", [])]
+        if not any(wanted <= set(worker.get("loras", [])) for worker in serving):
+            have = set().union(*(worker.get("loras", []) for worker in serving)) if serving else set()
+            lora = next((lora for lora, _ in chosen if lora.slug not in have), chosen[0][0])
+            raise ModelUnavailable(
+                f"No worker serving {checkpoint.name} has {lora.name} right now.",
+                fields={"loras": f"{lora.slug}: unavailable"},
+            )
     return chosen
 
 
@@ -423,16 +427,22 @@ class Abilities:
 
     controls: frozenset[str] = frozenset()
     annotators: frozenset[str] = frozenset()
+    # The LoRAs it has the files of (None: any, as a process run in place).
+    loras: frozenset[str] | None = None
 
     def runnable(self) -> Q:
         """The jobs these abilities can run, as a filter (can_run's rule)."""
         cannot = Q(mode=Mode.CONTROLNET) & (
             ~Q(controlnet__slug__in=self.controls) | Q(preprocess__in=NEEDS_WEIGHTS - self.annotators)
         )
-        return ~cannot
+        # Which LoRAs a job names is checked on the row (can_run): a filter
+        # can say only "none" for a worker that has none.
+        return ~cannot & (Q(loras=[]) if self.loras is not None and not self.loras else Q())
 
     def can_run(self, job: Job) -> bool:
         """Whether these abilities can run `job` (runnable's rule, on a job in hand)."""
+        if self.loras is not None and any(item["slug"] not in self.loras for item in job.loras):
+            return False
         if job.mode != Mode.CONTROLNET:
             return True
         return job.control in self.controls and (
@@ -482,14 +492,20 @@ def job_claim(*, job_id, worker: str, slug: str | None = None, abilities: Abilit
 
 
 def _redirect(job: Job, worker: str) -> None:
-    """The turn of a ControlNet job came to a worker that cannot run it (this
-    one serves the rest of its queue): the turn goes to a live worker that
-    can, or, with none now, unmarked, the reaper's sweep sends it again
-    (JOB_RESEND_AFTER) until one can (or the queue's time limit refunds it)."""
+    """The turn of a ControlNet job, or of a job with LoRAs, came to a worker
+    that cannot run it (this one serves the rest of its queue): the turn goes
+    to a live worker that can, or, with none now, unmarked, the reaper's
+    sweep sends it again (JOB_RESEND_AFTER) until one can (or the queue's
+    time limit refunds it)."""
     annotator = job.preprocess if job.preprocess in NEEDS_WEIGHTS else None
     slug, control = job.checkpoint.slug, job.control
+    loras = {item["slug"] for item in job.loras}
 
     def able(heartbeat: dict) -> bool:
+        if not loras <= set(heartbeat.get("loras", [])):
+            return False
+        if job.mode != Mode.CONTROLNET:
+            return slug in heartbeat.get("serves", [])
         return runs_controlnet(heartbeat, slug=slug, control=control, annotator=annotator)
 
     try:
@@ -518,7 +534,11 @@ def _claim_next(checkpoint_id, worker: str, abilities: Abilities | None = None) 
     can run, claimed for it: a lost race reads the queue again, so a turn is
     never wasted while a job waits."""
     tried: set = set()
-    able = {} if abilities is None else {"controls": abilities.controls, "annotators": abilities.annotators}
+    able = (
+        {}
+        if abilities is None
+        else {"controls": abilities.controls, "annotators": abilities.annotators, "loras": abilities.loras}
+    )
     while True:
         queued = fair_next(checkpoint_id=checkpoint_id, limit=CLAIM_TRIES + len(tried), **able)
         candidates = [candidate for candidate in queued if candidate not in tried][:CLAIM_TRIES]
@@ -566,8 +586,10 @@ def job_claim_companions(
         # network and map: they run alone (diffusers takes a mask or a map
         # per row, but a batch of them is not worth its tests).
         return []
-    if job.loras:
-        # A job with LoRAs runs alone: its adapters change the whole call.
+    if job.loras or job.hires_scale > 1:
+        # A job with LoRAs runs alone (its adapters change the whole call),
+        # and one with a hires pass too (its rows are that much larger than
+        # the images the batch's budget counts).
         return []
     deadline = time.monotonic() + wait_ms / 1000
     # JobParams.batch_key, as a query (no LoRAs, as this job has none).

@@ -165,3 +165,86 @@ def test_a_job_runs_with_its_loras_is_charged_its_quote_and_again_keeps_them(pai
     assert done["credits_charged"] == price and balance_of(user=alice) == 100 - price
     again = job_again(user=alice, job_id=job["id"])
     assert again.loras == job["loras"]
+
+
+# --- Review findings: routing, shared modules, fused attention, round trips ----------
+
+
+@pytest.mark.django_db
+def test_a_worker_claims_a_lora_job_only_with_every_lora_it_names(alice, loras):
+    from generation.selectors import fair_next
+    from generation.services import Abilities
+    from tests.helpers import make_job
+
+    plain = make_job(alice, "test-sd1")
+    inked = make_job(alice, "test-sd1", loras=[{"slug": "test-sd1-ink", "weight": 1.0}])
+    both = make_job(
+        alice, "test-sd1", loras=[{"slug": "test-sd1-ink", "weight": 1.0}, {"slug": "test-sd1-glow", "weight": 1.0}]
+    )
+    checkpoint = plain.checkpoint_id
+    assert set(fair_next(checkpoint_id=checkpoint, limit=10, loras=frozenset())) == {plain.id}
+    assert set(fair_next(checkpoint_id=checkpoint, limit=10, loras=frozenset({"test-sd1-ink"}))) == {
+        plain.id,
+        inked.id,
+    }
+    assert set(fair_next(checkpoint_id=checkpoint, limit=10)) == {plain.id, inked.id, both.id}
+    able = Abilities(loras=frozenset({"test-sd1-ink"}))
+    assert able.can_run(inked) and not able.can_run(both) and able.can_run(plain)
+    assert set(Job.objects.filter(Abilities(loras=frozenset()).runnable()).values_list("id", flat=True)) == {plain.id}
+
+
+@pytest.mark.django_db
+def test_a_submit_needs_a_worker_serving_the_model_that_has_the_lora(paid_api, loras, own_heartbeats):
+    from workers.heartbeat import publish
+
+    publish(worker_id="a", serves=["test-sd1"], loaded=[], device="cpu", loras=[])
+    publish(worker_id="b", serves=["test-sdxl"], loaded=[], device="cpu", loras=["test-sd1-ink"])
+    answer = paid_api.post("/api/v1/txt2img", {"model": "test-sd1", "prompt": "a fox", "loras": "test-sd1-ink"})
+    assert answer.status_code == 503 and "loras" in answer.json()["error"]["fields"]
+    assert not Job.objects.exists()
+
+
+def test_a_lora_never_reaches_a_checkpoint_that_shares_a_text_encoder(test_checkpoints):
+    from workers.cache import PipelineCache
+    from workers.loras import forget_loras
+    from workers.runtime import load_pipeline
+
+    cache = PipelineCache(budget_bytes=1 << 40, loader=load_pipeline, device="cpu")
+    base_spec, alt_spec = test_checkpoints["test-sd1"].spec, test_checkpoints["test-sd1-alt"].spec
+    base, alt = cache.get(base_spec)[0], cache.get(alt_spec)[0]
+    assert base.text_encoder is alt.text_encoder  # shared (the same weights)
+    before = made(alt, alt_spec)
+    made(base, base_spec, ("test-sd1-ink", 1.0))
+    assert np.array_equal(made(alt, alt_spec), before)
+    name = base._portal_loras[spec_of("test-sd1-ink")]
+    forget_loras(base)  # as the cache does when it evicts base
+    assert name not in (getattr(alt.text_encoder, "peft_config", None) or {})
+
+
+def test_fused_attention_is_undone_before_a_lora_loads(test_checkpoints):
+    from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+    from workers.runtime import load_pipeline
+
+    spec = test_checkpoints["test-sd1"].spec
+    pipe = load_pipeline(spec, device="cpu")[0]
+    plain = made(pipe, spec)
+    pipe.fuse_qkv_projections(unet=True, vae=False)
+    assert any(isinstance(p, FusedAttnProcessor2_0) for p in pipe.unet.attn_processors.values())
+    inked = made(pipe, spec, ("test-sd1-ink", 1.0))
+    assert not any(isinstance(p, FusedAttnProcessor2_0) for p in pipe.unet.attn_processors.values())
+    assert np.abs(inked - plain).mean() > 1.0
+
+
+def test_weights_round_trip_through_again_exactly():
+    from generation.params import parse_loras
+
+    job = params(loras=(LoraWeight(slug="a", weight=1e-05), LoraWeight(slug="b", weight=1.234567)))
+    assert parse_loras(job.loras_text) == [("a", 1e-05), ("b", 1.234567)]
+
+
+def test_loras_are_for_the_sd_and_sdxl_architectures():
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="SDXL"):
+        Lora(slug="x", name="x", family="flux", source="x.safetensors").clean()

@@ -103,3 +103,10 @@ def test_a_job_has_the_same_pixels_alone_and_beside_jobs_of_other_prompt_shapes(
     for alone, batched in zip([made(pipe, spec, p)[0] for p in (long, weighted, plain)], together, strict=True):
         # Up to the float rounding that differs between batched and single kernels.
         assert np.abs(alone - batched).max() <= 2
+
+
+def test_a_long_prompt_with_sentences_makes_the_chunks_its_shape_says(pipes):
+    pipe, spec = pipes("test-sd1")
+    sentences = "a. " + "bb " * 50  # 102 tokens; compel's default would cut after "a."
+    assert prompt_shape(pipe, spec.family, sentences, "") == ("embeddings", 2)
+    assert len(made(pipe, spec, params(prompt=sentences))) == 1

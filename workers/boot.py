@@ -59,7 +59,9 @@ def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     _controls[:] = servable_controls(settings.WORKER_CONTROLNETS, served=_served) if _served else []
     _annotators[:] = annotators_here() if _controls else []
     _loras[:] = servable_loras(settings.WORKER_LORAS, served=_served) if _served else []
-    services.abilities = Abilities(controls=frozenset(_controls), annotators=frozenset(_annotators))
+    services.abilities = Abilities(
+        controls=frozenset(_controls), annotators=frozenset(_annotators), loras=frozenset(_loras)
+    )
     if _served:
         moderation.check_setup()  # says whether the image check is on; a model without the labels stops the worker
     families = set(Checkpoint.objects.filter(slug__in=_served).values_list("family", flat=True))

@@ -105,7 +105,9 @@ class PipelineCache:
             if oldest is None:
                 break
             log.info("pipeline cache over budget: evicting %s", oldest.slug)
-            del self._entries[oldest]
+            from workers.loras import forget_loras
+
+            forget_loras(self._entries.pop(oldest).pipe)
         gc.collect()
         _empty_device_cache(self.device)
 

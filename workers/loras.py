@@ -44,8 +44,23 @@ def use_loras(pipe, loras: list[tuple[LoraSpec, float]]) -> None:
         kept.move_to_end(spec)
         names.append(kept[spec])
         weights.append(weight)
-    if kept or names:
-        _activate(pipe, names, weights)
+    # Always: a module this pipeline shares with another (workers.cache) may
+    # hold that one's adapters, active from its last call.
+    _activate(pipe, names, weights)
+
+
+def forget_loras(pipe) -> None:
+    """Delete the adapters `pipe` loaded (the cache evicts it): its shared
+    modules must not keep them."""
+    kept = pipe.__dict__.pop("_portal_loras", None)
+    if kept:
+        pipe.delete_adapters(list(kept.values()))
+
+
+def holds_loras(pipe) -> bool:
+    """Whether LoRA layers were added to this pipeline's modules: a compiled
+    UNet then runs eagerly (its graph was traced without them)."""
+    return bool(pipe.__dict__.get("_portal_loras"))
 
 
 def _load(pipe, spec: LoraSpec) -> str:
@@ -53,6 +68,7 @@ def _load(pipe, spec: LoraSpec) -> str:
     if path is None:
         raise MissingWeights(f"no local file for LoRA {spec.slug} ({spec.source!r})")
     name = f"portal_{next(_names)}"
+    _unfuse(pipe)
     try:
         from safetensors.torch import load_file
 
@@ -62,6 +78,19 @@ def _load(pipe, spec: LoraSpec) -> str:
         raise classify(exc) from exc
     log.info("LoRA %s loaded as adapter %s", spec.slug, name)
     return name
+
+
+def _unfuse(pipe) -> None:
+    """Fused query/key/value projections (workers.accel's fused_qkv) would
+    bypass a LoRA's adapters on to_q, to_k and to_v: the UNet goes back to
+    separate projections before the first LoRA loads."""
+    from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+    unet = getattr(pipe, "unet", None)
+    if unet is not None and any(isinstance(p, FusedAttnProcessor2_0) for p in unet.attn_processors.values()):
+        unet.unfuse_qkv_projections()
+        pipe.fusing_unet = False
+        log.warning("unfused the UNet's attention projections: LoRAs need them apart")
 
 
 def _forget_oldest(pipe, kept: OrderedDict, *, wanted: set) -> None:

@@ -91,6 +91,11 @@ def _compel(pipe, family: str):
     (cheap: no model work; compel caches encodings, which a LoRA set for the
     next call would make stale)."""
     from compel import Compel, ReturnedEmbeddingsType
+    from compel.embeddings_provider import SplitLongTextMode
+
+    # Chunks of exactly 75 tokens (compel's default splits at a sentence's
+    # end, which makes more chunks than prompt_shape counts).
+    split = SplitLongTextMode.BRUTAL
 
     if FAMILIES[family].architecture == "sdxl":
         return Compel(
@@ -99,5 +104,11 @@ def _compel(pipe, family: str):
             returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
             requires_pooled=[False, True],
             truncate_long_prompts=False,
+            split_long_text_mode=split,
         )
-    return Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=False)
+    return Compel(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        truncate_long_prompts=False,
+        split_long_text_mode=split,
+    )

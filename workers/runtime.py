@@ -471,7 +471,7 @@ def run_batch(
         generators.append(torch.Generator(device="cpu").manual_seed(generators[-1].initial_seed()))
     active = [True] * len(items)
     use_sampler(runner, pipe, spec, first.scheduler, seeds=[g.initial_seed() for g in generators])
-    from workers.loras import use_loras
+    from workers.loras import holds_loras, use_loras
 
     use_loras(pipe, list(loras))
 
@@ -532,7 +532,10 @@ def run_batch(
     try:
         # The speed-ups' state (warm shapes, the compiled UNet) lives on the
         # loaded pipeline; the text-to-image one shares its UNet.
-        with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), eager=control, **shape):
+        # A UNet compiled before LoRA layers were added runs eagerly (the
+        # graph has no place for them: hot-swapping them is GPU work to come).
+        eager = control or holds_loras(pipe)
+        with torch.inference_mode(), compiled_if_warm(pipe, len(prompts), eager=eager, **shape):
             result = runner(
                 **words,
                 **inputs,

@@ -23,7 +23,7 @@ from generation.availability import worker_name
 from generation.controls import WEIGHT_FREE, control_map
 from generation.dispatch import job_forward, job_send_back
 from generation.families import FAMILIES
-from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, Lora
+from generation.models import LORA_ARCHITECTURES, Checkpoint, CheckpointTestRun, ControlNet, Job, Lora
 from generation.modes import Mode
 from generation.params import JobParams, fewest_steps
 from generation.services import (
@@ -184,7 +184,7 @@ def servable_loras(requested: str, *, served: list[str]) -> list[str]:
     architectures = {FAMILIES[family].architecture for family in families}
     offered = []
     for lora in Lora.objects.filter(enabled=True):
-        if lora.architecture not in architectures:
+        if lora.architecture not in architectures or lora.architecture not in LORA_ARCHITECTURES:
             continue
         if LoraSpec.from_lora(lora).local_path() is None:
             log.warning("not offering LoRA %s: its file is not here", lora.slug)

@@ -4,7 +4,7 @@ A job's settings are generation.params.JobParams."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -68,8 +68,8 @@ class ControlNetSpec:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """A LoRA (generation.models.Lora) as plain data; `version` changes when
-    staff change the entry (a worker loads the file again)."""
+    """A LoRA (generation.models.Lora) as plain data; `version` is its file's
+    modification time (a file replaced under the same name loads again)."""
 
     slug: str
     family: str
@@ -78,7 +78,9 @@ class LoraSpec:
 
     @classmethod
     def from_lora(cls, lora) -> LoraSpec:
-        return cls(slug=lora.slug, family=lora.family, source=lora.source, version=str(lora.updated_at))
+        spec = cls(slug=lora.slug, family=lora.family, source=lora.source)
+        path = spec.local_path()
+        return replace(spec, version=str(path.stat().st_mtime_ns)) if path is not None else spec
 
     def local_path(self) -> Path | None:
         return _local_path("single_file", self.source, "", marker="")

@@ -135,24 +135,35 @@
     const field = document.getElementById("id_loras");
     const rows = Array.from(picker.querySelectorAll(".lora"));
     const search = document.getElementById("lora-search");
+    // Each chosen LoRA's weight as typed or last set by its slider: the
+    // slider's steps never round a typed weight.
+    const weights = {};
+    function weightOf(row) {
+      return row.dataset.lora in weights ? weights[row.dataset.lora] : row.querySelector(".lora-strength").value;
+    }
     function pickerToField() {
       // A row the search hides stays chosen; one of another model does not.
       field.value = rows.filter(function (row) { return row.dataset.fits === "1" && row.querySelector(".lora-use").checked; })
-        .map(function (row) { return row.dataset.lora + ":" + row.querySelector(".lora-strength").value; }).join(",");
+        .map(function (row) { return row.dataset.lora + ":" + weightOf(row); }).join(",");
       scheduleQuote();
     }
     function fieldToPicker() {
       const chosen = {};
+      Object.keys(weights).forEach(function (slug) { delete weights[slug]; });
       field.value.split(",").forEach(function (item) {
         const parts = item.split(":");
-        if (parts[0].trim()) chosen[parts[0].trim()] = parts[1];
+        const slug = parts[0].trim();
+        if (!slug) return;
+        chosen[slug] = true;
+        const typed = parts.length > 1 ? parseFloat(parts[1]) : NaN;
+        if (!Number.isNaN(typed)) weights[slug] = String(typed);
       });
       rows.forEach(function (row) {
         const use = row.querySelector(".lora-use");
-        const weight = row.querySelector(".lora-strength");
+        const slider = row.querySelector(".lora-strength");
         use.checked = row.dataset.lora in chosen;
-        weight.value = use.checked && chosen[row.dataset.lora] ? chosen[row.dataset.lora] : row.dataset.weight;
-        row.querySelector("output").textContent = weight.value;
+        slider.value = row.dataset.lora in weights ? weights[row.dataset.lora] : row.dataset.weight;
+        row.querySelector("output").textContent = weightOf(row);
       });
     }
     function showLoras() {
@@ -180,6 +191,7 @@
         pickerToField();
       });
       weight.addEventListener("input", function () {
+        weights[row.dataset.lora] = weight.value;
         row.querySelector("output").textContent = weight.value;
         if (use.checked) pickerToField();
       });
