@@ -90,8 +90,9 @@ def running_job(user, *, step: int = 0):
     """A job of `user` on test-sd1 as a worker would leave it mid-run (512 px,
     20 steps at strength 0.6: 12 denoising steps), announced as a claim
     announces it. Django must be set up."""
+    from catalog.models import Checkpoint
     from generation.events import job_announce
-    from generation.models import Checkpoint, Job
+    from generation.models import Job
 
     job = Job.objects.create(
         user=user,

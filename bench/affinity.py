@@ -60,8 +60,8 @@ from django.test.utils import override_settings  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from billing.ledger import credits_grant  # noqa: E402
-from generation.availability import heartbeat_client, live_workers  # noqa: E402
-from generation.catalog import catalog_register_test_checkpoints  # noqa: E402
+from catalog.availability import heartbeat_client, live_workers  # noqa: E402
+from catalog.seeds import catalog_register_test_checkpoints  # noqa: E402
 from generation.dispatch import queue_for  # noqa: E402
 from generation.models import Job  # noqa: E402
 from generation.params import QuoteIn  # noqa: E402

@@ -59,7 +59,7 @@ def prepare() -> tuple[str, str]:
 
     from accounts.models import User
     from accounts.services import api_key_create
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
 
     call_command("migrate", "--noinput", verbosity=0)
     from workers.testweights import build_all

@@ -85,9 +85,10 @@ from PIL import Image  # noqa: E402
 from accounts.models import User  # noqa: E402
 from accounts.services import api_key_create  # noqa: E402
 from billing.ledger import credits_grant  # noqa: E402
-from generation.availability import live_workers  # noqa: E402
-from generation.catalog import catalog_register_test_checkpoints  # noqa: E402
-from generation.models import Checkpoint, Job  # noqa: E402
+from catalog.availability import live_workers  # noqa: E402
+from catalog.models import Checkpoint  # noqa: E402
+from catalog.seeds import catalog_register_test_checkpoints  # noqa: E402
+from generation.models import Job  # noqa: E402
 from workers.testweights import build_all  # noqa: E402
 
 

@@ -103,7 +103,7 @@ def _grow(start: int, stop: int) -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT array_agg(id ORDER BY id) FROM generation_checkpoint")
+        cursor.execute("SELECT array_agg(id ORDER BY id) FROM catalog_checkpoint")
         checkpoints = cursor.fetchone()[0]
         cursor.execute("SELECT array_agg(id ORDER BY id) FROM billing_creditaccount")
         accounts = cursor.fetchone()[0]

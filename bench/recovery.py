@@ -46,7 +46,7 @@ from django.core.files.base import ContentFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from billing.ledger import credits_grant  # noqa: E402
-from generation.catalog import catalog_register_test_checkpoints  # noqa: E402
+from catalog.seeds import catalog_register_test_checkpoints  # noqa: E402
 from generation.models import Job  # noqa: E402
 from generation.params import QuoteIn  # noqa: E402
 from generation.services import job_cancel, job_submit  # noqa: E402
@@ -200,7 +200,7 @@ def _children(pid: int) -> str:
 
 
 def _heartbeats() -> list:
-    from generation.availability import live_workers
+    from catalog.availability import live_workers
 
     return [w for w in live_workers() if SLUG in w.get("serves", [])]
 

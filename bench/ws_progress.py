@@ -79,7 +79,7 @@ def prepare() -> str:
     from django.test import Client
 
     from accounts.models import User
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from workers.testweights import build_all
 
     call_command("migrate", "--noinput", verbosity=0)

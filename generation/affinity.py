@@ -1,7 +1,7 @@
 """Model affinity: a turn of a checkpoint goes to a worker that already holds
 its pipeline when one is free. Torch-free; the web tier and the workers both
 route with it (generation.dispatch), reading what heartbeats publish
-(generation.availability).
+(catalog.availability).
 
 Every worker that serves checkpoints also consumes a queue of its own (its
 "queue" in the heartbeat, added at start-up by workers.boot). A turn may be
@@ -34,7 +34,7 @@ import logging
 import redis
 from django.conf import settings
 
-from generation.availability import heartbeat_client, live_workers, worker_is_beating
+from catalog.availability import heartbeat_client, live_workers, worker_is_beating
 
 log = logging.getLogger(__name__)
 RESERVED_PREFIX = "portal:affinity:"

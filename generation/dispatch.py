@@ -27,30 +27,19 @@ import redis
 from celery import current_app
 from django.conf import settings
 
+from catalog.availability import heartbeat_client, live_workers
+from catalog.queues import queue_for
 from generation import affinity
-from generation.availability import heartbeat_client, live_workers
 from generation.observe import job_context, job_event
 
 log = logging.getLogger(__name__)
 RUN_JOB = "workers.run_job"
-TEST_LOAD = "workers.test_load"
 SENT_PREFIX = "portal:job-sent:"
 # A marker outlives its message only in a double fault (a crash between the
 # two writes, a broker that lost a popped message); it expires, and a job
 # still queued then is sent again: a long wait may carry a duplicate message
 # every SENT_MARKER_TTL seconds, an extra turn of its checkpoint.
 SENT_MARKER_TTL = 600
-QUEUE_PREFIX = "ckpt."
-
-
-def slug_of_queue(queue: str) -> str | None:
-    """The checkpoint whose queue this is (queue_for's inverse), or None."""
-    return queue.removeprefix(QUEUE_PREFIX) if queue.startswith(QUEUE_PREFIX) else None
-
-
-def queue_for(slug: str) -> str:
-    """The Celery queue of one checkpoint: workers consume only what they serve."""
-    return QUEUE_PREFIX + slug
 
 
 def job_dispatch(*, job_id, slug: str, hops: int = 0, exclude: str | None = None, reason: str = "submit") -> None:
@@ -159,10 +148,6 @@ def job_stop_requested(job_id) -> bool:
         return bool(heartbeat_client().exists(STOP_PREFIX + str(job_id)))
     except redis.RedisError:
         return False
-
-
-def test_run_dispatch(*, run_id: int, slug: str) -> None:
-    current_app.send_task(TEST_LOAD, args=[run_id], queue=queue_for(slug))
 
 
 DELIVER_WEBHOOK = "generation.deliver_webhook"

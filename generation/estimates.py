@@ -5,7 +5,7 @@ submitted now, from recent run times.
 Definitions (docs/operator/monitoring.md, "Status page", says the same):
 
 - A model is *online* when at least one live worker heartbeat serves it
-  (generation.availability), and *warm* when one of them holds it loaded.
+  (catalog.availability), and *warm* when one of them holds it loaded.
 - Its *typical run* is the median run time (started_at -> finished_at) of
   its last RECENT_RUNS succeeded jobs that finished within RECENT_RUN_DAYS
   (basis "model"). A model with no such job borrows the median over the
@@ -37,8 +37,9 @@ from django.db.models import Count, F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from generation.availability import live_workers
-from generation.models import Checkpoint, Job
+from catalog.availability import live_workers
+from catalog.models import Checkpoint
+from generation.models import Job
 
 RECENT_RUNS = 20
 RECENT_RUN_DAYS = 7

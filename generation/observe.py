@@ -34,8 +34,9 @@ from collections.abc import Iterator
 
 import structlog
 
+from catalog.models import Checkpoint
 from generation.metrics import job_observed
-from generation.models import Checkpoint, Job
+from generation.models import Job
 
 logger = structlog.get_logger("generation.jobs")
 

@@ -3,7 +3,7 @@
 - `QuoteIn` / `Img2ImgIn` / `Txt2ImgIn` / `InpaintIn` / `ControlNetIn`: what a person sends (the API's
   form fields and the create page's form), with the limits that hold for
   every model published in the OpenAPI schema. A submit's mode
-  (generation.modes) is its class's; a quote's is a field.
+  (catalog.modes) is its class's; a quote's is a field.
 - `job_params()`: applies a checkpoint's defaults and own limits and returns
   `JobParams`, the resolved values a job stores, a worker runs, "again"
   repeats, the create page prefills and the job output shows.
@@ -27,21 +27,13 @@ from ninja.schema import DjangoGetter
 from pydantic import ConfigDict, Field, ValidationError, field_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from generation.controls import WEIGHT_FREE, Preprocess
+from catalog.controls import WEIGHT_FREE, Preprocess
+from catalog.families import FAMILIES
+from catalog.limits import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE
+from catalog.modes import Mode
+from catalog.samplers import SAMPLERS
 from generation.errors import InvalidParams
-from generation.families import FAMILIES
-from generation.limits import (
-    MAX_GUIDANCE,
-    MAX_IMAGES,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_SIDE,
-    SIZE_MULTIPLE,
-    WEBHOOK_URL_MAX,
-)
-from generation.modes import Mode
-from generation.samplers import SAMPLERS
+from generation.limits import WEBHOOK_URL_MAX
 
 # A form field left out means "the model's default"; the schema does not
 # offer null, which a form cannot send.
@@ -58,7 +50,7 @@ MAX_MASK_BLUR = 64
 HiresScale = Annotated[float, Field(ge=1, le=2)]
 ConditioningScale = Annotated[float, Field(ge=0, le=2)]
 ControlFraction = Annotated[float, Field(ge=0, le=1)]
-# generation.controls.Preprocess's names, all of them or the weight-free ones.
+# catalog.controls.Preprocess's names, all of them or the weight-free ones.
 PreprocessName = Literal[tuple(Preprocess.values)]
 SamplerName = Literal[tuple(SAMPLERS)]
 WeightFreeName = Literal[tuple(p.value for p in Preprocess if p in WEIGHT_FREE)]
@@ -396,18 +388,18 @@ class JobParams(Schema):
         return (*(getattr(self, field) for field in BATCH_FIELDS), bool(self.negative_prompt), self.loras)
 
     @property
-    def hires(self) -> bool:
+    def has_hires(self) -> bool:
         return self.hires_scale > 1
 
     @property
     def output_size(self) -> tuple[int, int]:
         """The pictures' size: width x height, times hires_scale with a hires pass."""
-        return hires_size(self.width, self.height, self.hires_scale) if self.hires else (self.width, self.height)
+        return hires_size(self.width, self.height, self.hires_scale) if self.has_hires else (self.width, self.height)
 
     @property
     def hires_steps(self) -> int:
         """Denoising steps of the hires pass (0 without one)."""
-        return denoising_steps(self.steps, self.hires_strength) if self.hires else 0
+        return denoising_steps(self.steps, self.hires_strength) if self.has_hires else 0
 
     @property
     def total_steps(self) -> int:
@@ -425,7 +417,7 @@ class JobParams(Schema):
         form = SUBMIT_FORMS[self.mode]
         fields = self.model_dump(include=set(form.model_fields) - {"seed"})
         fields["loras"] = self.loras_text
-        if not self.hires:
+        if not self.has_hires:
             fields.pop("hires_scale", None), fields.pop("hires_strength", None)
         return form.from_form({**fields, "model": model, "parent_job": parent_job})
 
@@ -598,7 +590,7 @@ def parse_loras(text: str | None) -> list[tuple[str, float | None]]:
     """`slug:weight,slug,...` as (slug, weight or None for its default);
     InvalidParams naming `loras` for a malformed list, more than MAX_LORAS,
     a slug given twice or a weight out of range."""
-    from generation.models import LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS
+    from catalog.models import LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS
 
     if not text or not text.strip():
         return []

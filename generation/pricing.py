@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
+from catalog.samplers import SAMPLERS
 from generation.params import JobParams, denoising_steps
-from generation.samplers import SAMPLERS
 
 MEGAPIXEL = 1024 * 1024
 
@@ -32,11 +32,11 @@ def quote(*, checkpoint, params: JobParams, control=None, loras=()) -> int:
     if control is not None:
         guided = max(0.0, params.control_end - params.control_start)
         step_ratio *= 1 + (control.cost_factor - 1) * guided
-    # A second-order sampler runs the model twice a step (generation.samplers).
+    # A second-order sampler runs the model twice a step (catalog.samplers).
     calls = SAMPLERS[params.scheduler].calls_per_step if params.scheduler in SAMPLERS else 1
     step_ratio *= calls
     work = size_units * step_ratio
-    if params.hires:
+    if params.has_hires:
         # The hires pass: its denoising steps at the larger size.
         width, height = params.output_size
         work += math.ceil(width * height / MEGAPIXEL) * params.hires_steps * calls / reference

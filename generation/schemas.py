@@ -10,7 +10,7 @@ from django.urls import reverse
 from ninja import Schema
 from pydantic import Field
 
-from generation.controls import Preprocess
+from catalog.controls import Preprocess
 from generation.models import Job
 from generation.params import JobParams, hires_size, txt2img_size
 from generation.selectors import queue_position

@@ -30,11 +30,12 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncHour
 from django_cte import CTE, with_cte
 
-from generation.availability import available_annotators, live_workers
-from generation.controls import NEEDS_WEIGHTS, WEIGHT_FREE, Preprocess
+from catalog.availability import available_annotators, live_workers
+from catalog.controls import NEEDS_WEIGHTS, WEIGHT_FREE, Preprocess
+from catalog.models import Checkpoint, ControlNet, Lora
 from generation.errors import JobNotFound, UnknownModel
 from generation.estimates import ModelStatus
-from generation.models import Checkpoint, ControlNet, Job, JobImage, Lora, WebhookDelivery, WebhookSecret
+from generation.models import Job, JobImage, WebhookDelivery, WebhookSecret
 
 LINEAGE_DEPTH = 20
 
@@ -242,8 +243,8 @@ _STATUS_READ = """
     SELECT j.*, c.slug AS model_slug, n.slug AS control_slug,
            d.url AS delivery_url, d.status AS delivery_status, d.attempts AS delivery_attempts
     FROM generation_job j
-    JOIN generation_checkpoint c ON c.id = j.checkpoint_id
-    LEFT JOIN generation_controlnet n ON n.id = j.controlnet_id
+    JOIN catalog_checkpoint c ON c.id = j.checkpoint_id
+    LEFT JOIN catalog_controlnet n ON n.id = j.controlnet_id
     LEFT JOIN generation_webhookdelivery d ON d.job_id = j.id
     WHERE j.id = %s AND j.user_id = %s
 """
@@ -334,7 +335,7 @@ _POSITION_READ = f"""
 
 _FAIR_NEXT = f"""
     WITH {_fair_queued("%s")}
-    SELECT q.id, q.loras FROM queued q LEFT JOIN generation_controlnet n ON n.id = q.controlnet_id
+    SELECT q.id, q.loras FROM queued q LEFT JOIN catalog_controlnet n ON n.id = q.controlnet_id
     WHERE {{runnable}}
     ORDER BY q.round, q.weight DESC, q.created_at, q.id
     LIMIT %s
@@ -350,7 +351,7 @@ def fair_next(*, checkpoint_id, limit: int, controls=None, annotators=frozenset(
     `annotators` (generation.services.Abilities.runnable's rule); given
     `loras` (the LoRAs it has), only jobs whose LoRAs are all among them (a
     worker with none reads only jobs without LoRAs)."""
-    from generation.controls import NEEDS_WEIGHTS
+    from catalog.controls import NEEDS_WEIGHTS
 
     params: list = [checkpoint_id, checkpoint_id]
     runnable = "1 = 1"

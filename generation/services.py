@@ -32,8 +32,7 @@ from django_ratelimit.core import is_ratelimited
 from PIL import Image
 
 from billing.ledger import credits_capture, credits_hold, credits_release
-from generation.affinity import reservations_orphaned
-from generation.availability import (
+from catalog.availability import (
     available_slugs,
     heartbeat_client,
     live_workers,
@@ -41,7 +40,12 @@ from generation.availability import (
     worker_is_beating,
     worker_is_gone,
 )
-from generation.controls import NEEDS_WEIGHTS, Preprocess, control_map
+from catalog.controls import NEEDS_WEIGHTS, Preprocess, control_map
+from catalog.families import FAMILIES
+from catalog.limits import MAX_SIDE
+from catalog.models import Checkpoint, ControlNet, Lora
+from catalog.modes import Mode
+from generation.affinity import reservations_orphaned
 from generation.dispatch import (
     job_dispatch,
     job_received,
@@ -49,17 +53,13 @@ from generation.dispatch import (
     job_stop_request,
     job_stop_requested,
     jobs_unsent,
-    test_run_dispatch,
 )
 from generation.errors import InvalidParams, JobFinished, ModelUnavailable, RateLimited, TooManyJobs
 from generation.events import job_announce, job_send
-from generation.families import FAMILIES
 from generation.images import CleanImage, control_picture, image_clean, mask_clean, outpaint_canvas, png_encode
-from generation.limits import MAX_SIDE
 from generation.metrics import reaper_observed
-from generation.models import Checkpoint, CheckpointTestRun, ControlNet, Job, JobImage, Lora
+from generation.models import Job, JobImage
 from generation.moderation import FLAGGED_IMAGE, image_flags_record, prompt_moderate
-from generation.modes import Mode
 from generation.observe import job_event
 from generation.params import (
     BATCH_FIELDS,
@@ -892,27 +892,6 @@ def job_viewed(*, user, job: Job, what: str) -> None:
 
 
 # --- Test loads (admin) -------------------------------------------------------------
-
-
-def checkpoint_test_load(*, checkpoint: Checkpoint, requested_by) -> CheckpointTestRun:
-    """Ask a live worker that serves `checkpoint` to load it and make one tiny
-    image. With no such worker the run is recorded as failed at once."""
-    if checkpoint.slug not in available_slugs():
-        return CheckpointTestRun.objects.create(
-            checkpoint=checkpoint,
-            requested_by=requested_by,
-            status=CheckpointTestRun.Status.FAILED,
-            error_kind="unavailable",
-            error="No live worker serves this checkpoint (no heartbeat lists it).",
-            finished_at=timezone.now(),
-        )
-    run = CheckpointTestRun.objects.create(checkpoint=checkpoint, requested_by=requested_by)
-    transaction.on_commit(lambda: test_run_dispatch(run_id=run.id, slug=checkpoint.slug))
-    return run
-
-
-def checkpoints_set_enabled(*, checkpoints, enabled: bool) -> int:
-    return checkpoints.update(enabled=enabled, updated_at=timezone.now())
 
 
 # --- Internals ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ import logging
 import redis
 from django.conf import settings
 
-from generation.availability import heartbeat_client
+from catalog.availability import heartbeat_client
 from generation.models import Job
 from generation.schemas import job_out
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from catalog.availability import worker_name
 from generation import services, webhooks
-from generation.availability import worker_name
 from generation.dispatch import DELIVER_WEBHOOK
 from generation.idempotency import idempotency_keys_purge
 

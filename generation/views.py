@@ -14,13 +14,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.selectors import balance_of
+from catalog.limits import MIN_SIDE, SIZE_MULTIPLE
+from catalog.models import Checkpoint
+from catalog.modes import OFFERED, Mode
+from catalog.samplers import SAMPLERS
 from generation.errors import PUBLIC_ERRORS, InvalidParams, JobNotFound, public_error
 from generation.estimates import status_snapshot, wait_label
-from generation.limits import MIN_SIDE, SIZE_MULTIPLE, WEBHOOK_URL_MAX
-from generation.models import Checkpoint, Job
-from generation.modes import OFFERED, Mode
+from generation.limits import WEBHOOK_URL_MAX
+from generation.models import Job
 from generation.params import FULL_STRENGTH, LORAS_MAX_CHARS, SUBMIT_FORMS, JobParams, size_presets
-from generation.samplers import SAMPLERS
 from generation.schemas import JobOut
 from generation.selectors import (
     checkpoints_for_catalog,

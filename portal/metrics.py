@@ -30,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from billing.selectors import credit_totals, credits_outstanding, ledger_sums
-from generation.availability import heartbeat_client, live_workers
+from catalog.availability import heartbeat_client, live_workers
 from generation.dispatch import queue_for
 from generation.selectors import job_counts, queues_waiting, webhook_counts
 

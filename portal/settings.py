@@ -137,6 +137,7 @@ INSTALLED_APPS = [
     "portal",
     "accounts",
     "billing",
+    "catalog",
     "generation",
     "support",
     "workers",

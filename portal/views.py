@@ -17,7 +17,7 @@ from django_ratelimit.core import is_ratelimited
 
 from billing.selectors import packs_for_sale
 from billing.stripe_api import payments_enabled
-from generation.availability import live_workers
+from catalog.availability import live_workers
 from generation.estimates import status_snapshot, wait_label
 from generation.selectors import checkpoints_priced
 from portal.celery import app as celery_app

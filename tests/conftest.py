@@ -53,7 +53,7 @@ def paid_api(alice, test_checkpoints):
     """An API client for alice, who has 100 credits; the random-weight test
     checkpoints are in the catalog."""
     from billing.ledger import credits_grant
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from tests.helpers import api_client
 
     catalog_register_test_checkpoints(test_checkpoints.values())
@@ -224,7 +224,7 @@ def _forget_dead_heartbeats() -> None:
     the next test must not count it as a live worker. Forget those of
     processes that are gone, and of workers in a pid namespace of their own
     (a stand-in for another host; none outlives its test)."""
-    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client, live_workers, worker_is_gone
+    from catalog.availability import HEARTBEAT_PREFIX, heartbeat_client, live_workers, worker_is_gone
 
     ours = str(os.stat("/proc/self/ns/pid").st_ino)
     for beat in live_workers():
@@ -245,7 +245,7 @@ def _session_worker_idle_before_flush(request):
     marker = request.node.get_closest_marker("django_db")
     if "gpu_worker" not in request.fixturenames or not (marker and marker.kwargs.get("transaction")):
         return
-    from generation.availability import live_workers
+    from catalog.availability import live_workers
     from generation.models import Job
 
     Job.objects.filter(status__in=Job.ACTIVE).update(status=Job.Status.CANCELED, lease_expires_at=None)
@@ -282,7 +282,7 @@ def gpu_worker(django_db_setup, test_checkpoints):
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
         WORKER_METRICS_PORT=str(free_port()),
     ).start()
-    from generation.availability import available_slugs
+    from catalog.availability import available_slugs
 
     wait_for(lambda: {"test-sd1", "test-sdxl-turbo"} <= available_slugs(), timeout=90, message="the worker")
     yield worker
@@ -293,7 +293,7 @@ def gpu_worker(django_db_setup, test_checkpoints):
 @pytest.fixture
 def own_heartbeats(settings):
     """Heartbeats in a Redis database of this test's own (REDIS_URL's, which
-    generation.availability reads), so a real worker of the session beating
+    catalog.availability reads), so a real worker of the session beating
     next door is not counted; emptied before and after."""
     import redis
 

@@ -37,7 +37,8 @@ def api_client(user):
 
 def make_job(user, slug: str, **fields):
     """A job row as the service would leave it, for tests of reads."""
-    from generation.models import Checkpoint, Job
+    from catalog.models import Checkpoint
+    from generation.models import Job
 
     values = dict(
         prompt="x", strength=0.5, steps=4, guidance_scale=7, seed=1, num_images=1, width=64, height=64, credits_held=1

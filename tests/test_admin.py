@@ -131,7 +131,7 @@ def test_a_staff_adjustment_is_written_to_the_admin_log(client, alice):
 def someone_elses_image(alice, test_checkpoints):
     from django.core.files.base import ContentFile
 
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from generation.models import JobImage
     from tests.helpers import make_job, png_bytes
 

@@ -11,9 +11,10 @@ import uuid
 import pytest
 from celery import current_app
 
+from catalog.availability import heartbeat_client
+from catalog.queues import queue_for
 from generation.affinity import RESERVED_PREFIX, choose_worker, choose_workers
-from generation.availability import heartbeat_client
-from generation.dispatch import job_dispatch, queue_for
+from generation.dispatch import job_dispatch
 from generation.models import Job
 from tests.helpers import make_job
 
@@ -110,7 +111,7 @@ def test_a_turn_is_routed_once_and_a_reserved_worker_takes_no_second(live, sent,
 
 @pytest.fixture
 def catalog(test_checkpoints, db):
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
 
     catalog_register_test_checkpoints(test_checkpoints.values())
 

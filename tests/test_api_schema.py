@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from billing.ledger import credits_grant, credits_hold
-from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
+from catalog.seeds import catalog_register_test_checkpoints, catalog_register_test_controlnets
 from generation.models import JobImage
 from generation.params import EXPAND_FIELDS
 from portal.wsgi import application

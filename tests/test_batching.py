@@ -12,7 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import Job
 from generation.params import JobParams
 from tests.conftest import wait_for
@@ -254,7 +254,7 @@ def test_batching_off_runs_one_job(paid_api, gpu_worker, settings):
 def test_a_job_waits_for_company_at_most_the_set_time(alice, test_checkpoints):
     """Rows only (test-sd2 has no worker here): company that arrives within
     JOB_BATCH_WAIT_MS joins; with none, the wait ends at the bound."""
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from generation.services import job_claim, job_claim_companions
 
     catalog_register_test_checkpoints(test_checkpoints.values())

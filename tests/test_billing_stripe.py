@@ -85,7 +85,7 @@ def test_without_stripe_keys_the_pricing_page_says_payments_are_not_set_up(clien
 
 @pytest.mark.django_db
 def test_the_pricing_page_offers_packs_and_typical_costs(client, alice, pack, stripe_on):
-    from generation.catalog import catalog_seed
+    from catalog.seeds import catalog_seed
 
     catalog_seed()
     client.force_login(alice)
@@ -376,7 +376,7 @@ def test_a_refund_by_staff_with_the_permission_is_written_to_the_admin_log(clien
 
 @pytest.mark.django_db
 def test_a_dispute_freezes_spending_until_won(client, alice, pack, stripe_on, gpu_worker, test_checkpoints):
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
 
     catalog_register_test_checkpoints(test_checkpoints.values())
     session_id = paid(client, alice, pack, stripe_on)

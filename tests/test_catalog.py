@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from generation.catalog import SEEDS, catalog_register_test_checkpoints, catalog_seed
-from generation.families import FAMILIES
-from generation.models import Checkpoint
+from catalog.families import FAMILIES
+from catalog.models import Checkpoint
+from catalog.seeds import SEEDS, catalog_register_test_checkpoints, catalog_seed
 from workers.heartbeat import publish, remove
 from workers.testweights import RANDOM_CHECKPOINTS
 

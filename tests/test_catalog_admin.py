@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from generation.catalog import catalog_seed
-from generation.models import Checkpoint, Tag
+from catalog.models import Checkpoint, Tag
+from catalog.seeds import catalog_seed
 from workers.heartbeat import publish, remove
 
 pytestmark = pytest.mark.django_db
-CHANGELIST = reverse("admin:generation_checkpoint_changelist")
+CHANGELIST = reverse("admin:catalog_checkpoint_changelist")
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def change_form_data(checkpoint: Checkpoint, **changes) -> dict:
 
 def test_a_valid_edit_saves(staff_client):
     checkpoint = Checkpoint.objects.get(slug="sd15")
-    url = reverse("admin:generation_checkpoint_change", args=[checkpoint.pk])
+    url = reverse("admin:catalog_checkpoint_change", args=[checkpoint.pk])
     response = staff_client.post(url, change_form_data(checkpoint, price_per_image=2, default_steps=25))
     assert response.status_code == 302, response.context["adminform"].form.errors
     checkpoint.refresh_from_db()
@@ -112,7 +112,7 @@ def test_a_valid_edit_saves(staff_client):
 )
 def test_invalid_defaults_or_sources_are_rejected(staff_client, changes):
     checkpoint = Checkpoint.objects.get(slug="sd15")
-    url = reverse("admin:generation_checkpoint_change", args=[checkpoint.pk])
+    url = reverse("admin:catalog_checkpoint_change", args=[checkpoint.pk])
     response = staff_client.post(url, change_form_data(checkpoint, **changes))
     assert response.status_code == 200
     assert response.context["adminform"].form.errors
@@ -158,14 +158,14 @@ def test_people_who_are_not_staff_cannot_manage_models(client, alice):
 
 
 def test_staff_manage_controlnets_beside_checkpoints(staff_client):
-    from generation.catalog import catalog_seed_controlnets
-    from generation.models import ControlNet
+    from catalog.models import ControlNet
+    from catalog.seeds import catalog_seed_controlnets
     from workers.heartbeat import publish, remove
 
     catalog_seed_controlnets()
     publish(worker_id="admin-test", serves=["sd15"], loaded=[], device="cpu", controls=["sd15-canny"])
     try:
-        response = staff_client.get("/admin/generation/controlnet/")
+        response = staff_client.get("/admin/catalog/controlnet/")
     finally:
         remove("admin-test")
     assert response.status_code == 200
@@ -173,10 +173,10 @@ def test_staff_manage_controlnets_beside_checkpoints(staff_client):
     assert set(rows) == set(ControlNet.objects.values_list("slug", flat=True)) >= {"sd15-canny", "sdxl-depth"}
     assert rows["sd15-canny"].is_available and not rows["sd15-depth"].is_available
     # A ControlNet of an architecture without ControlNet pipelines, or a single file, is refused.
-    form = staff_client.get("/admin/generation/controlnet/add/")
+    form = staff_client.get("/admin/catalog/controlnet/add/")
     assert form.status_code == 200
     refused = staff_client.post(
-        "/admin/generation/controlnet/add/",
+        "/admin/catalog/controlnet/add/",
         {
             "slug": "sd3-canny",
             "name": "SD3 canny",

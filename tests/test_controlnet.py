@@ -20,9 +20,10 @@ from PIL import Image, ImageDraw
 
 import workers.services
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_controlnets
-from generation.controls import control_map
-from generation.models import Checkpoint, ControlNet, Job, JobImage
+from catalog.controls import control_map
+from catalog.models import Checkpoint, ControlNet
+from catalog.seeds import catalog_register_test_controlnets
+from generation.models import Job, JobImage
 from generation.params import JobParams
 from generation.services import job_again
 from tests.helpers import api_client, make_job
@@ -446,7 +447,7 @@ def test_a_turn_that_reaches_a_worker_without_the_controlnet_goes_to_one_with_it
     assert [(turn["target"]["worker"], turn["reason"], turn["hops"]) for turn in sent] == [("able", "redirect", 1)]
     # With no worker that has it, the turn is left to the sweep: its sent marker is cleared.
     remove("able")
-    from generation.availability import heartbeat_client
+    from catalog.availability import heartbeat_client
 
     heartbeat_client().set(SENT_PREFIX + job["id"], "1")
     assert job_claim(job_id=job["id"], worker="unable", abilities=Abilities()) is None

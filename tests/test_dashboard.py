@@ -13,8 +13,9 @@ from django.utils import timezone
 from billing.ledger import credits_grant, credits_hold
 from billing.models import CreditAccount, CreditPack, Order
 from billing.selectors import credits_outstanding, sales_summary
-from generation.catalog import catalog_register_test_checkpoints
-from generation.models import Checkpoint, Job
+from catalog.models import Checkpoint
+from catalog.seeds import catalog_register_test_checkpoints
+from generation.models import Job
 from generation.selectors import busiest_checkpoints, failures_by_code, jobs_per_hour
 from tests.conftest import make_user
 from tests.helpers import make_job

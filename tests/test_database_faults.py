@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import Job
 from tests.conftest import IN_CI, wait_for
 from tests.faults import assert_books_balance, long_job

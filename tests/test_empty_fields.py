@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
+from catalog.seeds import catalog_register_test_checkpoints, catalog_register_test_controlnets
 from generation.models import Job
 from generation.params import CHOICES, SUBMIT_FORMS, ControlPreviewIn, QuoteIn
 from tests.helpers import png_bytes

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.dispatch import SENT_PREFIX, jobs_unsent
 from generation.models import Job
 from generation.selectors import fair_next, fair_queue, queue_position
@@ -23,7 +23,7 @@ SLUG = "test-sd2"  # no worker serves it in these row tests: nothing runs by its
 
 @pytest.fixture
 def catalog(test_checkpoints, db):
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
 
     catalog_register_test_checkpoints(test_checkpoints.values())
 
@@ -70,7 +70,7 @@ def test_a_priority_account_takes_more_turns_without_starving_others(alice, bob,
 
 @pytest.mark.django_db
 def test_the_message_s_own_job_keeps_its_sent_marker_when_another_is_taken(alice, bob, catalog):
-    from generation.availability import heartbeat_client
+    from catalog.availability import heartbeat_client
 
     first, second = make_job(alice, SLUG), make_job(alice, SLUG)
     other = make_job(bob, SLUG)
@@ -147,7 +147,7 @@ def test_the_claim_order_skips_what_a_worker_cannot_run_as_the_orm_s_rule_does(a
     """fair_next's literal rule for ControlNet jobs against Abilities.runnable
     (the ORM's), for workers with no network, one, or both, with and
     without the annotator a preprocess needs."""
-    from generation.models import ControlNet
+    from catalog.models import ControlNet
     from generation.services import Abilities
 
     Job.objects.all().delete()

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.services import api_key_create, api_key_revoke
 from billing.ledger import credits_grant, credits_hold
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.models import Job
 from generation.schemas import job_out
 from generation.selectors import job_for_user
@@ -169,7 +169,7 @@ def test_a_request_that_read_the_key_before_its_revocation_cannot_cache_it_again
 
 
 def test_a_running_copy_outlives_its_last_write_by_a_few_leases_only(alice, key, catalog, commits):
-    from generation.availability import heartbeat_client
+    from catalog.availability import heartbeat_client
     from generation.status_cache import RUNNING_TTL, TOMBSTONE_TTL, status_key
 
     job = running(alice, commits)

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from billing.selectors import balance_of
-from generation.models import Checkpoint, Job
+from catalog.models import Checkpoint
+from generation.models import Job
 from generation.params import JobParams
 from generation.pricing import quote
 from generation.services import job_again

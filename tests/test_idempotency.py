@@ -20,7 +20,8 @@ import generation.services
 from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
-from generation.models import Checkpoint, IdempotencyKey, Job
+from catalog.models import Checkpoint
+from generation.models import IdempotencyKey, Job
 from generation.tasks import purge_idempotency_keys
 from tests.helpers import api_client, png_bytes, run_in_threads
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 import workers.services
 from billing.selectors import balance_of
-from generation.models import Checkpoint, Job
+from catalog.models import Checkpoint
+from generation.models import Job
 from generation.params import JobParams
 from generation.services import MASK_OR_EXPAND, NO_MASK, job_again
 from tests.helpers import api_client, png_bytes
@@ -255,7 +256,7 @@ def test_a_dedicated_inpainting_checkpoint_runs_its_9_channel_unet_and_offers_in
 
 
 def test_the_test_load_of_an_inpainting_checkpoint_inpaints(paid_api):
-    from generation.models import CheckpointTestRun
+    from catalog.models import CheckpointTestRun
 
     run = CheckpointTestRun.objects.create(checkpoint=Checkpoint.objects.get(slug="test-sd1-inpaint"))
     assert workers.services.checkpoint_test_run(run_id=run.id) == "succeeded"

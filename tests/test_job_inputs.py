@@ -13,7 +13,7 @@ from PIL import Image
 
 from billing.ledger import credits_adjust, credits_grant
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.errors import InvalidImage
 from generation.images import image_clean, png_encode
 from generation.models import Job
@@ -281,7 +281,7 @@ def test_an_oversized_body_is_refused_from_its_length_alone(api, settings):
 def test_a_model_preview_is_served_publicly(client, settings, tmp_path):
     from django.core.files.base import ContentFile
 
-    from generation.models import Checkpoint
+    from catalog.models import Checkpoint
 
     catalog_register_test_checkpoints([])
     checkpoint = Checkpoint.objects.create(

@@ -13,7 +13,7 @@ from accounts.models import ApiKey
 from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for
 from tests.helpers import make_job, png_bytes

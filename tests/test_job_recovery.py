@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import Job
 from generation.services import jobs_reap
 from tests.conftest import wait_for
@@ -65,7 +65,7 @@ def test_a_worker_killed_between_pipeline_and_record_loses_no_credit(api, alice,
     takes the next message; the job stays running, listed in the heartbeat,
     until recorded. Killed in between, the worker leaves it to the reaper:
     it runs again and is charged once."""
-    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+    from catalog.availability import HEARTBEAT_PREFIX, heartbeat_client
 
     doomed = start_worker("test-sd1-alt", WORKER_RECORD_DELAY_MS="60000", **FAST_LEASE)
     wait_for(lambda: "test-sd1-alt" in available_slugs(), timeout=90, message="the first worker")
@@ -197,7 +197,7 @@ def test_an_expired_lease_whose_owner_still_beats_is_left_alone(api, alice, gpu_
 
     from django.utils import timezone
 
-    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+    from catalog.availability import HEARTBEAT_PREFIX, heartbeat_client
 
     job_id = long_job(api, "test-sd1")
     owner = "another-host:4026531836:4242"
@@ -221,7 +221,7 @@ def test_an_expired_lease_of_a_job_its_beating_owner_no_longer_runs_is_reaped(ap
 
     from django.utils import timezone
 
-    from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+    from catalog.availability import HEARTBEAT_PREFIX, heartbeat_client
 
     job_id = long_job(api, "test-sd1")
     owner = "another-host:4026531836:4243"
@@ -243,7 +243,7 @@ def test_a_lease_owner_is_called_gone_only_when_provably_dead_in_our_pid_namespa
     import sys
     import time
 
-    from generation.availability import _pid_namespace, worker_is_gone, worker_name
+    from catalog.availability import _pid_namespace, worker_is_gone, worker_name
 
     host, ns = socket.gethostname(), _pid_namespace()
     finished = subprocess.Popen([sys.executable, "-c", "pass"])

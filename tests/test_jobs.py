@@ -10,7 +10,7 @@ from django.test import Client
 from billing.ledger import credits_grant
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.models import Job
 from tests.conftest import wait_for
 from tests.helpers import api_client, png_bytes
@@ -68,7 +68,7 @@ def test_a_job_succeeds_and_is_charged_its_quote(ready, api, alice):
 
 def test_a_pipeline_error_fails_the_job_and_releases_the_hold(ready, api, alice):
     # Weights deleted after the worker started: loading fails as missing weights.
-    from generation.models import Checkpoint
+    from catalog.models import Checkpoint
 
     Checkpoint.objects.filter(slug="test-sd1").update(source="test/nothing-here")
     job = submit(api).json()

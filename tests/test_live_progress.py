@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from billing.ledger import credits_grant
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from portal.asgi import application
 from tests.helpers import api_client, make_job, png_bytes, run_async
 

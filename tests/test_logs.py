@@ -12,8 +12,9 @@ import pytest
 import structlog
 from celery.signals import before_task_publish
 
-from generation.availability import heartbeat_client
-from generation.dispatch import job_dispatch, queue_for
+from catalog.availability import heartbeat_client
+from catalog.queues import queue_for
+from generation.dispatch import job_dispatch
 from generation.observe import MESSAGE_JOB, job_event
 from portal.logs import json_formatter
 from tests.helpers import job_run_here

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_loras
-from generation.models import Job, Lora
+from catalog.models import Lora
+from catalog.seeds import catalog_register_test_loras
+from generation.models import Job
 from generation.params import JobParams, LoraWeight
 from generation.services import job_again
 from tests.conftest import wait_for

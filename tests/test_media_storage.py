@@ -24,7 +24,7 @@ from django.utils import timezone
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import Job
 from generation.services import job_succeed, results_expire
 from portal.settings import media_storage

@@ -11,7 +11,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing.ledger import credits_grant
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from tests.conftest import wait_for
 from tests.helpers import api_client, png_bytes
 

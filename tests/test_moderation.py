@@ -21,7 +21,7 @@ from PIL import Image
 
 from billing.models import LedgerEntry
 from billing.selectors import balance_of
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import BlockedTerm, Job, ModerationFlag
 from generation.moderation import blocked_terms_check
 from tests.conftest import wait_for

@@ -11,9 +11,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from generation.catalog import catalog_register_test_checkpoints, catalog_register_test_controlnets
+from catalog.modes import OFFERED
+from catalog.seeds import catalog_register_test_checkpoints, catalog_register_test_controlnets
 from generation.models import JobImage
-from generation.modes import OFFERED
 from support.models import Message
 from support.services import conversation_open, message_post
 from tests.helpers import make_job, png_bytes
@@ -95,8 +95,8 @@ def pages_of(site) -> dict[str, list[str]]:
             reverse("admin:index"),
             reverse("support_inbox"),
             reverse("support_conversation", args=[site["conversation"].id]),
-            reverse("admin:generation_checkpoint_changelist"),
-            reverse("admin:generation_checkpoint_change", args=[job.checkpoint_id]),
+            reverse("admin:catalog_checkpoint_changelist"),
+            reverse("admin:catalog_checkpoint_change", args=[job.checkpoint_id]),
             reverse("admin:generation_webhookdelivery_changelist"),
             reverse("job", args=[job.id]),
         ],

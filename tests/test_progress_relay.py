@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import workers.progress
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.dispatch import job_stop_request
 from generation.models import Job
 from tests.conftest import wait_for

@@ -10,7 +10,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.models import Job, JobImage
 from support.services import conversation_open, message_post
 from tests.conftest import make_user

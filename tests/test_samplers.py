@@ -1,4 +1,4 @@
-"""Samplers: a job names one of its model's (generation.samplers); the
+"""Samplers: a job names one of its model's (catalog.samplers); the
 worker builds it from the loaded pipeline's scheduler config, per call,
 with nothing reloaded; the same seed and sampler give the same pixels,
 alone or batched; bad names are a 400 that costs nothing."""
@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from billing.selectors import balance_of
-from generation.models import Checkpoint, Job
+from catalog.models import Checkpoint
+from catalog.samplers import FAMILY_SAMPLERS, SAMPLERS
+from generation.models import Job
 from generation.params import JobParams
-from generation.samplers import FAMILY_SAMPLERS, SAMPLERS
 from generation.services import job_again
 from tests.conftest import wait_for
 from workers.runtime import BatchItem, run_batch, run_img2img

@@ -10,9 +10,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.models import Checkpoint
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.estimates import expected_wait, model_statuses, status_snapshot, wait_label
-from generation.models import Checkpoint, Job
+from generation.models import Job
 from tests.helpers import make_job
 from workers.heartbeat import publish, remove
 from workers.testweights import RANDOM_CHECKPOINTS

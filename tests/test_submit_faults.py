@@ -15,7 +15,7 @@ import billing.ledger
 import generation.services
 from billing.ledger import credits_grant
 from billing.selectors import balance_of
-from generation.catalog import catalog_register_test_checkpoints
+from catalog.seeds import catalog_register_test_checkpoints
 from generation.dispatch import jobs_unsent
 from generation.errors import TooManyJobs
 from generation.models import Job

@@ -318,7 +318,7 @@ def test_sending_too_fast_gets_a_visible_message(client, alice, settings):
 
 
 def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(alice, charlie):
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from workers.testweights import RANDOM_CHECKPOINTS
 
     catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)
@@ -343,7 +343,7 @@ def test_staff_refund_from_the_inbox_makes_one_ledger_row_even_if_clicked_twice(
 def test_a_support_refund_needs_the_billing_permission_not_just_staff(alice):
     from django.contrib.auth.models import Permission
 
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from tests.conftest import make_user
     from workers.testweights import RANDOM_CHECKPOINTS
 
@@ -397,7 +397,7 @@ def test_an_unread_staff_reply_is_emailed_once_after_a_while(alice, charlie):
 
 
 def test_ask_about_this_job_attaches_the_job(client, alice, bob):
-    from generation.catalog import catalog_register_test_checkpoints
+    from catalog.seeds import catalog_register_test_checkpoints
     from workers.testweights import RANDOM_CHECKPOINTS
 
     catalog_register_test_checkpoints(RANDOM_CHECKPOINTS)

@@ -11,7 +11,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from billing.selectors import balance_of
-from generation.models import Checkpoint, Job
+from catalog.models import Checkpoint
+from generation.models import Job
 from generation.params import JobParams
 from generation.pricing import quote
 from tests.conftest import wait_for
@@ -191,7 +192,7 @@ def test_a_model_without_text_to_image_refuses_it_and_lists_only_img2img(paid_ap
 
 
 def test_the_seeded_sdxl_refiner_offers_image_to_image_only(db):
-    from generation.catalog import catalog_seed
+    from catalog.seeds import catalog_seed
 
     catalog_seed()
     assert Checkpoint.objects.get(slug="sdxl-refiner").modes == ["img2img"]

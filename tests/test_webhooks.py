@@ -27,8 +27,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from billing.ledger import credits_grant
 from billing.selectors import balance_of
+from catalog.seeds import catalog_register_test_checkpoints
 from generation import outbound, webhooks
-from generation.catalog import catalog_register_test_checkpoints
 from generation.models import Job, WebhookDelivery
 from generation.webhooks import webhook_deliver, webhook_secret_get, webhooks_send_due
 from tests.conftest import wait_for

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import generation.services
-from generation.availability import available_slugs
+from catalog.availability import available_slugs
 from generation.models import Job
 from generation.services import job_cancel
 from tests.conftest import IN_CI, free_port, wait_for
@@ -108,7 +108,7 @@ def test_a_killed_worker_s_job_is_taken_by_another_without_beat(api, alice, star
 def test_a_worker_on_another_host_is_replaced_within_the_bound_by_lease_and_heartbeat(api, alice, start_worker):
     """No pid to check from here: the survivor's reaper needs the lease and
     the heartbeat of the dead worker to run out (the cross-host case)."""
-    from generation.availability import live_workers
+    from catalog.availability import live_workers
 
     if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
         message = "needs unshare --pid (root or user namespaces) to stand in for another host"

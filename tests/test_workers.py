@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from generation.availability import available_slugs, live_workers
-from generation.catalog import catalog_register_test_checkpoints
-from generation.models import Checkpoint, CheckpointTestRun
-from generation.services import checkpoint_test_load
+from catalog.availability import available_slugs, live_workers
+from catalog.models import Checkpoint, CheckpointTestRun
+from catalog.seeds import catalog_register_test_checkpoints
+from catalog.services import checkpoint_test_load
 from tests.conftest import wait_for
 
 # Routing between real worker processes: CI runs it in the PostgreSQL pass only (one_engine).
@@ -81,7 +81,7 @@ def test_the_admin_test_load_action_runs_on_a_real_worker(catalog, start_worker,
     client.force_login(charlie)
     checkpoint = catalog["test-sd1"]
     response = client.post(
-        reverse("admin:generation_checkpoint_changelist"),
+        reverse("admin:catalog_checkpoint_changelist"),
         {"action": "test_load", "_selected_action": [checkpoint.pk]},
         follow=True,
     )
@@ -91,7 +91,7 @@ def test_the_admin_test_load_action_runs_on_a_real_worker(catalog, start_worker,
     assert done.status == "succeeded", done.error
     assert done.load_seconds is not None and done.run_seconds is not None
     assert bytes(done.result_png).startswith(b"\x89PNG")
-    page = client.get(reverse("admin:generation_checkpoint_change", args=[checkpoint.pk])).content.decode()
+    page = client.get(reverse("admin:catalog_checkpoint_change", args=[checkpoint.pk])).content.decode()
     assert "data:image/png;base64," in page
     assert "succeeded" in page
 

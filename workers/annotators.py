@@ -1,5 +1,5 @@
 """ControlNet's annotators with learned weights: they turn a control picture
-into a map that no formula makes (generation.controls makes the others).
+into a map that no formula makes (catalog.controls makes the others).
 
 Each is a folder under ANNOTATORS_DIR named after its preprocess; a worker
 offers (in its heartbeat) those whose folder it has and that this module

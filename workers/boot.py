@@ -43,10 +43,10 @@ LEGACY_DEFAULT_QUEUE = "celery"  # the default queue's name before settings.HOUS
 def consume_checkpoint_queues(sender, instance, **kwargs) -> None:
     from django.db import connections
 
+    from catalog.availability import worker_name
+    from catalog.models import Checkpoint
+    from catalog.queues import queue_for
     from generation.affinity import direct_queue_for
-    from generation.availability import worker_name
-    from generation.dispatch import queue_for
-    from generation.models import Checkpoint
     from generation.services import Abilities
     from workers import moderation, services
     from workers.accel import Speedups
@@ -105,7 +105,7 @@ def serve_metrics(sender, instance, **kwargs) -> None:
 @worker_process_init.connect
 def start_heartbeat(**kwargs) -> None:
     global _heartbeat, _reaper
-    from generation.availability import worker_name
+    from catalog.availability import worker_name
     from workers import services
     from workers.heartbeat import Heartbeat, Reaper
     from workers.progress import ProgressRelay

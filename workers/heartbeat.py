@@ -1,6 +1,6 @@
 """Worker heartbeats, the writing side: each worker process refreshes its
 key several times per TTL (the format and the reading side are in
-generation.availability), and on the same beat renews its running job's
+catalog.availability), and on the same beat renews its running job's
 lease (workers.services.renew_lease). A second thread offers to run the
 reaper (workers.services.reap).
 
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import Error as DatabaseError
 from django.db import connection
 
-from generation.availability import HEARTBEAT_PREFIX, heartbeat_client
+from catalog.availability import HEARTBEAT_PREFIX, heartbeat_client
 
 log = logging.getLogger(__name__)
 

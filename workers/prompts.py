@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from generation.families import FAMILIES
+from catalog.families import FAMILIES
 from generation.prompts import has_weights, plain_text, weighted_fragments
 
 # Token positions of one chunk between its start and end tokens.

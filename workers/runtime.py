@@ -23,10 +23,10 @@ from typing import Any
 
 from django.conf import settings
 
-from generation.families import FAMILIES
-from generation.modes import Mode
+from catalog.families import FAMILIES
+from catalog.modes import Mode
+from catalog.samplers import sampler
 from generation.params import JobParams
-from generation.samplers import sampler
 from workers.errors import BadInput, Canceled, MissingWeights, classify
 from workers.preview import latents_preview
 from workers.spec import CheckpointSpec, ControlNetSpec
@@ -187,7 +187,7 @@ def controlnet_pipeline(pipe, spec: CheckpointSpec, controlnet, *, from_picture:
 
 def use_sampler(runner, pipe, spec: CheckpointSpec, name: str, *, seeds: list[int]) -> None:
     """Give `runner` (the call's pipeline over `pipe`'s modules) the sampler
-    `name` (generation.samplers), built once per pipeline from the loaded
+    `name` (catalog.samplers), built once per pipeline from the loaded
     scheduler's config (its spacing and prediction type are the
     checkpoint's) and kept on `pipe`; "" is the checkpoint's own scheduler.
     Nothing else changes: no weights load, a compiled UNet stays compiled.
@@ -546,7 +546,7 @@ def run_batch(
                 callback_on_step_end=callback,
                 output_type="pil",
             )
-        if first.hires and any(active):
+        if first.has_hires and any(active):
             done_before[0], this_pass[0] = first.denoising_steps, first.hires_steps
             images = _hires_pass(pipe, spec, first, result.images, words, guidance, generators, callback)
         else:

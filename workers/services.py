@@ -18,13 +18,14 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from PIL import Image
 
+from catalog.availability import worker_name
+from catalog.controls import WEIGHT_FREE, control_map
+from catalog.families import FAMILIES
+from catalog.models import LORA_ARCHITECTURES, Checkpoint, CheckpointTestRun, ControlNet, Lora
+from catalog.modes import Mode
 from generation.affinity import may_forward, worker_unreserve
-from generation.availability import worker_name
-from generation.controls import WEIGHT_FREE, control_map
 from generation.dispatch import job_forward, job_send_back
-from generation.families import FAMILIES
-from generation.models import LORA_ARCHITECTURES, Checkpoint, CheckpointTestRun, ControlNet, Job, Lora
-from generation.modes import Mode
+from generation.models import Job
 from generation.params import JobParams, fewest_steps
 from generation.services import (
     Abilities,
@@ -93,7 +94,7 @@ def warm_checkpoints(slugs: list[str]) -> None:
     (workers.runtime.warm_up_pipeline) before the process takes its first
     job, in the thread that runs jobs (CUDA graphs are per thread). Jobs
     sent meanwhile wait in the broker."""
-    from generation.limits import MAX_IMAGES
+    from catalog.limits import MAX_IMAGES
 
     try:
         for checkpoint in Checkpoint.objects.filter(slug__in=slugs):

@@ -42,7 +42,7 @@ class CheckpointSpec:
 
 @dataclass(frozen=True)
 class ControlNetSpec:
-    """A ControlNet (generation.models.ControlNet) as plain data."""
+    """A ControlNet (catalog.models.ControlNet) as plain data."""
 
     slug: str
     family: str
@@ -68,7 +68,7 @@ class ControlNetSpec:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """A LoRA (generation.models.Lora) as plain data; `version` is its file's
+    """A LoRA (catalog.models.Lora) as plain data; `version` is its file's
     modification time (a file replaced under the same name loads again)."""
 
     slug: str

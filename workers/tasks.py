@@ -9,7 +9,8 @@ import socket
 import structlog
 from celery import shared_task
 
-from generation.dispatch import RUN_JOB, TEST_LOAD, slug_of_queue
+from catalog.queues import TEST_LOAD, slug_of_queue
+from generation.dispatch import RUN_JOB
 from generation.observe import MESSAGE_JOB
 from workers import (
     boot,  # noqa: F401  (connects the worker start-up signals)

@@ -56,7 +56,7 @@ def page(browser, live_server, gpu_worker, test_checkpoints):
     from django.test import Client
 
     from billing.ledger import credits_grant
-    from generation.catalog import (
+    from catalog.seeds import (
         catalog_register_test_checkpoints,
         catalog_register_test_controlnets,
         catalog_register_test_loras,

@@ -10,8 +10,8 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from catalog.modes import OFFERED
 from generation.models import JobImage
-from generation.modes import OFFERED
 from tests.conftest import IN_CI
 from tests.helpers import make_job, png_bytes
 

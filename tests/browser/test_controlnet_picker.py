@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image, ImageDraw
 
-from generation.controls import control_map
+from catalog.controls import control_map
 from generation.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.selectors import balance_of
-from generation.models import Job, Lora
+from catalog.models import Lora
+from generation.models import Job
 from tests.helpers import make_job, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,8 +169,8 @@ def test_the_submit_bar_shows_the_chosen_models_expected_wait(page, live_server)
 
 
 def test_served_models_come_first_the_others_folded_and_the_list_narrows(page, live_server):
-    from generation.catalog import _tags
-    from generation.models import Checkpoint
+    from catalog.models import Checkpoint
+    from catalog.seeds import _tags
 
     Checkpoint.objects.get(slug="test-sdxl-turbo").tags.add(*_tags(["anime"]))
     page.goto(live_server.url + reverse("create"))

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from generation.catalog import (
+from catalog.seeds import (
     catalog_register_test_checkpoints,
     catalog_register_test_controlnets,
     catalog_register_test_loras,

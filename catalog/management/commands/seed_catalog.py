@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from generation.catalog import catalog_seed, catalog_seed_controlnets
+from catalog.seeds import catalog_seed, catalog_seed_controlnets
 
 
 class Command(BaseCommand):

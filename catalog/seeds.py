@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from generation.models import Checkpoint, ControlNet, Lora, Tag
+from catalog.models import Checkpoint, ControlNet, Lora, Tag
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,6 @@
 """ControlNet's control maps: what guides a picture's structure.
 
-A ControlNet (generation.models.ControlNet) is conditioned on a map of one
+A ControlNet (catalog.models.ControlNet) is conditioned on a map of one
 kind: edges (canny), a scribble, depth, a pose, line art. A job sends a
 control picture and says how to turn it into that map (`preprocess`):
 

@@ -69,7 +69,7 @@ def available_loras() -> set[str]:
 
 
 def available_annotators() -> set[str]:
-    """The preprocessors with learned weights (generation.controls.NEEDS_WEIGHTS)
+    """The preprocessors with learned weights (catalog.controls.NEEDS_WEIGHTS)
     a live worker can run."""
     return {name for worker in live_workers() for name in worker.get("annotators", [])}
 
