@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -23,7 +23,7 @@ from generation.estimates import status_snapshot, wait_label
 from generation.limits import WEBHOOK_URL_MAX
 from generation.models import Job
 from generation.params import FULL_STRENGTH, LORAS_MAX_CHARS, SUBMIT_FORMS, JobParams, size_presets
-from generation.schemas import JobOut
+from generation.schemas import JobOut, job_out
 from generation.selectors import (
     checkpoints_for_catalog,
     checkpoints_used_by,
@@ -61,6 +61,10 @@ def model_preview(request: HttpRequest, slug: str) -> FileResponse:
     return response
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
@@ -91,10 +95,16 @@ def create(request: HttpRequest) -> HttpResponse:
             job = job_submit(
                 user=request.user, data=data, upload=upload, mask_upload=mask_upload, control_upload=control_upload
             )
+            if _wants_json(request):
+                # The studio's script follows the job in place (static/js/results.js).
+                return JsonResponse(job_out(job), status=202)
             return redirect("job", job_id=job.id)
         except PUBLIC_ERRORS as exc:
             error = public_error(exc)
             errors, message, status = error.fields, error.message, error.status
+            if _wants_json(request):
+                body = {"code": error.code, "message": error.message, "fields": error.fields or None}
+                return JsonResponse({"error": body}, status=error.status)
     # A model that offers none of the page's modes is the API's only.
     checkpoints = [c for c in checkpoints_for_catalog() if set(c.modes) & set(OFFERED)]
     waits = {model["slug"]: model["expected_wait_seconds"] for model in status_snapshot()["models"]}

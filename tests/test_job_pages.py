@@ -91,6 +91,23 @@ def test_page_errors_are_shown_and_cost_nothing(client, alice, catalog):
 
 
 @pytest.mark.django_db
+def test_the_studio_submits_for_json_and_gets_the_job_or_the_fields_to_fix(client, alice, catalog, own_heartbeats):
+    from workers.heartbeat import publish
+
+    publish(worker_id="w", serves=["test-sd1"], loaded=[], device="cpu")
+    credits_grant(user=alice, amount=5, ref="g")
+    client.force_login(alice)
+    bad = client.post(reverse("create"), form(strength="7"), HTTP_ACCEPT="application/json")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_params"
+    assert "strength" in bad.json()["error"]["fields"] and not Job.objects.exists()
+    made = client.post(reverse("create"), form(scheduler="euler_a"), HTTP_ACCEPT="application/json")
+    assert made.status_code == 202, made.content
+    job = Job.objects.get()
+    assert made.json()["id"] == str(job.id) and made.json()["status"] == "queued"
+    assert made.json()["credits_held"] == job.credits_held and made.json()["scheduler"] == "euler_a"
+
+
+@pytest.mark.django_db
 def test_pages_need_a_login(client):
     for name in ("create", "history"):
         response = client.get(reverse(name))

@@ -82,3 +82,22 @@ def page(browser, live_server, gpu_worker, test_checkpoints):
     tab.user, tab.errors = user, errors
     yield tab
     context.close()
+
+
+def result_in_place(page, *, timeout: float = 120_000) -> None:
+    """After a submit on the create page: the page follows the new job in
+    place (static/js/results.js); wait for its first picture there."""
+    previous = page.get_attribute("#studio-job-link", "href")
+    page.wait_for_function(
+        "previous => { const link = document.getElementById('studio-job-link');"
+        " return !document.getElementById('studio-results').hidden && link.getAttribute('href') !== previous; }",
+        arg=previous,
+    )
+    page.wait_for_selector("#studio-images img[alt='Result 1']", timeout=timeout)
+    assert "/create/" in page.url
+
+
+def open_job_page(page) -> None:
+    """From the results in place, the job's own page."""
+    page.click("#studio-job-link")
+    page.wait_for_url("**/jobs/*/")

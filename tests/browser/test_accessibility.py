@@ -63,3 +63,24 @@ def test_no_page_has_an_accessibility_violation(page, live_server, axe, screen):
             found[path] = violations
     assert not found, found
     assert page.errors == []
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_results_in_place_are_accessible_and_fit_the_screen(page, live_server, axe, screen, tmp_path):
+    from tests.browser.conftest import result_in_place
+
+    page.set_viewport_size(SCREENS[screen])
+    picture = tmp_path / "in.png"
+    picture.write_bytes(png_bytes(size=(128, 96)))
+    page.goto(live_server.url + reverse("create"))
+    page.set_input_files("#id_image", str(picture))
+    page.wait_for_selector("#preview:not([hidden])")
+    page.check("input[name=model][value=test-sd1]")
+    page.fill("#id_prompt", "a harbour at dawn")
+    page.fill("#id_steps", "4")
+    page.click("form#create-form button[type=submit]")
+    result_in_place(page)
+    page.add_script_tag(path=axe)
+    assert page.evaluate(RUN_AXE) == []
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    assert page.errors == []

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from catalog.controls import control_map
 from generation.models import Job
+from tests.browser.conftest import open_job_page, result_in_place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,9 +73,7 @@ def test_pick_a_controlnet_preview_its_map_and_run_it(page, live_server, tmp_pat
     # test-sd1: 1 credit at 20 x 0.6 steps; ControlNet runs all 12, with its network (x1.5): 2 credits.
     page.wait_for_function("document.getElementById('quote').textContent.trim() === '2'")
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    assert page.text_content("#job-mode") == "ControlNet" and page.is_visible("#control-figure")
-    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    result_in_place(page)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.control, job.preprocess, job.width, job.height) == (
         "succeeded",
@@ -84,21 +83,23 @@ def test_pick_a_controlnet_preview_its_map_and_run_it(page, live_server, tmp_pat
         128,
         96,
     )
-    assert job.credits_charged == 2 and page.is_visible("text=Keep its structure")
+    assert job.credits_charged == 2 and page.is_visible("#studio-images >> text=Keep its structure")
 
-    # "Keep its structure": the result is the next job's control picture,
-    # previewed before submitting.
-    page.click("text=Keep its structure")
-    page.wait_for_url("**/create/?parent=*")
-    assert page.is_checked("input[name=mode][value=controlnet]") and page.input_value("#id_control_image") == ""
-    page.wait_for_selector("#control-map:not([hidden])")
+    # "Keep its structure", in place: the result is the next job's control
+    # picture, its map previewed before submitting.
+    shown = page.get_attribute("#control-map", "src")
+    page.click("#studio-images >> text=Keep its structure")
+    page.wait_for_function(f"document.querySelector('input[name=parent_job]')?.value === '{job.id}'")
+    assert page.is_checked("input[name=mode][value=controlnet]") and page.input_value("#id_control_image") != ""
+    page.wait_for_function("shown => document.getElementById('control-map').src !== shown", arg=shown)
     page.fill("#id_prompt", "the same house in winter")
     page.fill("#id_steps", "3")
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    result_in_place(page)
     child = Job.objects.get(user=page.user, parent=job)
     assert (child.status, child.mode, child.width, child.height) == ("succeeded", "controlnet", 128, 96)
     with child.control_image.open("rb") as control, job.images.first().file.open("rb") as result:
         assert np.array_equal(np.asarray(Image.open(control)), np.asarray(Image.open(result)))
+    open_job_page(page)
+    assert page.text_content("#job-mode") == "ControlNet" and page.is_visible("#control-figure")
     assert page.errors == []

@@ -13,6 +13,7 @@ from django.utils import timezone
 from billing.selectors import balance_of
 from catalog.models import Lora
 from generation.models import Job
+from tests.browser.conftest import open_job_page, result_in_place
 from tests.helpers import make_job, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,16 +37,23 @@ def test_create_quote_submit_and_results(page, live_server, tmp_path):
     page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
 
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)  # the page follows the job, then shows results
+    result_in_place(page)  # the create page follows the job, then shows its pictures
     job = Job.objects.get(user=page.user)
     assert job.status == "succeeded" and (job.width, job.height, job.strength) == (320, 240, 0.3)
-    assert page.is_visible("text=Use as input") and page.is_visible("text=Again with a new seed")
     assert balance_of(user=page.user) == 10 - job.credits_charged
+    # In place: the picture it started from beside the result, what it cost
+    # (the charge, not the hold), the session's strip.
+    assert page.is_visible("#studio-images img[alt^=Before]")
+    assert page.text_content("#studio-credits") == "Charged 1 credit" and job.credits_charged == 1
+    assert page.locator("#recent-strip img").count() == 1
+    # "Use as input", in place: the result is the next picture, its job the parent.
+    page.click("#studio-images >> text=Use as input")
+    page.wait_for_function(f"document.querySelector('input[name=parent_job]')?.value === '{job.id}'")
+    assert page.is_checked("input[name=mode][value=img2img]") and page.is_visible("#preview")
+
+    open_job_page(page)
+    assert page.is_visible("text=Use as input") and page.is_visible("text=Again with a new seed")
     assert page.is_visible("#before-figure img")  # the picture it started from, beside the result
-    # What it cost, updated in place when it ended: the charge, not the hold.
-    assert page.text_content("#job-credits") == "Charged 1 credit" and job.credits_charged == 1
-    page.reload()
     assert page.text_content("#job-credits") == "Charged 1 credit"
     assert page.errors == []
 
@@ -66,11 +74,12 @@ def test_text_to_image_hides_the_picture_offers_sizes_and_runs(page, live_server
     page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
 
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    assert page.text_content("#job-mode") == "Text to image"
-    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    result_in_place(page)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.width, job.height, job.strength) == ("succeeded", "txt2img", 512, 384, 1.0)
+    assert not page.is_visible("#studio-images img[alt^=Before]")  # nothing it started from
+    open_job_page(page)
+    assert page.text_content("#job-mode") == "Text to image"
     assert page.errors == []
 
 
@@ -98,12 +107,12 @@ def test_a_sampler_and_loras_are_picked_priced_and_shown_on_the_job(page, live_s
     assert page.input_value("#id_loras") == "test-sd1-ink:0.5"
 
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    assert page.text_content("#job-sampler") == "Euler a"
-    assert page.text_content("#job-loras") == "test-sd1-ink at 0.5"
-    page.wait_for_selector(".results img[alt^=Result]", timeout=120_000)
+    result_in_place(page)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.scheduler, job.loras) == ("succeeded", "euler_a", [{"slug": "test-sd1-ink", "weight": 0.5}])
+    open_job_page(page)
+    assert page.text_content("#job-sampler") == "Euler a"
+    assert page.text_content("#job-loras") == "test-sd1-ink at 0.5"
     assert page.errors == []
 
 

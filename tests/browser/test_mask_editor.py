@@ -12,6 +12,7 @@ from django.urls import reverse
 from PIL import Image
 
 from generation.models import Job
+from tests.browser.conftest import open_job_page, result_in_place
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,9 +96,8 @@ def test_paint_undo_resize_and_submit_a_mask(page, live_server, tmp_path):
     assert painted > 70 * size
 
     page.click("form#create-form button[type=submit]")
-    page.wait_for_url("**/jobs/*/")
-    assert page.is_visible("#mask-figure img")  # the mask beside the results, from the start
-    page.wait_for_selector(".results img[alt='Result 1']", timeout=120_000)
+    result_in_place(page)
+    assert page.is_visible("#studio-images >> text=Inpaint this")
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.strength, job.width, job.height) == ("succeeded", "inpaint", 1.0, SIDE, SIDE)
     with job.mask.open("rb") as stored:
@@ -105,6 +105,8 @@ def test_paint_undo_resize_and_submit_a_mask(page, live_server, tmp_path):
     assert int((mask == 255).sum()) == painted and set(np.unique(mask)) == {0, 255}
     assert mask[40, 24] == mask[42, 64] == mask[40, 104] == 255  # on the stroke (row, column)
     assert mask[100, 40] == mask[120, 120] == mask[5, 5] == 0  # the undone line and far away
+    open_job_page(page)
+    assert page.is_visible("#mask-figure img")  # the mask beside the results
     assert page.is_visible("text=Inpaint this")
     assert page.errors == []
 
@@ -119,8 +121,7 @@ def test_extending_the_canvas_outpaints_without_the_mask(page, live_server, tmp_
     page.wait_for_function("document.getElementById('quote').textContent.trim() === '1'")
 
     page.click("form#create-form button[type=submit]")  # nothing painted: the added area is the mask
-    page.wait_for_url("**/jobs/*/")
-    page.wait_for_selector(".results img[alt='Result 1']", timeout=120_000)
+    result_in_place(page)
     job = Job.objects.get(user=page.user)
     assert (job.status, job.mode, job.width, job.height) == ("succeeded", "inpaint", 192, 128)
     with job.mask.open("rb") as stored:
