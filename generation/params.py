@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 
@@ -62,8 +63,6 @@ LORAS_MAX_CHARS = 400
 # "denoising strength" default for its hires fix is 0.7; 0.5 keeps more of
 # the first pass, which the person chose it for).
 HIRES_STRENGTH = 0.5
-# The modes that take a hires pass.
-HIRES_MODES = ("img2img", "txt2img")
 ControlSlug = Annotated[str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN)]
 # "Has a character that is not whitespace", the same in Python's str.strip(),
 # in the validator's (Rust) regex engine, which differs from it on \x1c-\x1f,
@@ -318,12 +317,38 @@ class ControlPreviewIn(FormIn):
     height: Side | Omitted = Field(None, description="With width: the map at this size")
 
 
-SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {
-    Mode.IMG2IMG: Img2ImgIn,
-    Mode.TXT2IMG: Txt2ImgIn,
-    Mode.INPAINT: InpaintIn,
-    Mode.CONTROLNET: ControlNetIn,
+# A job's private files (Job's file fields: served to its owner only,
+# deleted by retention), in the order a submit stores them.
+JOB_FILES = ("input_image", "mask", "control_image")
+
+
+@dataclass(frozen=True)
+class ModeRules:
+    """What one mode of generation is, for every layer that asks (params,
+    the create page, the services, retention and the worker): a new mode is
+    a new entry in MODE_RULES, not new branches."""
+
+    form: type[_SubmitIn]  # its submit's fields (the API's and the create page's)
+    files: tuple[str, ...]  # the JOB_FILES a job of it may keep
+    # Its input picture: "none" (from the prompt), "required", or "optional"
+    # (ControlNet: with one it is its image to image variant).
+    picture: Literal["none", "required", "optional"]
+    batches: bool  # may share a pipeline call with other people's jobs
+    hires: bool  # takes a hires pass
+
+
+MODE_RULES: dict[Mode, ModeRules] = {
+    Mode.IMG2IMG: ModeRules(Img2ImgIn, ("input_image",), picture="required", batches=True, hires=True),
+    Mode.TXT2IMG: ModeRules(Txt2ImgIn, (), picture="none", batches=True, hires=True),
+    # Each inpainting job has its own mask, each ControlNet job its network
+    # and map: they run alone (diffusers takes a mask or a map per row, but
+    # a batch of them is not worth its tests).
+    Mode.INPAINT: ModeRules(InpaintIn, ("input_image", "mask"), picture="required", batches=False, hires=False),
+    Mode.CONTROLNET: ModeRules(
+        ControlNetIn, ("input_image", "control_image"), picture="optional", batches=False, hires=False
+    ),
 }
+SUBMIT_FORMS: dict[str, type[_SubmitIn]] = {mode: rules.form for mode, rules in MODE_RULES.items()}
 
 
 class LoraWeight(Schema):
@@ -621,7 +646,7 @@ def _hires(checkpoint, data, mode: Mode, steps: int, size: tuple[int, int], erro
             errors["hires_strength"] = "A hires strength needs hires_scale above 1."
         return 1.0, 0.0
     strength = HIRES_STRENGTH if data.hires_strength is None else data.hires_strength
-    if mode not in HIRES_MODES:
+    if not MODE_RULES[mode].hires:
         errors["hires_scale"] = "The hires pass is for text to image and image to image."
     elif denoising_steps(steps, strength) < 1:
         errors["hires_strength"] = "Steps x hires strength must be at least 1; raise one of them."

@@ -64,6 +64,8 @@ from generation.observe import job_event
 from generation.params import (
     BATCH_FIELDS,
     EXPAND_FIELDS,
+    JOB_FILES,
+    MODE_RULES,
     ControlNetIn,
     ControlPreviewIn,
     Img2ImgIn,
@@ -101,13 +103,14 @@ def job_quote(*, data: QuoteIn, upload=None, control_upload=None, user=None) -> 
     comes from width and height, else the picture, else (ControlNet) the
     control picture, else `user`'s parent job's first result."""
     checkpoint = checkpoint_for_submit(data.model)
-    size = _image_size(upload) if upload is not None and data.mode != Mode.TXT2IMG else None
+    takes_picture = MODE_RULES[Mode(data.mode)].picture != "none"
+    size = _image_size(upload) if upload is not None and takes_picture else None
     control = None
     if data.mode == Mode.CONTROLNET and Mode.CONTROLNET in checkpoint.modes:
         control = _control_for(checkpoint, data.control)
         if size is None and control_upload is not None:
             size = _image_size(control_upload, field="control_image")
-    if size is None and data.parent_job and user is not None and data.mode != Mode.TXT2IMG:
+    if size is None and data.parent_job and user is not None and takes_picture:
         # Without a file, a submit starts from (or, ControlNet, is guided by)
         # the parent's first result: its size.
         first = job_owned_by(user=user, job_id=data.parent_job).images.first()
@@ -157,7 +160,7 @@ def job_submit(
     checkpoint = checkpoint_for_submit(data.model)
     parent = job_owned_by(user=user, job_id=data.parent_job) if data.parent_job else None
     control = control_source = None
-    if data.mode == Mode.TXT2IMG:
+    if MODE_RULES[data.mode].picture == "none":
         if upload is not None:
             raise InvalidParams({"image": NO_PICTURE})
         source = None
@@ -209,12 +212,9 @@ def job_submit(
             _check_active_jobs(user)
             job.save(force_insert=True)
     except Exception:
-        if job.input_image:
-            job.input_image.delete(save=False)
-        if job.mask:
-            job.mask.delete(save=False)
-        if job.control_image:
-            job.control_image.delete(save=False)
+        for field in JOB_FILES:
+            if stored := getattr(job, field):
+                stored.delete(save=False)
         raise
     job_event(
         "submitted", job, mode=job.mode, num_images=job.num_images, steps=job.steps, width=job.width, height=job.height
@@ -366,19 +366,22 @@ def job_again(*, user, job_id) -> Job:
     ControlNet: the same control picture)."""
     job = job_owned_by(user=user, job_id=job_id)
     data = JobParams.of(job).again(model=job.checkpoint.slug, parent_job=job.parent_id)
-    if job.mode == Mode.TXT2IMG:
+    rules = MODE_RULES[job.mode]
+    if not rules.files:
         return job_submit(user=user, data=data)
     if job.expired_at is not None:
         raise InvalidParams({"job": _expired_message()})
-    if job.mode == Mode.CONTROLNET and not job.input_image:
+    if rules.picture == "optional" and not job.input_image:
         data = data.model_copy(update={"strength": None})  # from the prompt alone: no strength
     try:
-        upload = _copy_of(job.input_image, "input.png")
-        mask = _copy_of(job.mask, "mask.png")
-        control = _copy_of(job.control_image, "control.png")
+        uploads = {_SUBMIT_UPLOADS[field]: _copy_of(getattr(job, field), f"{field}.png") for field in rules.files}
     except FileNotFoundError:  # retention deleted it since the read
         raise InvalidParams({"job": _expired_message()}) from None
-    return job_submit(user=user, data=data, upload=upload, mask_upload=mask, control_upload=control)
+    return job_submit(user=user, data=data, **uploads)
+
+
+# job_submit's argument for each of a job's files.
+_SUBMIT_UPLOADS = {"input_image": "upload", "mask": "mask_upload", "control_image": "control_upload"}
 
 
 def _copy_of(field, name: str) -> ContentFile | None:
@@ -581,12 +584,7 @@ def job_claim_companions(
     jobs on their first attempt join (a batch that failed does not form
     again). Each is claimed by the same conditional update as job_claim, so
     it runs once; its own message later serves another queued job."""
-    if job.mode in (Mode.INPAINT, Mode.CONTROLNET):
-        # Each inpainting job has its own mask, each ControlNet job its
-        # network and map: they run alone (diffusers takes a mask or a map
-        # per row, but a batch of them is not worth its tests).
-        return []
-    if job.loras or job.hires_scale > 1:
+    if not MODE_RULES[job.mode].batches or job.loras or job.hires_scale > 1:
         # A job with LoRAs runs alone (its adapters change the whole call),
         # and one with a hires pass too (its rows are that much larger than
         # the images the batch's budget counts).
@@ -857,11 +855,11 @@ def results_expire(*, limit: int = 500) -> int:
     due = Job.objects.filter(finished_at__lt=cutoff, expired_at=None).order_by("finished_at")[:limit]
     expired = 0
     for job in due.prefetch_related("images"):
-        kept = [job.input_image.name, job.mask.name, job.control_image.name]
+        kept = [getattr(job, field).name for field in JOB_FILES]
         files = [image.file.name for image in job.images.all()] + kept
         with transaction.atomic():
             expire = Job.objects.filter(id=job.id, expired_at=None)
-            if not expire.update(expired_at=timezone.now(), input_image="", mask="", control_image=""):
+            if not expire.update(expired_at=timezone.now(), **dict.fromkeys(JOB_FILES, "")):
                 continue
             JobImage.objects.filter(job=job).delete()
         for name in filter(None, files):

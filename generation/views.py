@@ -22,7 +22,7 @@ from generation.errors import PUBLIC_ERRORS, InvalidParams, JobNotFound, public_
 from generation.estimates import status_snapshot, wait_label
 from generation.limits import WEBHOOK_URL_MAX
 from generation.models import Job
-from generation.params import FULL_STRENGTH, LORAS_MAX_CHARS, SUBMIT_FORMS, JobParams, size_presets
+from generation.params import FULL_STRENGTH, LORAS_MAX_CHARS, MODE_RULES, SUBMIT_FORMS, JobParams, size_presets
 from generation.schemas import JobOut, job_out
 from generation.selectors import (
     checkpoints_for_catalog,
@@ -81,14 +81,15 @@ def create(request: HttpRequest) -> HttpResponse:
             # mask is the editor's export (static/js/mask-editor.js).
             # ControlNet: the picture only when asked for (its image to
             # image variant), and the control picture.
-            picture = mode != Mode.TXT2IMG and (mode != Mode.CONTROLNET or request.POST.get("use_picture"))
+            rules = MODE_RULES[mode]
+            picture = rules.picture == "required" or (rules.picture == "optional" and request.POST.get("use_picture"))
             upload = request.FILES.get("image") if picture else None
-            if mode == Mode.CONTROLNET and picture and upload is None:
+            if rules.picture == "optional" and picture and upload is None:
                 raise InvalidParams({"image": "Choose your picture, or untick “Also start from a picture of mine”."})
-            mask_upload = request.FILES.get("mask") if mode == Mode.INPAINT else None
-            control_upload = request.FILES.get("control_image") if mode == Mode.CONTROLNET else None
+            mask_upload = request.FILES.get("mask") if "mask" in rules.files else None
+            control_upload = request.FILES.get("control_image") if "control_image" in rules.files else None
             fields = request.POST.dict()
-            if mode == Mode.CONTROLNET and not picture:
+            if rules.picture == "optional" and not picture:
                 # The strength slider applies to a picture; a page without scripts sends it anyway.
                 fields.pop("strength", None)
             data = SUBMIT_FORMS[mode].from_form(fields)

@@ -314,3 +314,16 @@ def test_a_job_list_page_out_of_range_is_the_nearest_page(api):
         body = api.get("/api/v1/jobs", {"page": page}).json()
         assert (body["page"], body["pages"], body["jobs"]) == (1, 1, [])
     assert api.get("/api/v1/jobs", {"page": "two"}).status_code == 400
+
+
+def test_every_mode_has_one_rules_entry_that_names_real_files_and_its_form():
+    from catalog.modes import Mode
+    from generation.models import Job
+    from generation.params import JOB_FILES, MODE_RULES, SUBMIT_FORMS
+
+    assert set(MODE_RULES) == set(Mode)
+    assert set(JOB_FILES) == {field.name for field in Job._meta.fields if field.get_internal_type() == "FileField"}
+    for mode, rules in MODE_RULES.items():
+        assert set(rules.files) <= set(JOB_FILES), mode
+        assert SUBMIT_FORMS[mode] is rules.form and rules.form.mode == mode
+        assert ("input_image" in rules.files) == (rules.picture != "none"), mode

@@ -26,7 +26,7 @@ from catalog.modes import Mode
 from generation.affinity import may_forward, worker_unreserve
 from generation.dispatch import job_forward, job_send_back
 from generation.models import Job
-from generation.params import JobParams, fewest_steps
+from generation.params import MODE_RULES, JobParams, fewest_steps
 from generation.services import (
     Abilities,
     job_claim,
@@ -545,14 +545,14 @@ def _finish(job: Job, result, flags: list[ImageFlag] | None) -> str:
 def _input_of(job: Job):
     """The job's input picture; None for text to image, which has none, and
     for ControlNet from the prompt alone."""
-    if job.mode == Mode.TXT2IMG or not job.input_image:
+    if MODE_RULES[job.mode].picture == "none" or not job.input_image:
         return None
     return _picture(job.input_image)
 
 
 def _mask_of(job: Job):
-    """An inpainting job's mask; None for the other modes."""
-    if job.mode != Mode.INPAINT:
+    """An inpainting job's mask; None for the modes without one."""
+    if "mask" not in MODE_RULES[job.mode].files:
         return None
     return _picture(job.mask)
 
