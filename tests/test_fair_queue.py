@@ -185,7 +185,7 @@ def test_with_one_worker_the_second_person_s_job_runs_second(paid_api, alice, bo
 
     credits_grant(user=bob, amount=100, ref="g:bob")
     # The jobs queue up (their messages wait in the broker) before any worker runs.
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {SLUG})
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {SLUG})
 
     def submit(client, prompt: str) -> str:
         data = {"model": SLUG, "prompt": prompt, "steps": 2, "strength": 1.0, "width": 64, "height": 64}
@@ -218,13 +218,13 @@ def test_a_turn_is_never_wasted_while_a_job_waits(alice, bob, catalog, monkeypat
     taken = [make_job(alice, SLUG) for _ in range(6)]
     last = make_job(bob, SLUG)
     Job.objects.filter(id__in=[job.id for job in taken]).update(status="running", worker="others")
-    real, reads = generation.services.fair_next, []
+    real, reads = generation.services.claims.fair_next, []
 
     def stale_then_real(**filters):  # the first read predates the other workers' claims
         reads.append(filters)
         return [job.id for job in taken][: filters["limit"]] if len(reads) == 1 else real(**filters)
 
-    monkeypatch.setattr(generation.services, "fair_next", stale_then_real)
+    monkeypatch.setattr(generation.services.claims, "fair_next", stale_then_real)
     assert job_claim(job_id=last.id, worker="w").id == last.id
     assert len(reads) >= 2
 

@@ -215,7 +215,7 @@ def test_every_change_of_a_job_is_in_the_next_read(alice, key, catalog, commits,
     assert json.loads(fast_get(path(job), key)[2])["progress"]["step"] == 0  # not the first attempt's 3
 
     # The reaper: its worker is gone and its lease ran out.
-    monkeypatch.setattr(generation.services, "worker_is_gone", lambda worker: True)
+    monkeypatch.setattr(generation.services.sweeps, "worker_is_gone", lambda worker: True)
     Job.objects.filter(id=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     settings.JOB_MAX_ATTEMPTS = 2
     commits(jobs_reap)

@@ -35,8 +35,8 @@ RETRIES = 20
 def api(paid_api, monkeypatch):
     """alice's API client (100 credits); test-sd1 is served, and nothing is
     sent to a worker."""
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1"})
-    monkeypatch.setattr(generation.services, "job_dispatch", lambda **kwargs: None)
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1"})
+    monkeypatch.setattr(generation.services.submit, "job_dispatch", lambda **kwargs: None)
     return paid_api
 
 
@@ -94,7 +94,7 @@ def test_concurrent_retries_with_one_key_make_one_job(api, alice, monkeypatch):
             time.sleep(0.01)
         return real_hold(**kwargs)
 
-    monkeypatch.setattr(generation.services, "credits_hold", hold_once_the_others_answered)
+    monkeypatch.setattr(generation.services.submit, "credits_hold", hold_once_the_others_answered)
     authorization = api.defaults["HTTP_AUTHORIZATION"]
 
     def retry(i: int):
@@ -160,12 +160,12 @@ def test_a_refusal_by_the_schema_is_not_stored(api, alice):
 
 
 def test_a_retry_later_answer_is_not_stored(api, alice, monkeypatch):
-    monkeypatch.setattr(generation.services, "available_slugs", set)
+    monkeypatch.setattr(generation.services.submit, "available_slugs", set)
     unavailable = submit(api, KEY)
     assert unavailable.status_code == 503 and error_code(unavailable) == "model_unavailable"
     assert not IdempotencyKey.objects.exists()
 
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1"})
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1"})
     assert submit(api, KEY).status_code == 202
     assert Job.objects.filter(user=alice).count() == 1 and holds(alice) == 1
 

@@ -137,8 +137,8 @@ def test_a_killed_beat_is_restarted_and_a_killed_redis_loses_no_job(stack, alice
 
     # Three paid jobs whose publish "failed": the stack's sweep sends them.
     credits_grant(user=alice, amount=100, ref="g:alice")
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1-alt"})
-    monkeypatch.setattr(generation.services, "job_dispatch", lambda **kwargs: None)
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1-alt"})
+    monkeypatch.setattr(generation.services.submit, "job_dispatch", lambda **kwargs: None)
     # Each with its own step count, so no two share a pipeline call (batching).
     datas = [
         QuoteIn(model="test-sd1-alt", prompt="a harbour", steps=20 + i, strength=1.0, width=256, height=256)

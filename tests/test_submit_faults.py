@@ -37,7 +37,7 @@ def test_a_failed_publish_keeps_the_paid_job_s_input_and_the_sweep_sends_it(api,
     def broker_down(**kwargs):
         raise OperationalError("Error 111 connecting to redis: Connection refused.")
 
-    monkeypatch.setattr(generation.services, "job_dispatch", broker_down)
+    monkeypatch.setattr(generation.services.submit, "job_dispatch", broker_down)
     job_id = long_job(api, "test-sd1", steps=4)  # 202: the job and its hold are committed
 
     job = Job.objects.get(id=job_id)
@@ -54,7 +54,7 @@ def test_a_failed_publish_keeps_the_paid_job_s_input_and_the_sweep_sends_it(api,
 
 
 def test_a_job_whose_message_is_in_the_broker_is_not_sent_twice(api, alice, monkeypatch):
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1-alt"})
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1-alt"})
     job_id = long_job(api, "test-sd1-alt", steps=4)  # no worker serves it: the message waits
     Job.objects.filter(id=job_id).update(created_at=timezone.now() - timedelta(minutes=1))
     assert jobs_unsent([job_id]) == []
@@ -66,15 +66,15 @@ def test_concurrent_submits_cannot_pass_the_active_job_cap(alice, test_checkpoin
     catalog_register_test_checkpoints(test_checkpoints.values())
     credits_grant(user=alice, amount=100, ref="g:alice")
     settings.MAX_ACTIVE_JOBS = 2
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1-alt"})
-    monkeypatch.setattr(generation.services, "job_dispatch", lambda **kwargs: None)
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1-alt"})
+    monkeypatch.setattr(generation.services.submit, "job_dispatch", lambda **kwargs: None)
     real_hold = billing.ledger.credits_hold
 
     def slow_hold(**kwargs):  # widen the window between the cap's check and the hold
         time.sleep(0.3)
         return real_hold(**kwargs)
 
-    monkeypatch.setattr(generation.services, "credits_hold", slow_hold)
+    monkeypatch.setattr(generation.services.submit, "credits_hold", slow_hold)
     data = QuoteIn(model="test-sd1-alt", prompt="a harbour", steps=4, strength=1.0, width=64, height=64)
 
     def submit(i: int):

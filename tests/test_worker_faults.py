@@ -140,7 +140,7 @@ def test_a_worker_on_another_host_is_replaced_within_the_bound_by_lease_and_hear
 def test_the_last_attempt_s_death_fails_and_releases_at_once(api, alice, start_worker, settings, monkeypatch):
     # Every process keeps the default JOB_MAX_ATTEMPTS (any live worker may
     # reap): the job is made to start its last attempt instead.
-    monkeypatch.setattr(generation.services, "available_slugs", lambda: {"test-sd1-alt"})
+    monkeypatch.setattr(generation.services.submit, "available_slugs", lambda: {"test-sd1-alt"})
     job_id = long_job(api)
     Job.objects.filter(id=job_id).update(attempts=settings.JOB_MAX_ATTEMPTS - 1)
     start_worker("test-sd1-alt", **DEFAULTS)
