@@ -49,8 +49,26 @@ class TestRunInline(admin.TabularInline):
         return format_html('<img src="data:image/png;base64,{}" width="96" height="96" alt="test output">', data)
 
 
+class AvailableAdmin(admin.ModelAdmin):
+    """An entry whose "available" column comes from the live workers'
+    heartbeats (`available_slugs`, read once per request and annotated, so
+    the list can show and sort it)."""
+
+    available_slugs = staticmethod(available_slugs)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        available = Case(
+            When(slug__in=self.available_slugs(), then=Value(True)), default=Value(False), output_field=BooleanField()
+        )
+        return super().get_queryset(request).annotate(is_available=available)
+
+    @admin.display(boolean=True, description="available", ordering="is_available")
+    def available(self, entry) -> bool:
+        return entry.is_available
+
+
 @admin.register(ControlNet)
-class ControlNetAdmin(admin.ModelAdmin):
+class ControlNetAdmin(AvailableAdmin):
     """ControlNets, managed like checkpoints: each is tied to a family and
     offered with the checkpoints of that family's architecture; "available"
     means a live worker has its weights."""
@@ -61,20 +79,11 @@ class ControlNetAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "source", "description"]
     ordering = ["sort_order", "name"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ControlNet]:
-        # Read once per request from the heartbeats, as for checkpoints.
-        available = Case(
-            When(slug__in=available_controls(), then=Value(True)), default=Value(False), output_field=BooleanField()
-        )
-        return super().get_queryset(request).annotate(is_available=available)
-
-    @admin.display(boolean=True, description="available", ordering="is_available")
-    def available(self, control: ControlNet) -> bool:
-        return control.is_available
+    available_slugs = staticmethod(available_controls)
 
 
 @admin.register(Lora)
-class LoraAdmin(admin.ModelAdmin):
+class LoraAdmin(AvailableAdmin):
     """LoRAs, managed like ControlNets: each is tied to a family and offered
     with the checkpoints of that family's architecture; "available" means a
     live worker has its file."""
@@ -96,19 +105,11 @@ class LoraAdmin(admin.ModelAdmin):
     filter_horizontal = ["tags"]
     ordering = ["sort_order", "name"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Lora]:
-        available = Case(
-            When(slug__in=available_loras(), then=Value(True)), default=Value(False), output_field=BooleanField()
-        )
-        return super().get_queryset(request).annotate(is_available=available)
-
-    @admin.display(boolean=True, description="available", ordering="is_available")
-    def available(self, lora: Lora) -> bool:
-        return lora.is_available
+    available_slugs = staticmethod(available_loras)
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(admin.ModelAdmin):
+class CheckpointAdmin(AvailableAdmin):
     list_display = [
         "name",
         "slug",
@@ -149,20 +150,11 @@ class CheckpointAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        # Availability comes from worker heartbeats in Redis: read once per
-        # request and annotate, so the list can show and sort it.
-        available = Case(
-            When(slug__in=available_slugs(), then=Value(True)), default=Value(False), output_field=BooleanField()
-        )
-        return super().get_queryset(request).prefetch_related("tags").annotate(is_available=available)
+        return super().get_queryset(request).prefetch_related("tags")
 
     @admin.display(description="tags")
     def tag_list(self, checkpoint: Checkpoint) -> str:
         return ", ".join(tag.name for tag in checkpoint.tags.all())
-
-    @admin.display(description="available", boolean=True, ordering="is_available")
-    def available(self, checkpoint: Checkpoint) -> bool:
-        return checkpoint.is_available
 
     @admin.action(description="Enable selected checkpoints", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Checkpoint]) -> None:

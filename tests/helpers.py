@@ -117,3 +117,23 @@ def job_run_here(api):
     job_id = response.json()["id"]
     assert workers.services.job_run(job_id=job_id) == "succeeded"
     return response
+
+
+def job_params(**changes):
+    """A job's resolved settings (generation.params.JobParams) for tests that
+    drive the runtime directly: a small, quick image to image job."""
+    from generation.params import JobParams
+
+    values = dict(
+        prompt="a red fox, oil painting",
+        negative_prompt="",
+        strength=0.75,
+        steps=4,
+        guidance_scale=7.0,
+        seed=42,
+        width=64,
+        height=64,
+        num_images=1,
+    )
+    values.update(changes)
+    return JobParams(**values)

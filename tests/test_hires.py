@@ -5,6 +5,8 @@ naming the field that costs nothing."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,32 +14,18 @@ from PIL import Image
 from billing.selectors import balance_of
 from catalog.models import Checkpoint
 from generation.models import Job
-from generation.params import JobParams
 from generation.pricing import quote
 from generation.services import job_again
 from tests.conftest import wait_for
+from tests.helpers import job_params
 from workers.runtime import BatchItem, run_batch
 
 SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 
 
-def params(**changes) -> JobParams:
-    values = dict(
-        mode="txt2img",
-        prompt="a red fox",
-        negative_prompt="",
-        strength=1.0,
-        steps=4,
-        guidance_scale=7.0,
-        seed=42,
-        width=64,
-        height=48,
-        num_images=1,
-        hires_scale=2.0,
-        hires_strength=0.5,
-    )
-    values.update(changes)
-    return JobParams(**values)
+params = functools.partial(
+    job_params, mode="txt2img", prompt="a red fox", strength=1.0, height=48, hires_scale=2.0, hires_strength=0.5
+)
 
 
 def test_the_second_pass_makes_the_pictures_larger_and_counts_its_steps(pipes):

@@ -6,6 +6,8 @@ for its call, and never lets one job's LoRA into the next; bad lists are a
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,9 +16,10 @@ from billing.selectors import balance_of
 from catalog.models import Lora
 from catalog.seeds import catalog_register_test_loras
 from generation.models import Job
-from generation.params import JobParams, LoraWeight
+from generation.params import LoraWeight
 from generation.services import job_again
 from tests.conftest import wait_for
+from tests.helpers import job_params
 from workers.loras import active_loras
 from workers.runtime import BatchItem, run_batch
 from workers.spec import LoraSpec
@@ -26,20 +29,7 @@ SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 BY_SLUG = {lora.slug: lora for lora in RANDOM_LORAS}
 
 
-def params(**changes) -> JobParams:
-    values = dict(
-        prompt="a red fox, oil painting",
-        negative_prompt="",
-        strength=0.75,
-        steps=4,
-        guidance_scale=7.0,
-        seed=42,
-        width=64,
-        height=64,
-        num_images=1,
-    )
-    values.update(changes)
-    return JobParams(**values)
+params = functools.partial(job_params)
 
 
 def spec_of(slug: str) -> LoraSpec:

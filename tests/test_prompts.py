@@ -4,12 +4,15 @@ fragments (generation.prompts), encoded by compel in 77-token chunks
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from generation.params import JobParams
 from generation.prompts import ROUND, SQUARE, has_weights, plain_text, weighted_fragments
+from tests.helpers import job_params
 from workers.prompts import prompt_shape
 from workers.runtime import BatchItem, run_batch
 
@@ -18,20 +21,7 @@ SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 LONG = "a red fox in the snow, " * 5
 
 
-def params(**changes) -> JobParams:
-    values = dict(
-        prompt="a red fox",
-        negative_prompt="",
-        strength=0.75,
-        steps=3,
-        guidance_scale=7.0,
-        seed=42,
-        width=64,
-        height=64,
-        num_images=1,
-    )
-    values.update(changes)
-    return JobParams(**values)
+params = functools.partial(job_params, steps=3, prompt="a red fox")
 
 
 def made(pipe, spec, *many: JobParams) -> list[np.ndarray]:

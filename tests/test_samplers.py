@@ -5,6 +5,8 @@ alone or batched; bad names are a 400 that costs nothing."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,28 +15,15 @@ from billing.selectors import balance_of
 from catalog.models import Checkpoint
 from catalog.samplers import FAMILY_SAMPLERS, SAMPLERS
 from generation.models import Job
-from generation.params import JobParams
 from generation.services import job_again
 from tests.conftest import wait_for
+from tests.helpers import job_params
 from workers.runtime import BatchItem, run_batch, run_img2img
 
 SOURCE = Image.new("RGB", (96, 80), (200, 120, 40))
 
 
-def params(**changes) -> JobParams:
-    values = dict(
-        prompt="a red fox, oil painting",
-        negative_prompt="",
-        strength=0.75,
-        steps=4,
-        guidance_scale=7.0,
-        seed=42,
-        width=64,
-        height=64,
-        num_images=1,
-    )
-    values.update(changes)
-    return JobParams(**values)
+params = functools.partial(job_params)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -137,60 +137,55 @@ def servable_slugs(requested: str) -> list[str]:
 
 def servable_controls(requested: str, *, served: list[str]) -> list[str]:
     """The ControlNets this worker offers, read once at start like the
-    checkpoints it serves: "all", the enabled ones that fit the architecture
-    of a checkpoint it serves and whose weights are on this machine; a comma
-    list of slugs, but not those whose catalog entry's weights are not here
-    (a slug not in the catalog yet is kept: its entry may come later); ""
-    or "none", none."""
-    requested = requested.strip()
-    if requested in ("", "none"):
-        return []
-    if requested != "all":
-        slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
-        for control in ControlNet.objects.filter(slug__in=slugs):
-            if ControlNetSpec.from_controlnet(control).local_path() is None:
-                log.warning("not offering ControlNet %s: its weights are not here", control.slug)
-                slugs.remove(control.slug)
-        return slugs
-    families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
-    architectures = {FAMILIES[family].architecture for family in families}
-    offered = []
-    for control in ControlNet.objects.filter(enabled=True):
-        if control.architecture not in architectures:
-            log.info("not offering ControlNet %s: no checkpoint of its architecture served here", control.slug)
-        elif ControlNetSpec.from_controlnet(control).local_path() is None:
-            log.warning("not offering ControlNet %s: its weights are not here", control.slug)
-        else:
-            offered.append(control.slug)
-    return offered
+    checkpoints it serves (WORKER_CONTROLNETS): see _servable."""
+    return _servable(
+        requested,
+        served=served,
+        rows=ControlNet.objects,
+        what="ControlNet",
+        has=_has_weights(ControlNetSpec.from_controlnet),
+    )
 
 
 def servable_loras(requested: str, *, served: list[str]) -> list[str]:
-    """The LoRAs this worker offers, read once at start (WORKER_LORAS), as
-    servable_controls reads ControlNets: "all", the enabled ones that fit
-    the architecture of a checkpoint it serves and whose file is on this
-    machine; a comma list of slugs, less those whose catalog entry's file is
-    not here; "" or "none", none."""
+    """The LoRAs this worker offers, read once at start (WORKER_LORAS): see
+    _servable; only those of the architectures LoRAs run on."""
+    rows = Lora.objects.filter(
+        family__in=[f for f, family in FAMILIES.items() if family.architecture in LORA_ARCHITECTURES]
+    )
+    return _servable(requested, served=served, rows=rows, what="LoRA", has=_has_weights(LoraSpec.from_lora))
+
+
+def _has_weights(spec_of):
+    return lambda entry: spec_of(entry).local_path() is not None
+
+
+def _servable(requested: str, *, served: list[str], rows, what: str, has) -> list[str]:
+    """The entries (ControlNets, LoRAs) a worker offers: "all", the enabled
+    ones that fit the architecture of a checkpoint it serves and whose
+    weights are on this machine; a comma list of slugs, but not those whose
+    catalog entry's weights are not here (a slug not in the catalog yet is
+    kept: its entry may come later); "" or "none", none."""
     requested = requested.strip()
     if requested in ("", "none"):
         return []
     if requested != "all":
         slugs = [slug.strip() for slug in requested.split(",") if slug.strip()]
-        for lora in Lora.objects.filter(slug__in=slugs):
-            if LoraSpec.from_lora(lora).local_path() is None:
-                log.warning("not offering LoRA %s: its file is not here", lora.slug)
-                slugs.remove(lora.slug)
+        for entry in rows.filter(slug__in=slugs):
+            if not has(entry):
+                log.warning("not offering %s %s: its weights are not here", what, entry.slug)
+                slugs.remove(entry.slug)
         return slugs
     families = Checkpoint.objects.filter(slug__in=served).values_list("family", flat=True)
     architectures = {FAMILIES[family].architecture for family in families}
     offered = []
-    for lora in Lora.objects.filter(enabled=True):
-        if lora.architecture not in architectures or lora.architecture not in LORA_ARCHITECTURES:
-            continue
-        if LoraSpec.from_lora(lora).local_path() is None:
-            log.warning("not offering LoRA %s: its file is not here", lora.slug)
+    for entry in rows.filter(enabled=True):
+        if entry.architecture not in architectures:
+            log.info("not offering %s %s: no checkpoint of its architecture served here", what, entry.slug)
+        elif not has(entry):
+            log.warning("not offering %s %s: its weights are not here", what, entry.slug)
         else:
-            offered.append(lora.slug)
+            offered.append(entry.slug)
     return offered
 
 
