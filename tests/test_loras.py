@@ -59,6 +59,24 @@ def test_weight_zero_is_no_lora_weight_one_differs_and_nothing_leaks(pipes, chec
     if checkpoint == "test-sdxl":
         assert name in adapters["text_encoder_2"]
     assert np.array_equal(made(pipe, spec, (lora, 0.0)), plain)
+    # The text encoders' part loaded too: the file's weights, not an adapter
+    # added with fresh ones (as when its keys do not match the module's).
+    from safetensors.torch import load_file
+
+    saved = load_file(str(spec_of(lora).local_path()))
+    ups = {
+        "text_encoder": (
+            "text_encoder.encoder.layers.0.self_attn.q_proj.lora_B.weight",
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+        ),
+        "text_encoder_2": ("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight",),
+    }
+    for component, keys in ups.items():
+        if getattr(pipe, component, None) is not None:
+            up = next(saved[key] for key in keys if key in saved)
+            encoder = getattr(pipe, component)
+            layer = getattr(encoder, "text_model", encoder).encoder.layers[0].self_attn.q_proj
+            assert layer.lora_B[name].weight.equal(up), component
     # The next job without LoRAs: the base weights alone, adapters off.
     assert np.array_equal(made(pipe, spec), plain)
     assert all(active == [] for active in active_loras(pipe).values())
