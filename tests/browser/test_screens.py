@@ -58,9 +58,17 @@ def test_the_main_pages_fit_the_screen(page, live_server, screen, tmp_path):
     page.fill("#id_prompt", "the same street in watercolour, soft morning light")
     page.check("input[name=model][value=test-sd1]")
     page.wait_for_function("document.getElementById('quote').textContent.trim() !== ''")
-    pages = {"create": None, "job": reverse("job", args=[job.id]), "history": reverse("history")}
+    pages = {"create": None, "studio": "results", "job": reverse("job", args=[job.id]), "history": reverse("history")}
     for name, path in pages.items():
-        if path:
+        if path == "results":
+            # The studio after a submit: the result in place beside its picture.
+            from tests.browser.conftest import result_in_place
+
+            page.fill("#id_steps", "4")
+            page.click("form#create-form button[type=submit]")
+            result_in_place(page)
+            page.locator("#studio-results").scroll_into_view_if_needed()
+        elif path:
             page.goto(live_server.url + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         wide = page.evaluate(WIDER_THAN_THE_SCREEN)
