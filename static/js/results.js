@@ -49,7 +49,12 @@
         credentials: "same-origin",
       });
       const body = await response.json().catch(function () { return null; });
-      if (!response.ok) { showError(body); return; }
+      // Not a job (an error, or the sign-in page a lapsed session is sent to).
+      if (!response.ok || !body || !body.id) {
+        if (response.redirected && !body) { window.location.assign(response.url); return; }
+        showError(body);
+        return;
+      }
       follow(body, before);
     } catch (error) {
       showError(null);
