@@ -320,16 +320,16 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
     relay = ws.progress_relay = ProgressRelay(threaded=True)
     sent = []
     patched = [
-        stages.wrap(gs, "job_submit", "submit (service)"),
-        stages.wrap(gs, "_submits_too_fast", "rate limit"),
-        stages.wrap(gs, "checkpoint_for_submit", "checkpoint"),
-        stages.wrap(gs, "image_clean", "image_clean"),
-        stages.wrap(gs, "prompt_moderate", "prompt checks"),
-        stages.wrap(gs, "available_slugs", "available_slugs"),
-        stages.wrap(gs, "credits_hold", "credits hold"),
-        stages.wrap(gs, "job_dispatch", "dispatch (not sent here)"),
+        stages.wrap(gs.submit, "job_submit", "submit (service)"),
+        stages.wrap(gs.submit, "_submits_too_fast", "rate limit"),
+        stages.wrap(gs.submit, "checkpoint_for_submit", "checkpoint"),
+        stages.wrap(gs.submit, "image_clean", "image_clean"),
+        stages.wrap(gs.submit, "prompt_moderate", "prompt checks"),
+        stages.wrap(gs.submit, "available_slugs", "available_slugs"),
+        stages.wrap(gs.submit, "credits_hold", "credits hold"),
+        stages.wrap(gs.submit, "job_dispatch", "dispatch (not sent here)"),
         stages.wrap(gi, "png_encode", "PNG encode"),
-        stages.wrap(gs, "png_encode", "PNG encode"),
+        stages.wrap(gs.lifecycle, "png_encode", "PNG encode"),
         # Uploads and results share one storage (generation.media): one wrap.
         stages.wrap(Job._meta.get_field("input_image").storage, "save", "file write"),
         stages.wrap(ws, "job_run", "job_run"),
@@ -342,12 +342,12 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
         stages.wrap(relay, "preview", "preview hand-offs"),
         stages.wrap(ws, "_screen", "image check"),
         stages.wrap(ws, "job_succeed", "save + capture"),
-        stages.wrap(gs, "credits_capture", "capture (ledger)"),
-        stages.wrap(gs, "job_announce", "notify"),
-        stages.wrap(gs, "webhook_schedule", "webhook schedule"),
+        stages.wrap(gs.lifecycle, "credits_capture", "capture (ledger)"),
+        stages.wrap(gs._common, "job_announce", "notify"),
+        stages.wrap(gs._common, "webhook_schedule", "webhook schedule"),
     ]
-    dispatch = gs.job_dispatch
-    gs.job_dispatch = lambda **kwargs: sent.append(kwargs)  # the real worker must not take these
+    dispatch = gs.submit.job_dispatch
+    gs.submit.job_dispatch = lambda **kwargs: sent.append(kwargs)  # the real worker must not take these
     wall: dict[str, list[float]] = defaultdict(list)
     cpu: dict[str, list[float]] = defaultdict(list)
     try:
@@ -355,7 +355,7 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
             stages.clear()
             data = QuoteIn(model=SLUG, prompt="a lighthouse at dusk", steps=STEPS, strength=STRENGTH,
                            guidance_scale=GUIDANCE, seed=index, width=SIDE, height=SIDE)  # fmt: skip
-            job = gs.job_submit(user=user, data=data, upload=ContentFile(png, name="in.png"))
+            job = gs.submit.job_submit(user=user, data=data, upload=ContentFile(png, name="in.png"))
             outcome = ws.job_run(job_id=str(job.id), slug=SLUG)
             assert outcome == "succeeded", outcome
             if index:
@@ -363,7 +363,7 @@ def in_worker(user, png: bytes) -> tuple[dict[str, list[float]], dict[str, list[
                     wall[key].append(stages.wall[key])
                     cpu[key].append(stages.cpu[key])
     finally:
-        gs.job_dispatch = dispatch
+        gs.submit.job_dispatch = dispatch
         for module, name, original in reversed(patched):
             setattr(module, name, original)
     from generation.events import events_flush

@@ -109,15 +109,15 @@ def through_the_worker(side: int, png: bytes, people: list) -> tuple[float, list
     import generation.services as gs
     from generation.dispatch import job_dispatch
 
-    sent, real = [], gs.job_dispatch
-    gs.job_dispatch = lambda **kwargs: sent.append(kwargs)  # held until every job is in
+    sent, real = [], gs.submit.job_dispatch
+    gs.submit.job_dispatch = lambda **kwargs: sent.append(kwargs)  # held until every job is in
     try:
         jobs = [
             gs.job_submit(user=people[index % PEOPLE], data=data(side, index), upload=ContentFile(png, name="in.png"))
             for index in range(JOBS)
         ]
     finally:
-        gs.job_dispatch = real
+        gs.submit.job_dispatch = real
     for message in sent:
         job_dispatch(**message)
     ids = [job.id for job in jobs]

@@ -20,11 +20,15 @@
   const errorOut = document.getElementById("studio-error");
   const submit = form.querySelector("button[type=submit]");
   const finished = ["succeeded", "failed", "canceled"];
-  const RECENT = "studio-recent";
+  // Per person: a tab signed in as someone else never shows these.
+  const RECENT = "studio-recent:" + form.dataset.user;
   let current = null; // {id, before, socket, done}
 
-  function showError(body) {
-    const error = (body && body.error) || { message: "The request failed; try again." };
+  function showError(body, status) {
+    const fallback = status === 403
+      ? "This page is out of date (you signed in again elsewhere): reload it and try again."
+      : "The request failed; try again.";
+    const error = (body && body.error) || { message: fallback };
     const fields = error.fields ? Object.keys(error.fields).map(function (name) {
       return name + ": " + error.fields[name];
     }) : [];
@@ -52,14 +56,15 @@
       // Not a job (an error, or the sign-in page a lapsed session is sent to).
       if (!response.ok || !body || !body.id) {
         if (response.redirected && !body) { window.location.assign(response.url); return; }
-        showError(body);
+        showError(body, response.status);
         return;
       }
       follow(body, before);
     } catch (error) {
       showError(null);
     } finally {
-      submit.disabled = false;
+      // One job at a time here: the button comes back when it ends.
+      submit.disabled = Boolean(current && !current.done);
     }
   });
 
@@ -114,6 +119,9 @@
 
   function showResults(job) {
     current.done = true;
+    submit.disabled = false;
+    // What it cost, kept by the quote's "not enough credits" check.
+    if (job.status === "succeeded") form.dataset.balance = String(Number(form.dataset.balance) - job.credits_charged);
     if (current.socket) current.socket.close();
     progress.hidden = true;
     preview.hidden = true;
@@ -145,14 +153,22 @@
   // The result becomes the next job's picture (or control picture) on this
   // page, its job the parent (lineage), in the chosen mode.
   async function reuse(job, image, mode) {
-    const response = await fetch(image.url, { credentials: "same-origin" });
-    if (!response.ok) return;
-    const file = new File([await response.blob()], "result.png", { type: "image/png" });
+    let file;
+    try {
+      const response = await fetch(image.url, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(String(response.status));
+      file = new File([await response.blob()], "result.png", { type: "image/png" });
+    } catch (error) {
+      // E.g. a bucket's signed URL without CORS for this site: the job page's links still work.
+      showError({ error: { message: "Could not fetch the picture here; use the job page's links instead." } });
+      return;
+    }
     let parent = form.querySelector("input[name=parent_job]");
     if (!parent) {
       parent = document.createElement("input");
       parent.type = "hidden";
       parent.name = "parent_job";
+      parent.dataset.inPlace = "1";
       form.append(parent);
     }
     parent.value = job.id;
@@ -221,4 +237,14 @@
     document.getElementById("studio-recent").hidden = list.length === 0;
   }
   showRecent();
+
+  // A picture chosen by hand replaces "Use as input"'s: the job it came
+  // from is no longer the next one's parent.
+  ["id_image", "id_control_image"].forEach(function (id) {
+    const input = document.getElementById(id);
+    if (input) input.addEventListener("input", function () {
+      const parent = form.querySelector("input[name=parent_job][data-in-place]");
+      if (parent) parent.remove();
+    });
+  });
 })();
